@@ -1,0 +1,91 @@
+"""The Python API for scripts and notebooks; the CLI is a thin layer over these functions.
+
+Images may be paths, PIL images or arrays; options are `Config` field names, e.g.
+`jaxstyle.transfer("photo.jpg", "painting.jpg", size=256, iterations=100)`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+from . import pipeline
+from . import weights as weights_mod
+from .config import PRESETS, Config
+from .pipeline import ImageLike, Progress, Result
+
+
+def _progress(progress: bool | Callable[[Progress], None] | None):
+    if progress is True:
+        from .progress import ProgressPrinter
+        return ProgressPrinter()
+    return progress or None
+
+
+def _message(progress) -> Callable[[str], None] | None:
+    return (lambda msg: print(msg, file=sys.stderr)) if progress else None
+
+
+def _config(mode: str, config: Config | None, options: Mapping[str, Any]) -> Config:
+    return (config or PRESETS[mode]).replace(**options)
+
+
+def transfer(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
+             output: str | os.PathLike | None = None,
+             weights: str | os.PathLike | Mapping | None = None,
+             style_blend: Sequence[float] | None = None,
+             progress: bool | Callable[[Progress], None] | None = None,
+             config: Config | None = None, **options: Any) -> Result:
+    """Render `content` in the style of `style` (one image or several, blended by `style_blend`)."""
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    cfg = _config("transfer", config, options)
+    return pipeline.run("transfer", cfg, content, styles, output_path=output, weights=weights,
+                        style_blend=style_blend, progress=_progress(progress),
+                        message=_message(progress))
+
+
+def reconstruct_content(image: ImageLike, *, output: str | os.PathLike | None = None,
+                        weights: str | os.PathLike | Mapping | None = None,
+                        progress: bool | Callable[[Progress], None] | None = None,
+                        config: Config | None = None, **options: Any) -> Result:
+    """Recover an image from its VGG16 activations at the content layers, starting from noise."""
+    cfg = _config("content", config, options)
+    return pipeline.run("content", cfg, image, (), output_path=output, weights=weights,
+                        progress=_progress(progress), message=_message(progress))
+
+
+def reconstruct_style(image: ImageLike | Sequence[ImageLike], *,
+                      output: str | os.PathLike | None = None,
+                      weights: str | os.PathLike | Mapping | None = None,
+                      style_blend: Sequence[float] | None = None,
+                      progress: bool | Callable[[Progress], None] | None = None,
+                      config: Config | None = None, **options: Any) -> Result:
+    """Synthesize a texture whose Gram matrices match the style image's, starting from noise."""
+    styles = list(image) if isinstance(image, (list, tuple)) else [image]
+    cfg = _config("style", config, options)
+    return pipeline.run("style", cfg, None, styles, output_path=output, weights=weights,
+                        style_blend=style_blend, progress=_progress(progress),
+                        message=_message(progress))
+
+
+def load_weights(path: str | os.PathLike | None = None) -> dict:
+    """VGG16 parameters, to pass as `weights=` to several runs without reloading them."""
+    params, info = weights_mod.load(path)
+    if info.warning:
+        print(f"warning: {info.warning}", file=sys.stderr)
+    return params
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
+    """Turn on JAX's persistent compilation cache (default: in jaxstyle's cache directory).
+
+    A second run with the same image shape then loads the compiled loop instead of
+    compiling it again. Returns the directory used.
+    """
+    import jax
+
+    directory = str(path or weights_mod.cache_dir() / "xla")
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory

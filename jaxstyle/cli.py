@@ -1,0 +1,244 @@
+"""The `jaxstyle` command line: a thin layer over `jaxstyle.api`.
+
+Options for the settings are generated from `Config`'s fields, and their defaults are the
+mode's preset in `config.PRESETS`; nothing here holds a default of its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from typing import Any, Callable
+
+import click
+from click.core import ParameterSource
+
+from . import api, pipeline
+from . import weights as weights_mod
+from .config import PRESETS, Config
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list of strings or floats."""
+
+    def __init__(self, item: type) -> None:
+        self.item = item
+        self.name = "list"
+
+    def convert(self, value: Any, param, ctx) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        items = [v.strip() for v in str(value).split(",") if v.strip()]
+        if self.item is float:
+            try:
+                return tuple(float(v) for v in items)
+            except ValueError:
+                self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+        return tuple(items)
+
+
+def _click_type(f: dataclasses.Field) -> Any:
+    if "choices" in f.metadata:
+        return click.Choice(f.metadata["choices"])
+    return {"int": int, "float": float, "str": str, "bool": bool,
+            "tuple[str, ...]": CommaList(str), "tuple[float, ...]": CommaList(float)}[f.type]
+
+
+def _show(value: Any) -> Any:
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+
+
+def config_options(mode: str) -> Callable:
+    """Decorator adding one option per `Config` field that applies to `mode`."""
+    preset = PRESETS[mode]
+
+    def decorate(fn: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(Config)):
+            if mode not in f.metadata["modes"]:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            default = getattr(preset, f.name)
+            if f.type == "bool":
+                decl = [f"{flag}/--no-{flag[2:]}"]
+            else:
+                decl = [flag]
+            fn = click.option(*decl, f.name, type=_click_type(f), default=_show(default),
+                              show_default=True, help=f.metadata["help"])(fn)
+        return fn
+
+    return decorate
+
+
+def _settings(mode: str, options: dict[str, Any]) -> Config:
+    """The mode's preset with the options the user actually gave (not click's echoed defaults)."""
+    ctx = click.get_current_context()
+    names = {f.name for f in dataclasses.fields(Config)}
+    given = {k: v for k, v in options.items()
+             if k in names and ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+    return PRESETS[mode].replace(**given)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the run to stop at the next chunk boundary; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def handler(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        click.echo(f"\n{signal.Signals(signum).name}: stopping after the current chunk "
+                   "(press Ctrl-C again to abort without saving)", err=True)
+
+    def __enter__(self) -> "_StopFlag":
+        self._previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+
+def _download_bar() -> Callable[[int, int], None]:
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total or None, label="downloading VGG16 weights",
+                                             file=sys.stderr)
+            state["bar"].__enter__()
+            state["done"] = 0
+        state["bar"].update(done - state["done"])
+        state["done"] = done
+        if total and done >= total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
+
+
+def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
+             weights: str | None, style_blend, quality: int) -> None:
+    config = _settings(mode, options)
+    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
+        api.enable_compilation_cache()
+    from .progress import ProgressPrinter
+    printer = ProgressPrinter()
+    with _StopFlag() as stop:
+        try:
+            result = pipeline.run(mode, config, content, styles, output_path=output,
+                                  weights=weights, style_blend=style_blend, progress=printer,
+                                  message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
+                                  should_stop=stop, download_progress=_download_bar(),
+                                  quality=quality)
+        finally:
+            printer.close()
+    ips = result.seconds_per_iteration
+    click.echo(f"wrote {result.output} ({result.image.shape[1]}x{result.image.shape[0]}): "
+               f"{result.iterations} iterations, {result.evaluations} evaluations, "
+               f"loss {result.initial['total']:.4g} -> {result.final['total']:.4g}, "
+               f"{ips:.3g} s/iteration, {result.evaluations_per_iteration:.2f} evaluations/iteration, "
+               f"compile {result.compile_seconds:.1f}s", err=True)
+    if result.snapshots:
+        click.echo(f"snapshots: {result.snapshots[0].parent}/{result.snapshots[0].name} ... "
+                   f"({len(result.snapshots)})", err=True)
+    if result.status == "non-finite":
+        raise NumericalError(result.message)
+    if result.status == "stalled":
+        click.echo(f"jaxstyle: {result.message}", err=True)
+    if result.status == "interrupted":
+        click.echo(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
+                   f"{result.output}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _common(fn: Callable) -> Callable:
+    fn = click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+                      help="JPEG/WebP quality of the written images.")(fn)
+    fn = click.option("--weights", "weights", type=str, default=None,
+                      help="VGG16 notop weights (Keras h5). Default: $JAXSTYLE_WEIGHTS, the "
+                           "user cache, then a download of Keras' official file.")(fn)
+    fn = click.option("-o", "--output", required=True, type=str,
+                      help="Result image; the format follows the extension.")(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="jaxstyle")
+def cli() -> None:
+    """Neural style transfer (Gatys et al.) with VGG16 in JAX."""
+
+
+@cli.command()
+@click.argument("content", type=str)
+@click.argument("styles", nargs=-1, required=True, type=str)
+@_common
+@click.option("--style-blend", type=CommaList(float), default=None,
+              help="Weights blending the Gram targets of several style images (default: equal).")
+@config_options("transfer")
+def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None,
+             quality: int, style_blend, **options: Any) -> None:
+    """Paint CONTENT in the style of STYLE (several STYLE images are blended)."""
+    _execute("transfer", options, content, styles, output, weights, style_blend, quality)
+
+
+@cli.command()
+@click.argument("image", type=str)
+@_common
+@config_options("content")
+def content(image: str, output: str, weights: str | None, quality: int, **options: Any) -> None:
+    """Reconstruct IMAGE from its VGG16 activations, starting from noise."""
+    _execute("content", options, image, (), output, weights, None, quality)
+
+
+@cli.command()
+@click.argument("image", type=str)
+@_common
+@config_options("style")
+def style(image: str, output: str, weights: str | None, quality: int, **options: Any) -> None:
+    """Reconstruct the style (texture) of IMAGE from its Gram matrices, starting from noise."""
+    _execute("style", options, None, (image,), output, weights, None, quality)
+
+
+@cli.command("weights")
+@click.option("--weights", "path", type=str, default=None, help="Check this file instead of resolving.")
+@click.option("--fetch", is_flag=True, help="Download Keras' official file into the cache if it is missing.")
+def weights_cmd(path: str | None, fetch: bool) -> None:
+    """Show where the VGG16 weights come from, verify them, and convert (or --fetch) them."""
+    found, source = weights_mod.locate(path)
+    click.echo(f"cache directory: {weights_mod.cache_dir()}")
+    if found is None and not fetch:
+        raise JaxstyleError(f"no VGG16 weights found (no --weights, no $JAXSTYLE_WEIGHTS, nothing at "
+                            f"{weights_mod.cached_weights_path()}); run `jaxstyle weights --fetch` "
+                            f"to download them or pass --weights PATH")
+    params, info = weights_mod.load(path, allow_download=fetch, progress=_download_bar())
+    n = sum(p["kernel"].size + p["bias"].size for p in params.values())
+    click.echo(f"weights: {info.path} (from {info.source})")
+    click.echo(f"md5: {info.md5}  sha256: {info.sha256}")
+    click.echo("official Keras file: " + ("yes" if info.official else "no (accepted: every layer's shape matches)"))
+    click.echo(f"layers: {len(params)} conv layers, {n:,} parameters, all finite, shapes OK")
+    click.echo(f"converted parameters: {info.converted or 'not cached (cache directory not writable)'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns errors into one-line messages and exit codes."""
+    try:
+        code = cli.main(args=argv, prog_name="jaxstyle", standalone_mode=False)
+    except click.UsageError as e:
+        click.echo(f"jaxstyle: error: {e.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as e:
+        click.echo(f"jaxstyle: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except JaxstyleError as e:
+        click.echo(f"jaxstyle: error: {e.message}", err=True)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("\njaxstyle: aborted; nothing was written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)

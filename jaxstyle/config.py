@@ -1,0 +1,172 @@
+"""The one source of truth for settings and their defaults.
+
+`Config` is frozen and validated on construction. The CLI builds its options from the
+field metadata below (`cli.py`), and each mode's defaults are a preset `Config`
+(`PRESETS`), so a default is changed here and nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .vgg import LAYER_NAMES
+
+MODES = ("transfer", "content", "style")
+OPTIMIZERS = ("lbfgs", "adam")
+DTYPES = ("float32", "bfloat16")
+INITS = ("content", "noise", "style")  # or a path to an image file
+MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
+MAX_SIZE = 16384
+
+STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
+
+
+def _meta(help: str, modes: tuple[str, ...] = MODES, **extra: Any) -> dict:
+    return {"help": help, "modes": modes, **extra}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run. Build with keyword arguments; invalid values raise ConfigError."""
+
+    size: int = field(default=512, metadata=_meta(
+        "Longest side of the result in pixels; the content's aspect ratio is kept."))
+    iterations: int = field(default=300, metadata=_meta(
+        "Optimizer iterations (an L-BFGS iteration is usually one loss+gradient evaluation)."))
+    content_layers: tuple[str, ...] = field(default=("block4_conv2",), metadata=_meta(
+        "VGG16 conv layers whose activations the result must match (comma-separated).",
+        modes=("transfer", "content")))
+    content_layer_weights: tuple[float, ...] = field(default=(1.0,), metadata=_meta(
+        "Weight of each content layer (comma-separated; default: equal).",
+        modes=("transfer", "content")))
+    style_layers: tuple[str, ...] = field(default=STYLE_LAYERS, metadata=_meta(
+        "VGG16 conv layers whose Gram matrices the result must match (comma-separated).",
+        modes=("transfer", "style")))
+    style_layer_weights: tuple[float, ...] = field(default=(0.05, 0.15, 0.2, 0.3, 0.3), metadata=_meta(
+        "Weight of each style layer (comma-separated; default: equal).",
+        modes=("transfer", "style")))
+    content_weight: float = field(default=1.0, metadata=_meta(
+        "Weight of the content term in the total loss.", modes=("transfer",)))
+    style_weight: float = field(default=10.0, metadata=_meta(
+        "Weight of the style term in the total loss.", modes=("transfer",)))
+    tv_weight: float = field(default=1e-4, metadata=_meta(
+        "Weight of the total-variation (smoothness) term, in 0..255 pixel units."))
+    normalize: bool = field(default=True, metadata=_meta(
+        "Divide each layer's term by its target's mean square, so terms are O(1) whatever the "
+        "layer or image; --no-normalize gives raw mean-squared terms."))
+    optimizer: str = field(default="lbfgs", metadata=_meta(
+        "Optimizer.", choices=OPTIMIZERS))
+    lbfgs_memory: int = field(default=20, metadata=_meta(
+        "L-BFGS history size (pairs of past steps and gradient changes)."))
+    linesearch_steps: int = field(default=20, metadata=_meta(
+        "Most loss+gradient evaluations one L-BFGS line search may make."))
+    learning_rate: float = field(default=5.0, metadata=_meta(
+        "Adam learning rate, in 0..255 pixel units."))
+    init: str = field(default="content", metadata=_meta(
+        "Initial image: content, noise (seeded), style, or the path of an image file."))
+    seed: int = field(default=0, metadata=_meta("Random seed for noise initialization."))
+    save_every: int = field(default=0, metadata=_meta(
+        "Save a numbered snapshot beside the output every N iterations (0: never)."))
+    dtype: str = field(default="float32", metadata=_meta(
+        "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("tuple[str, ...]", "tuple[float, ...]") and not isinstance(value, tuple):
+                if isinstance(value, (str, bytes)):
+                    value = tuple(v.strip() for v in value.split(",") if v.strip())
+                object.__setattr__(self, f.name, tuple(value))
+        _validate(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with `changes`; changing a layer list without its weights gives equal weights."""
+        for kind in ("content", "style"):
+            layers, weights = f"{kind}_layers", f"{kind}_layer_weights"
+            if changes.get(layers) is not None and changes.get(weights) is None:
+                n = len(_as_tuple(changes[layers]))
+                changes[weights] = (1.0 / n,) * n if n else ()
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every setting."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        """Inverse of `to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**dict(data))
+
+
+def _as_tuple(value: Any) -> tuple:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def _validate(c: Config) -> None:
+    if not isinstance(c.size, int) or isinstance(c.size, bool) or not MIN_SIZE <= c.size <= MAX_SIZE:
+        raise ConfigError(f"--size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {c.size!r}")
+    for name in ("iterations", "save_every", "seed"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
+    for name in ("lbfgs_memory", "linesearch_steps"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer from 1 to 1000, got {value!r}")
+    for kind in ("content", "style"):
+        layers = getattr(c, f"{kind}_layers")
+        weights = getattr(c, f"{kind}_layer_weights")
+        for layer in layers:
+            if layer not in LAYER_NAMES:
+                raise ConfigError(f"unknown {kind} layer {layer!r}; VGG16 conv layers are "
+                                  f"{', '.join(LAYER_NAMES)}")
+        if len(set(layers)) != len(layers):
+            raise ConfigError(f"--{kind}-layers lists a layer twice: {','.join(layers)}")
+        if len(weights) != len(layers):
+            raise ConfigError(f"--{kind}-layer-weights has {len(weights)} value(s) for "
+                              f"{len(layers)} {kind} layer(s)")
+        for w in weights:
+            _check_weight(f"--{kind}-layer-weights", w)
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        _check_weight(f"--{name.replace('_', '-')}", getattr(c, name))
+    if not (isinstance(c.learning_rate, (int, float)) and math.isfinite(c.learning_rate)
+            and c.learning_rate > 0):
+        raise ConfigError(f"--learning-rate must be a positive number, got {c.learning_rate!r}")
+    if c.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}")
+    if c.dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {c.dtype!r}")
+    if not isinstance(c.init, str) or not c.init:
+        raise ConfigError(f"--init must be {', '.join(INITS)} or an image path, got {c.init!r}")
+    if c.content_weight > 0 and not c.content_layers and c.style_weight == 0:
+        raise ConfigError("nothing to optimize: no content layers and a zero style weight")
+
+
+def _check_weight(option: str, w: Any) -> None:
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        raise ConfigError(f"{option} must be finite and non-negative, got {w!r}")
+
+
+PRESETS: dict[str, Config] = {
+    # Combine a photo's content with a painting's style.
+    "transfer": Config(),
+    # Reconstruct a photo from its activations at one layer, starting from noise.
+    "content": Config(content_layers=("block2_conv2",), content_layer_weights=(1.0,),
+                      style_layers=(), style_layer_weights=(), style_weight=0.0,
+                      tv_weight=1e-5, init="noise", iterations=300),
+    # Reconstruct a painting's style (texture) from its Gram matrices, starting from noise.
+    "style": Config(content_layers=(), content_layer_weights=(), content_weight=0.0,
+                    style_weight=1.0, tv_weight=0.0, init="noise", iterations=300),
+}

@@ -1,0 +1,158 @@
+"""The `jaxstyle` CLI end to end on tiny images with synthetic weights, and its bad-input errors."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxstyle import cli
+from jaxstyle.errors import EXIT_ERROR
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run `jaxstyle ARGS` in-process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def _losses(err: str) -> tuple[float, float]:
+    m = re.search(r"loss ([0-9.eE+-]+) -> ([0-9.eE+-]+)", err)
+    assert m, err
+    return float(m.group(1)), float(m.group(2))
+
+
+def _snapshot(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("mode", ["transfer", "content", "style"])
+def test_each_mode_writes_an_image_and_lowers_the_loss(capsys, tmp_path, image_dir, synthetic_h5, mode):
+    out = tmp_path / f"{mode}.png"
+    inputs = {"transfer": [image_dir / "content.png", image_dir / "style.png"],
+              "content": [image_dir / "content.png"], "style": [image_dir / "style.png"]}[mode]
+    code, _, err = run_cli(capsys, mode, *inputs, "-o", out, "--weights", synthetic_h5,
+                           "--size", 48, "--iterations", 12, "--save-every", 5)
+    assert code == 0, err
+    with Image.open(out) as img:
+        img.load()
+        assert img.mode == "RGB"
+        assert max(img.size) == 48
+        expected = Image.open(inputs[0]).size
+        assert img.size[0] / img.size[1] == pytest.approx(expected[0] / expected[1], rel=0.05)
+    before, after = _losses(err)
+    assert after < 0.8 * before
+    snaps = sorted(p.name for p in tmp_path.iterdir() if p.name != out.name)
+    assert snaps == [f"{mode}_0005.png", f"{mode}_0010.png"]
+    assert "Traceback" not in err
+
+
+def test_python_m_jaxstyle_works(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "jaxstyle", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "transfer" in r.stdout and "weights" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "jaxstyle", "content", str(tmp_path / "none.png"),
+                        "-o", str(tmp_path / "o.png")], capture_output=True, text=True)
+    assert r.returncode == EXIT_ERROR
+    assert r.stderr.strip() == f"jaxstyle: error: {tmp_path / 'none.png'}: no such file"
+
+
+def test_seed_makes_runs_repeatable(capsys, tmp_path, image_dir, synthetic_h5):
+    outs = []
+    for name, seed in (("a.png", 3), ("b.png", 3), ("c.png", 4)):
+        code, _, err = run_cli(capsys, "content", image_dir / "content.png", "-o", tmp_path / name,
+                               "--weights", synthetic_h5, "--size", 32, "--iterations", 3, "--seed", seed)
+        assert code == 0, err
+        outs.append(np.asarray(Image.open(tmp_path / name)))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2])
+
+
+def test_weights_command_reports_and_verifies(capsys, synthetic_h5):
+    code, out, err = run_cli(capsys, "weights", "--weights", synthetic_h5)
+    assert code == 0, err
+    assert str(synthetic_h5) in out and "official Keras file: no" in out and "13 conv layers" in out
+
+
+def _bad_cases(tmp_path: Path, image_dir: Path):
+    good = image_dir / "content.png"
+    style = image_dir / "style.png"
+    text = tmp_path / "text.jpg"
+    text.write_text("hello")
+    trunc = tmp_path / "trunc.png"
+    trunc.write_bytes(good.read_bytes()[:200])
+    unwritable = Path("/proc") if os.geteuid() == 0 else tmp_path / "ro"
+    if unwritable != Path("/proc"):
+        unwritable.mkdir()
+        unwritable.chmod(0o500)
+    return [
+        ("missing content", [tmp_path / "nope.png", style], tmp_path / "o.png", "nope.png: no such file"),
+        ("undecodable style", [good, text], tmp_path / "o.png", "text.jpg: not an image file"),
+        ("truncated", [good, trunc], tmp_path / "o.png", "trunc.png: corrupt or truncated"),
+        ("directory", [good, tmp_path], tmp_path / "o.png", "is a directory"),
+        ("missing output dir", [good, style], tmp_path / "no" / "o.png", "does not exist"),
+        ("unwritable output dir", [good, style], unwritable / "o.png", "is not writable"),
+        ("output is input", [good, style], good, "output path is also an input"),
+        ("unknown extension", [good, style], tmp_path / "o.xyz", "cannot write .xyz"),
+    ]
+
+
+def test_bad_input_gives_one_line_error_and_writes_nothing(capsys, tmp_path, image_dir, synthetic_h5):
+    for label, inputs, output, message in _bad_cases(tmp_path, image_dir):
+        before_tmp, before_img = _snapshot(tmp_path), _snapshot(image_dir)
+        code, out, err = run_cli(capsys, "transfer", *inputs, "-o", output, "--weights", synthetic_h5,
+                                 "--size", 32, "--iterations", 2)
+        assert code == EXIT_ERROR, (label, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jaxstyle: error: "), (label, err)
+        assert message in lines[0], (label, err)
+        assert "Traceback" not in err + out
+        assert _snapshot(tmp_path) == before_tmp, label
+        assert _snapshot(image_dir) == before_img, label
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "0"], "--size must be an integer from 16"),
+    (["--size", "-3"], "--size must be"),
+    (["--style-layers", "block1_conv1,bogus"], "unknown style layer 'bogus'"),
+    (["--style-layer-weights", "1,2"], "has 2 value(s) for 5 style layer(s)"),
+    (["--style-weight", "-1"], "--style-weight must be finite and non-negative"),
+    (["--content-weight", "nan"], "--content-weight must be finite"),
+    (["--style-layer-weights", "a,b"], "not a comma-separated list of numbers"),
+])
+def test_bad_options_give_one_line_errors(capsys, tmp_path, image_dir, synthetic_h5, args, message):
+    code, out, err = run_cli(capsys, "transfer", image_dir / "content.png", image_dir / "style.png",
+                             "-o", tmp_path / "o.png", "--weights", synthetic_h5, *args)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unusual_images_work(capsys, tmp_path, image_dir, synthetic_h5):
+    base = Image.open(image_dir / "content.png").convert("RGB")
+    variants = {
+        "gray.png": base.convert("L"),
+        "rgba.png": base.convert("RGBA"),
+        "palette.png": base.convert("P"),
+        "cmyk.jpg": base.convert("CMYK"),
+        "gray16.png": Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257),
+    }
+    for name, img in variants.items():
+        img.save(tmp_path / name)
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    base.save(tmp_path / "rotated.jpg", exif=exif)
+    for name in [*variants, "rotated.jpg"]:
+        out = tmp_path / f"out_{Path(name).stem}.png"
+        code, _, err = run_cli(capsys, "transfer", tmp_path / name, image_dir / "style.png", "-o", out,
+                               "--weights", synthetic_h5, "--size", 32, "--iterations", 2)
+        assert code == 0, (name, err)
+        size = Image.open(out).size
+        assert size == ((24, 32) if name == "rotated.jpg" else (32, 24)), (name, size)

@@ -1,0 +1,141 @@
+"""Losses, features and gradients against the independent float64 NumPy reference."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference as ref
+from jaxstyle import losses, solver, vgg
+from jaxstyle.config import Config
+
+H, W = 36, 28  # odd sizes after pooling exercise the 'VALID' floor
+
+
+def _ref_params(params):
+    return {n: (p["kernel"].astype(np.float64), p["bias"].astype(np.float64)) for n, p in params.items()}
+
+
+def _images(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-120, 130, (H, W, 3)).astype(np.float32) for _ in range(3)]
+
+
+@pytest.fixture(scope="module")
+def variables(synthetic_params):
+    return vgg.prepare_variables(synthetic_params)
+
+
+def test_features_match_reference(synthetic_params, variables):
+    x = _images()[0]
+    got = vgg.features(variables, jnp.asarray(x), vgg.LAYER_NAMES)
+    want = ref.forward(_ref_params(synthetic_params), x.astype(np.float64))
+    for name in vgg.LAYER_NAMES:
+        err = np.linalg.norm(np.asarray(got[name], np.float64) - want[name]) / np.linalg.norm(want[name])
+        assert err < 1e-5, (name, err)
+    assert got["block5_conv3"].shape == want["block5_conv3"].shape == (2, 1, 512)
+
+
+def test_gram_matches_reference():
+    f = np.random.default_rng(1).standard_normal((5, 7, 6)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(losses.gram(jnp.asarray(f))), ref.gram(f.astype(np.float64)),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_network_stops_at_deepest_requested_layer(variables):
+    jaxpr = jax.make_jaxpr(lambda x: vgg.features(variables, x, ("block1_conv2",)))(jnp.zeros((H, W, 3)))
+    assert str(jaxpr).count("conv_general_dilated") == 2
+    jaxpr = jax.make_jaxpr(lambda x: vgg.features(variables, x, ("block3_conv1", "block1_conv1")))(
+        jnp.zeros((H, W, 3)))
+    assert str(jaxpr).count("conv_general_dilated") == 5
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_loss_terms_and_gradient_match_float64_reference(synthetic_params, variables, normalize):
+    content, style, x = _images()
+    config = Config(content_layers=("block2_conv2", "block4_conv2"), content_layer_weights=(0.3, 0.7),
+                    content_weight=2.0, style_weight=50.0, tv_weight=0.01, normalize=normalize)
+    objective = losses.Objective.from_config(config)
+    targets = losses.make_targets(variables, config, objective, content, [style])
+
+    # The reference builds its own targets and coefficients in float64.
+    rp = _ref_params(synthetic_params)
+    cf = ref.forward(rp, content.astype(np.float64))
+    sf = ref.forward(rp, style.astype(np.float64))
+    c_targets = [cf[n] for n in config.content_layers]
+    s_targets = [ref.gram(sf[n]) for n in config.style_layers]
+
+    def coeffs(weights, tensors):
+        return [w / np.mean(t ** 2) if normalize else w for w, t in zip(weights, tensors)]
+
+    spec = dict(content_layers=list(config.content_layers),
+                content_coeffs=coeffs(config.content_layer_weights, c_targets),
+                content_targets=c_targets,
+                style_layers=list(config.style_layers),
+                style_coeffs=coeffs(config.style_layer_weights, s_targets),
+                style_targets=s_targets,
+                content_weight=config.content_weight, style_weight=config.style_weight,
+                tv_weight=config.tv_weight)
+    want_total, want_terms, want_grad = ref.loss_and_grad(x.astype(np.float64), rp, spec)
+
+    got_terms = solver.loss_terms(jnp.asarray(x), variables, targets, objective=objective)
+    for k in ("content", "style", "tv", "total"):
+        np.testing.assert_allclose(float(getattr(got_terms, k)), want_terms[k], rtol=2e-4, err_msg=k)
+    value, grad = solver.value_and_grad(jnp.asarray(x), variables, targets, objective=objective)
+    np.testing.assert_allclose(float(value), want_total, rtol=2e-4)
+    grad = np.asarray(grad, np.float64)
+    rel = np.linalg.norm(grad - want_grad) / np.linalg.norm(want_grad)
+    assert rel < 1e-4, rel
+    # Direction and per-pixel agreement, not just the norm.
+    cos = float(np.sum(grad * want_grad) / (np.linalg.norm(grad) * np.linalg.norm(want_grad)))
+    assert cos > 0.99999, cos
+
+
+def test_total_variation_gradient_matches_reference():
+    x = _images(3)[0]
+    g = jax.grad(losses.total_variation)(jnp.asarray(x))
+    np.testing.assert_allclose(float(losses.total_variation(jnp.asarray(x))),
+                               ref.tv_loss(x.astype(np.float64)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(g), ref.tv_grad(x.astype(np.float64)), rtol=1e-4, atol=1e-6)
+
+
+def test_custom_conv_vjp_equals_plain_convolution_gradients():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((1, 9, 7, 5)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, 5, 4)), jnp.float32)
+
+    def plain(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def f_custom(x, k):
+        return jnp.sum(jnp.sin(vgg.conv3x3(x, k, vgg.backward_kernel(k))))
+
+    def f_plain(x, k):
+        return jnp.sum(jnp.sin(plain(x, k)))
+
+    gx1, gk1 = jax.grad(f_custom, argnums=(0, 1))(x, k)
+    gx2, gk2 = jax.grad(f_plain, argnums=(0, 1))(x, k)
+    np.testing.assert_allclose(np.asarray(gx1), np.asarray(gx2), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gk1), np.asarray(gk2), rtol=1e-4, atol=1e-5)
+
+
+def test_max_pool_drops_odd_row_and_column():
+    x = jnp.arange(5 * 7, dtype=jnp.float32).reshape(1, 5, 7, 1)
+    y = vgg.max_pool(x)
+    assert y.shape == (1, 2, 3, 1)
+    np.testing.assert_array_equal(np.asarray(y[0, :, :, 0]), [[8, 10, 12], [22, 24, 26]])
+
+
+def test_style_blend_mixes_gram_targets(variables):
+    a, b, _ = _images(5)
+    config = Config(content_layers=(), content_layer_weights=(), content_weight=0.0,
+                    style_weight=1.0, normalize=False)
+    objective = losses.Objective.from_config(config)
+    ta = losses.make_targets(variables, config, objective, None, [a])
+    tb = losses.make_targets(variables, config, objective, None, [b])
+    tab = losses.make_targets(variables, config, objective, None, [a, b], style_blend=[3.0, 1.0])
+    for ga, gb, gab in zip(ta.style, tb.style, tab.style):
+        np.testing.assert_allclose(np.asarray(gab), 0.75 * np.asarray(ga) + 0.25 * np.asarray(gb),
+                                   rtol=1e-5, atol=1e-6)
