@@ -74,18 +74,3 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
     if info.warning:
         print(f"warning: {info.warning}", file=sys.stderr)
     return params
-
-
-def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
-    """Turn on JAX's persistent compilation cache (default: in jaxstyle's cache directory).
-
-    A second run with the same image shape then loads the compiled loop instead of
-    compiling it again. Returns the directory used.
-    """
-    import jax
-
-    directory = str(path or weights_mod.cache_dir() / "xla")
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return directory

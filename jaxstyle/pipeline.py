@@ -178,18 +178,24 @@ def optimize(mode: str, config: Config, objective: Objective, method: Method, va
              progress: Callable[[Progress], None] | None = None,
              should_stop: Callable[[], bool] | None = None,
              quality: int = 95) -> Result:
-    """Run the solver from x0 (network input space) and produce the Result and files."""
+    """Run the solver from x0 (network input space) and produce the Result and files.
+
+    One-off evaluations (the first loss and gradient, progress terms) use `variables` as
+    given; the loop gets the Winograd kernels `objective.conv` calls for (`network_variables`).
+    """
     report = progress or (lambda _p: None)
     lr = jnp.float32(config.learning_rate)
-    state = solver.init_state(jnp.asarray(x0), method, config.learning_rate)
+    x0 = jnp.asarray(x0)
+    loop_variables = losses.network_variables(variables, objective, x0.shape)
 
     report(Progress("compile", 0, config.iterations, 0, float("nan"), None, 0, 0.0, None))
     t0 = time.perf_counter()
-    chunk_fn = solver.run_chunk.lower(state, jnp.int32(1), variables, targets, lr,
-                                      objective=objective, method=method).compile()
-    x_now = solver.image(state, method)
-    terms_fn = solver.loss_terms.lower(x_now, variables, targets, objective=objective).compile()
+    start_fn, chunk_fn = solver.compile_loop(x0, variables, loop_variables, targets, lr,
+                                             objective, method)
+    terms_fn = solver.loss_terms.lower(x0, variables, targets, objective=objective).compile()
     compile_seconds = time.perf_counter() - t0
+    state = start_fn(x0, variables, targets, lr)
+    x_now = solver.image(state, method)
 
     t_start = time.perf_counter()
     initial = _terms_dict(terms_fn(x_now, variables, targets))
@@ -206,8 +212,8 @@ def optimize(mode: str, config: Config, objective: Objective, method: Method, va
         return min(nxt - done, target)
 
     done = 0
-    pending = chunk_fn(state, jnp.int32(chunk_length(0)), variables, targets, lr) \
-        if config.iterations > 0 else state
+    pending = chunk_fn(state, jnp.int32(chunk_length(0)), loop_variables, targets, lr) \
+        if config.iterations > 0 and int(state.status) == solver.RUNNING else state
     t_prev = time.perf_counter()
     while done < config.iterations:
         current = pending
@@ -220,7 +226,7 @@ def optimize(mode: str, config: Config, objective: Objective, method: Method, va
         stop_requested = should_stop is not None and should_stop()
         stopping = status_code != solver.RUNNING or it >= config.iterations or stop_requested
         if not stopping:  # queue the next chunk before doing host work on this one
-            pending = chunk_fn(current, jnp.int32(chunk_length(it)), variables, targets, lr)
+            pending = chunk_fn(current, jnp.int32(chunk_length(it)), loop_variables, targets, lr)
         done = it
         if (config.save_every and output_path is not None and done % config.save_every == 0
                 and done < config.iterations and done > 0):

@@ -110,7 +110,7 @@ def test_custom_conv_vjp_equals_plain_convolution_gradients():
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     def f_custom(x, k):
-        return jnp.sum(jnp.sin(vgg.conv3x3(x, k, vgg.backward_kernel(k))))
+        return jnp.sum(jnp.sin(vgg.conv3x3(x, k, k, vgg.backward_kernel(k))))
 
     def f_plain(x, k):
         return jnp.sum(jnp.sin(plain(x, k)))
@@ -139,3 +139,52 @@ def test_style_blend_mixes_gram_targets(variables):
     for ga, gb, gab in zip(ta.style, tb.style, tab.style):
         np.testing.assert_allclose(np.asarray(gab), 0.75 * np.asarray(ga) + 0.25 * np.asarray(gb),
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 13, 10, 8, 6), (2, 7, 9, 5, 4), (1, 4, 4, 3, 2), (1, 1, 1, 3, 2)])
+def test_winograd_convolution_equals_direct(shape):
+    n, h, w, c, k = shape
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, c, k)), jnp.float32)
+    want = np.asarray(vgg._conv(x, kernel), np.float64)
+    got = np.asarray(vgg.winograd_conv(x, vgg.winograd_kernel(kernel)), np.float64)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+
+
+def test_winograd_plan_follows_the_policy():
+    layers = ("block1_conv2", "block5_conv3")
+    auto = vgg.winograd_plan(layers, (256, 256, 3), "auto", platform="cpu")
+    # At 256x256: block3 (64x64) uses Winograd where its input has 256 channels (not the
+    # forward pass of block3_conv1, whose input has 128), blocks 4 and 5 everywhere.
+    assert auto["block3_conv1"] == (False, True)
+    assert all(auto[n] == (True, True) for n in vgg.LAYER_NAMES[5:] if n != "block3_conv1")
+    assert not any(n.startswith(("block1", "block2")) for n in auto)
+    assert vgg.winograd_plan(layers, (256, 256, 3), "auto", platform="gpu") == {}
+    assert vgg.winograd_plan(layers, (256, 256, 3), "direct", platform="cpu") == {}
+    forced = vgg.winograd_plan(layers, (32, 32, 3), "winograd", platform="cpu")
+    assert len(forced) == 13 and forced["block1_conv1"] == (True, False)
+    # At 512x512 block 3 is a 128x128 grid: direct there.
+    assert not any(n.startswith("block3") for n in vgg.winograd_plan(layers, (512, 512, 3), "auto", "cpu"))
+
+
+def test_winograd_network_matches_float64_reference(synthetic_params, variables):
+    content, style, x = _images(11)
+    config = Config(content_layers=("block4_conv2",), style_weight=10.0, tv_weight=0.0, conv="winograd")
+    objective = losses.Objective.from_config(config)
+    targets = losses.make_targets(variables, config, objective, content, [style])
+    wino = losses.network_variables(variables, objective, x.shape)
+    assert len(wino["winograd"]) == 13
+    rp = _ref_params(synthetic_params)
+    cf, sf = ref.forward(rp, content.astype(np.float64)), ref.forward(rp, style.astype(np.float64))
+    c_t = [cf["block4_conv2"]]
+    s_t = [ref.gram(sf[n]) for n in config.style_layers]
+    spec = dict(content_layers=["block4_conv2"], content_coeffs=[1 / np.mean(c_t[0] ** 2)],
+                content_targets=c_t, style_layers=list(config.style_layers),
+                style_coeffs=[w / np.mean(t ** 2) for w, t in zip(config.style_layer_weights, s_t)],
+                style_targets=s_t, content_weight=1.0, style_weight=10.0, tv_weight=0.0)
+    want_total, _, want_grad = ref.loss_and_grad(x.astype(np.float64), rp, spec)
+    value, grad = solver.value_and_grad(jnp.asarray(x), wino, targets, objective=objective)
+    np.testing.assert_allclose(float(value), want_total, rtol=1e-4)
+    grad = np.asarray(grad, np.float64)
+    assert np.linalg.norm(grad - want_grad) / np.linalg.norm(want_grad) < 1e-4

@@ -28,7 +28,8 @@ def problem(synthetic_params):
 
 def _run(problem, method, chunks, lr=5.0):
     variables, targets, objective, x0 = problem
-    state = solver.init_state(jnp.asarray(x0), method, lr)
+    state = solver.start(jnp.asarray(x0), variables, targets, jnp.float32(lr),
+                         objective=objective, method=method)
     for n in chunks:
         state = solver.run_chunk(state, jnp.int32(n), variables, targets, jnp.float32(lr),
                                  objective=objective, method=method)
@@ -85,7 +86,8 @@ def test_non_finite_loss_stops_and_keeps_a_finite_image(problem, optimizer):
     variables, targets, objective, x0 = problem
     huge = targets._replace(weights=jnp.asarray([1.0, np.inf, 0.0], jnp.float32))
     method = solver.Method(optimizer=optimizer)
-    state = solver.init_state(jnp.asarray(x0), method, 5.0)
+    state = solver.start(jnp.asarray(x0), variables, huge, jnp.float32(5.0),
+                         objective=objective, method=method)
     state = solver.run_chunk(state, jnp.int32(10), variables, huge, jnp.float32(5.0),
                              objective=objective, method=method)
     assert int(state.status) == solver.NONFINITE
@@ -101,7 +103,8 @@ def test_loss_that_becomes_non_finite_mid_run_keeps_the_last_finite_image(proble
     variables, targets, objective, x0 = problem
     method = solver.Method(optimizer="adam")
     lr = 1e30  # the first step sends pixels to ~1e30: the next loss overflows
-    state = solver.init_state(jnp.asarray(x0), method, lr)
+    state = solver.start(jnp.asarray(x0), variables, targets, jnp.float32(lr),
+                         objective=objective, method=method)
     state = solver.run_chunk(state, jnp.int32(10), variables, targets, jnp.float32(lr),
                              objective=objective, method=method)
     assert int(state.status) == solver.NONFINITE and int(state.iteration) == 1
@@ -112,3 +115,25 @@ def test_noise_is_repeatable_per_seed():
     a, b, c = (preprocess.noise_image((8, 9), s) for s in (3, 3, 4))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_preconditioner_is_an_invertible_change_of_variables():
+    x = jnp.asarray(np.random.default_rng(2).uniform(-100, 100, (20, 13, 3)), jnp.float32)
+    for method in (solver.Method(), solver.Method(precondition=0.0), solver.Method(optimizer="adam")):
+        np.testing.assert_allclose(np.asarray(method.to_image(method.from_image(x))), np.asarray(x),
+                                   atol=2e-3)
+    m = solver.Method(precondition=0.1)
+    # It damps high frequencies: a checkerboard in u maps to a much weaker one in x.
+    checker = jnp.asarray((np.indices((16, 16)).sum(0) % 2 * 2 - 1)[:, :, None] * np.ones(3), jnp.float32)
+    flat = jnp.ones((16, 16, 3), jnp.float32)
+    assert float(jnp.std(m.to_image(checker))) < 0.2 * float(jnp.std(solver.Method(precondition=0.0).to_image(checker)))
+    np.testing.assert_allclose(np.asarray(m.to_image(flat)), np.asarray(solver.Method(precondition=0.0).to_image(flat)), rtol=1e-5)
+
+
+def test_preconditioned_lbfgs_gets_further_in_the_same_iterations(problem):
+    # Measured here: 0.808 with the preconditioner against 0.828 without after 15 iterations
+    # (real weights, 256x256: the peer objective's target in 83 evaluations instead of 95).
+    plain = _run(problem, solver.Method(precondition=0.0), [15])
+    pre = _run(problem, solver.Method(precondition=0.25), [15])
+    assert int(pre.iteration) == int(plain.iteration) == 15
+    assert float(pre.value) < float(plain.value)

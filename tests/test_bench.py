@@ -1,0 +1,41 @@
+"""The benchmark suite runs (a tiny smoke configuration: benchmarks are not timed tests)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jaxstyle import bench, cli
+
+KEYS = {"device", "size", "dtype", "compile_s", "s_per_eval", "s_per_iter", "evals_per_iter",
+        "evals_per_s", "flops_per_eval", "peak_mem_mb"}
+
+
+def test_bench_json_has_the_documented_keys(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--size", "32", "--synthetic-weights", "--iterations", "2", "--repeats", "2",
+                  "--objective", "peer", "--json", "--target-loss", "1e30", "--conv", "direct"])
+    assert e.value.code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(rows) == 1
+    row = rows[0]
+    assert KEYS <= set(row)
+    assert row["size"] == 32 and row["dtype"] == "float32" and row["objective"] == "peer"
+    assert row["s_per_eval"] > 0 and row["s_per_iter"] > 0 and row["evals_per_iter"] >= 1
+    assert row["flops_per_eval"] > 1e8  # VGG16 to block5_conv3 at 32x32: ~1.1 GFLOP
+    assert row["target_reached"] and row["time_to_target_s"] >= row["compile_s"]
+    assert row["s_per_eval_min"] <= row["s_per_eval"] <= row["s_per_eval_max"]
+
+
+def test_bench_table_and_peaks(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--size", "32", "--synthetic-weights", "--iterations", "1", "--repeats", "1"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "s/eval" in out and "GFLOP/s" in out and "cpu" in out
+
+    class Fake:
+        device_kind = "NVIDIA H100 80GB HBM3"
+
+    assert bench.peak_flops(Fake(), "bfloat16") == pytest.approx(989.4e12)
+    assert bench.peak_flops(Fake(), "float32") == pytest.approx(494.7e12)
