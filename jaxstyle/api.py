@@ -68,6 +68,17 @@ def reconstruct_style(image: ImageLike | Sequence[ImageLike], *,
                         message=_message(progress))
 
 
+def resume(checkpoint: str | os.PathLike, *, output: str | os.PathLike | None = None,
+           weights: str | os.PathLike | Mapping | None = None,
+           content: ImageLike | None = None, styles: Sequence[ImageLike] | None = None,
+           progress: bool | Callable[[Progress], None] | None = None, **changes: Any) -> Result:
+    """Continue a checkpointed run (see `pipeline.resume`); `changes` may set iterations,
+    save_every and checkpoint_every."""
+    return pipeline.resume(checkpoint, output_path=output, weights=weights, changes=changes,
+                           content=content, styles=styles, progress=_progress(progress),
+                           message=_message(progress))
+
+
 def load_weights(path: str | os.PathLike | None = None) -> dict:
     """VGG16 parameters, to pass as `weights=` to several runs without reloading them."""
     params, info = weights_mod.load(path)

@@ -5,7 +5,7 @@ excluded and every timing blocked on its result:
   - compile_s: compiling the jitted optimizer loop (and, separately, one evaluation);
   - s_per_eval: one loss+gradient evaluation on its own (median of `repeats`);
   - s_per_iter, evals_per_iter, evals_per_s: the real L-BFGS/Adam loop in chunks of
-    `iterations`, medians over `repeats` chunks after a warm-up chunk;
+    `iterations`, medians over `repeats` chunks after a 10-iteration warm-up;
   - flops_per_eval (XLA's cost analysis of the compiled evaluation), achieved FLOP/s and,
     where the device's peak is known, the fraction of it; peak device or process memory;
   - optionally, the wall time (compilation included) to reach a target loss.
@@ -147,8 +147,9 @@ def run_case(case: Case, params: dict, content: np.ndarray, style: np.ndarray, *
         eval_times.append(time.perf_counter() - t)
     s_per_eval, eval_min, eval_max = _median_spread(eval_times)
 
-    # The loop: a warm-up chunk (it holds the first, costlier iteration), then timed chunks.
-    state = _block(chunk(state0, jnp.int32(1), loop_variables, targets, lr))
+    # The loop: a warm-up chunk of 10 iterations (it holds L-BFGS's start-up line searches,
+    # which take 2-3 evaluations where later iterations take about 1), then timed chunks.
+    state = _block(chunk(state0, jnp.int32(10), loop_variables, targets, lr))
     loss0 = float(state0.value)
     chunk_times, chunk_iters, chunk_evals = [], [], []
     for _ in range(repeats):

@@ -123,41 +123,62 @@ def _download_bar() -> Callable[[int, int], None]:
 
 
 def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
-             weights: str | None, style_blend, quality: int) -> None:
+             weights: str | None, style_blend, quality: int, resume: str | None = None) -> None:
     config = _settings(mode, options)
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
         runtime.enable_compilation_cache()
+    if resume is not None:
+        from . import checkpoint
+        made_in = checkpoint.load(resume).mode
+        if made_in != mode:
+            raise JaxstyleError(f"{resume}: checkpoint is from `jaxstyle {made_in}`, not `jaxstyle {mode}`")
+        _report(lambda **kw: pipeline.resume(resume, output_path=output, weights=weights,
+                                             config=config, content=content, styles=styles,
+                                             quality=quality, **kw))
+    else:
+        _report(lambda **kw: pipeline.run(mode, config, content, styles, output_path=output,
+                                          weights=weights, style_blend=style_blend,
+                                          quality=quality, **kw))
+
+
+def _report(start: Callable[..., pipeline.Result]) -> None:
+    """Run with a progress line and signal handling, then summarize (and exit on failures)."""
     from .progress import ProgressPrinter
+
     printer = ProgressPrinter()
     with _StopFlag() as stop:
         try:
-            result = pipeline.run(mode, config, content, styles, output_path=output,
-                                  weights=weights, style_blend=style_blend, progress=printer,
-                                  message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
-                                  should_stop=stop, download_progress=_download_bar(),
-                                  quality=quality)
+            result = start(progress=printer, should_stop=stop,
+                           message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
+                           download_progress=_download_bar())
         finally:
             printer.close()
-    ips = result.seconds_per_iteration
     click.echo(f"wrote {result.output} ({result.image.shape[1]}x{result.image.shape[0]}): "
                f"{result.iterations} iterations, {result.evaluations} evaluations, "
                f"loss {result.initial['total']:.4g} -> {result.final['total']:.4g}, "
-               f"{ips:.3g} s/iteration, {result.evaluations_per_iteration:.2f} evaluations/iteration, "
+               f"{result.seconds_per_iteration:.3g} s/iteration, "
+               f"{result.evaluations_per_iteration:.2f} evaluations/iteration, "
                f"compile {result.compile_seconds:.1f}s", err=True)
     if result.snapshots:
         click.echo(f"snapshots: {result.snapshots[0].parent}/{result.snapshots[0].name} ... "
                    f"({len(result.snapshots)})", err=True)
+    if result.checkpoint and result.status != "interrupted":
+        click.echo(f"checkpoint: {result.checkpoint}", err=True)
     if result.status == "non-finite":
         raise NumericalError(result.message)
     if result.status == "stalled":
         click.echo(f"jaxstyle: {result.message}", err=True)
     if result.status == "interrupted":
         click.echo(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
-                   f"{result.output}", err=True)
+                   f"{result.output}, the checkpoint in {result.checkpoint}; continue with "
+                   f"`jaxstyle resume {result.checkpoint}`", err=True)
         sys.exit(EXIT_INTERRUPTED)
 
 
 def _common(fn: Callable) -> Callable:
+    fn = click.option("--resume", type=str, default=None,
+                      help="Continue from this checkpoint; the inputs and settings must be the ones "
+                           "it was made with (iterations, --save-every, --checkpoint-every may differ).")(fn)
     fn = click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
                       help="JPEG/WebP quality of the written images.")(fn)
     fn = click.option("--weights", "weights", type=str, default=None,
@@ -182,27 +203,50 @@ def cli() -> None:
               help="Weights blending the Gram targets of several style images (default: equal).")
 @config_options("transfer")
 def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None,
-             quality: int, style_blend, **options: Any) -> None:
+             quality: int, resume: str | None, style_blend, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (several STYLE images are blended)."""
-    _execute("transfer", options, content, styles, output, weights, style_blend, quality)
+    _execute("transfer", options, content, styles, output, weights, style_blend, quality, resume)
 
 
 @cli.command()
 @click.argument("image", type=str)
 @_common
 @config_options("content")
-def content(image: str, output: str, weights: str | None, quality: int, **options: Any) -> None:
+def content(image: str, output: str, weights: str | None, quality: int, resume: str | None,
+            **options: Any) -> None:
     """Reconstruct IMAGE from its VGG16 activations, starting from noise."""
-    _execute("content", options, image, (), output, weights, None, quality)
+    _execute("content", options, image, (), output, weights, None, quality, resume)
 
 
 @cli.command()
 @click.argument("image", type=str)
 @_common
 @config_options("style")
-def style(image: str, output: str, weights: str | None, quality: int, **options: Any) -> None:
+def style(image: str, output: str, weights: str | None, quality: int, resume: str | None,
+          **options: Any) -> None:
     """Reconstruct the style (texture) of IMAGE from its Gram matrices, starting from noise."""
-    _execute("style", options, None, (image,), output, weights, None, quality)
+    _execute("style", options, None, (image,), output, weights, None, quality, resume)
+
+
+@cli.command("resume")
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=str)
+@click.option("-o", "--output", type=str, default=None,
+              help="Result image (default: the output the checkpointed run was writing).")
+@click.option("--weights", type=str, default=None, help="VGG16 weights (they must be the same file).")
+@click.option("--iterations", type=click.IntRange(0), default=None,
+              help="Total iterations to reach (default: the checkpointed run's).")
+@click.option("--save-every", type=click.IntRange(0), default=None, help="Snapshot interval.")
+@click.option("--checkpoint-every", type=click.IntRange(0), default=None, help="Checkpoint interval.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG/WebP quality of the written images.")
+def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, iterations: int | None,
+               save_every: int | None, checkpoint_every: int | None, quality: int) -> None:
+    """Continue a run from CHECKPOINT, with the inputs and settings stored in it."""
+    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
+        runtime.enable_compilation_cache()
+    changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every}
+    _report(lambda **kw: pipeline.resume(checkpoint_path, output_path=output, weights=weights,
+                                         changes=changes, quality=quality, **kw))
 
 
 @cli.command("weights")

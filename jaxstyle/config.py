@@ -22,6 +22,10 @@ INITS = ("content", "noise", "style")  # or a path to an image file
 MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
 MAX_SIZE = 16384
 
+# Settings that decide where a run stops or what it writes, not the path it takes: a resumed
+# run may change these and still end exactly where an uninterrupted one would.
+RUN_ONLY = ("iterations", "save_every", "checkpoint_every")
+
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 
 
@@ -74,6 +78,8 @@ class Config:
     seed: int = field(default=0, metadata=_meta("Random seed for noise initialization."))
     save_every: int = field(default=0, metadata=_meta(
         "Save a numbered snapshot beside the output every N iterations (0: never)."))
+    checkpoint_every: int = field(default=0, metadata=_meta(
+        "Write a resumable checkpoint (OUT.ckpt.npz) every N iterations (0: only when interrupted)."))
     dtype: str = field(default="float32", metadata=_meta(
         "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
     conv: str = field(default="auto", metadata=_meta(
@@ -124,7 +130,7 @@ def _as_tuple(value: Any) -> tuple:
 def _validate(c: Config) -> None:
     if not isinstance(c.size, int) or isinstance(c.size, bool) or not MIN_SIZE <= c.size <= MAX_SIZE:
         raise ConfigError(f"--size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {c.size!r}")
-    for name in ("iterations", "save_every", "seed"):
+    for name in ("iterations", "save_every", "checkpoint_every", "seed"):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")

@@ -108,7 +108,7 @@ def network_variables(variables: Any, objective: Objective, shape: tuple[int, ..
     Computed once per run, outside the optimizer loop (XLA would otherwise recompute the
     transforms at every evaluation).
     """
-    plan = vgg.winograd_plan(objective.layers, shape, objective.conv)
+    plan = vgg.winograd_plan(objective.layers, shape, objective.conv, dtype=objective.dtype)
     return vgg.add_winograd(variables, plan)
 
 

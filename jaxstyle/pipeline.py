@@ -1,11 +1,14 @@
 """One run, start to finish: images -> preprocessing -> VGG targets -> solver -> output files.
 
-`run` is what the CLI and the Python API call. It validates everything it can before any
-heavy work (settings, output path, images, weights), compiles the loop explicitly, then
-runs it in chunks, reporting progress and writing snapshots between chunks.
+`run` is what the CLI and the Python API call; `resume` continues from a checkpoint. Both
+validate everything they can before any heavy work (settings, output path, images, weights),
+compile the loop explicitly, then run it in chunks, reporting progress and writing
+snapshots and checkpoints between chunks.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import imageio, losses, output, preprocess, solver, vgg, weights as weights_mod
-from .config import INITS, MODES, Config
+from . import checkpoint as ckpt_mod
+from . import imageio, losses, memory, output, preprocess, solver, vgg, weights as weights_mod
+from .config import INITS, MODES, RUN_ONLY, Config
 from .errors import ConfigError, InputError
 from .losses import Objective
 from .solver import Method
@@ -57,6 +61,7 @@ class Result:
     trace: list[dict] = field(default_factory=list)
     output: Path | None = None
     snapshots: list[Path] = field(default_factory=list)
+    checkpoint: Path | None = None
     message: str | None = None
 
     @property
@@ -73,16 +78,104 @@ class Result:
         return Image.fromarray(imageio.to_uint8(self.image), "RGB")
 
 
+@dataclass
+class Problem:
+    """Everything the solver needs, built from the inputs by `prepare`."""
+
+    mode: str
+    config: Config
+    objective: Objective
+    method: Method
+    variables: Any
+    targets: losses.Targets
+    x0: np.ndarray  # initial image, network input space
+    inputs: dict[str, Any]  # paths (or None for in-memory images) and the style blend
+    input_sha256: dict[str, str]  # input name -> SHA-256 of its file or array
+    weights_sha256: str | None
+    weights_path: str | None
+
+
 def _terms_dict(t: losses.Terms) -> dict[str, float]:
     return {k: float(v) for k, v in t._asdict().items()}
 
 
-def _load(image: ImageLike, name: str) -> np.ndarray:
-    return imageio.as_rgb(image, name)
-
-
 def _name(image: ImageLike, default: str) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else default
+
+
+def _sha256(image: ImageLike) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return ckpt_mod.file_sha256(image)
+    return hashlib.sha256(np.ascontiguousarray(imageio.as_rgb(image)).tobytes()).hexdigest()
+
+
+def prepare(mode: str, config: Config, content: ImageLike | None = None,
+            styles: Sequence[ImageLike] = (), *,
+            weights: str | os.PathLike | Mapping | None = None,
+            style_blend: Sequence[float] | None = None,
+            message: Callable[[str], None] | None = None,
+            download_progress: Callable[[int, int], None] | None = None) -> Problem:
+    """Load and check images and weights, and build the targets and the initial image."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    styles = tuple(styles)
+    _check_inputs(mode, config, content, styles, style_blend)
+    notify = message or (lambda _msg: None)
+
+    # Images, resized to the working size; the result takes the content's aspect ratio. The
+    # memory check comes first, so an impossible size fails before any large allocation.
+    content_src = imageio.as_rgb(content, "content") if content is not None else None
+    style_srcs = [imageio.as_rgb(s, f"style {i + 1}") for i, s in enumerate(styles)]
+    first = content_src if content_src is not None else style_srcs[0]
+    check_memory(config, preprocess.fit_size(first.shape[:2], config.size))
+    content_rgb = (preprocess.resize_longest(content_src, config.size, _name(content, "content"))
+                   if content_src is not None else None)
+    style_rgbs = [preprocess.resize_longest(src, config.size, _name(s, f"style {i + 1}"))
+                  for i, (s, src) in enumerate(zip(styles, style_srcs))]
+    hw = content_rgb.shape[:2] if content_rgb is not None else style_rgbs[0].shape[:2]
+    x0 = _initial_image(config, hw, content_rgb, style_rgbs)
+
+    # Weights, then targets (content activations, blended style Gram matrices).
+    weights_sha256 = weights_path = None
+    if isinstance(weights, Mapping):
+        params = weights
+    else:
+        params, info = weights_mod.load(weights, progress=download_progress)
+        weights_sha256, weights_path = info.sha256, str(info.path.resolve())
+        if info.warning:
+            notify(f"warning: {info.warning}")
+    variables = vgg.prepare_variables(params)
+    objective = Objective.from_config(config)
+    targets = losses.make_targets(
+        variables, config, objective,
+        preprocess.to_vgg(content_rgb) if content_rgb is not None else None,
+        [preprocess.to_vgg(s) for s in style_rgbs], style_blend)
+
+    named = {"content": content} if content is not None else {}
+    named.update({f"style{i + 1}": s for i, s in enumerate(styles)})
+    if config.init not in INITS:
+        named["init"] = config.init
+    inputs = {"content": _name(content, None) if content is not None else None,
+              "styles": [_name(s, None) for s in styles],
+              "style_blend": list(style_blend) if style_blend is not None else None}
+    return Problem(mode, config, objective, Method.from_config(config), variables, targets,
+                   preprocess.to_vgg(x0), inputs, {k: _sha256(v) for k, v in named.items()},
+                   weights_sha256, weights_path)
+
+
+def check_memory(config: Config, hw: tuple[int, int], batch: int = 1) -> memory.Estimate:
+    """Estimate the run's memory and refuse, with the estimate, when the device lacks it."""
+    objective = Objective.from_config(config)
+    device = jax.devices()[0]
+    plan = vgg.winograd_plan(objective.layers, (batch, *hw, 3), objective.conv, device.platform,
+                             objective.dtype)
+    need = memory.estimate(hw, objective.layers, lbfgs_memory=config.lbfgs_memory,
+                           optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
+                           batch=batch)
+    kind = getattr(device, "device_kind", "") or device.platform
+    name = device.platform if kind == device.platform else f"{device.platform} ({kind})"
+    memory.check(need, config.size, memory.available(device), name)
+    return need
 
 
 def run(mode: str, config: Config, content: ImageLike | None = None,
@@ -95,43 +188,69 @@ def run(mode: str, config: Config, content: ImageLike | None = None,
         download_progress: Callable[[int, int], None] | None = None,
         quality: int = 95) -> Result:
     """Optimize an image for `mode` ("transfer", "content" or "style") under `config`."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    styles = tuple(styles)
     inputs = tuple(x for x in (content, *styles, config.init) if isinstance(x, (str, os.PathLike)))
     if output_path is not None:
         output_path = output.check_output(output_path, inputs)
-    _check_inputs(mode, config, content, styles, style_blend)
-    notify = message or (lambda _msg: None)
-
-    # Images, resized to the working size; the result takes the content's aspect ratio.
-    content_rgb = (preprocess.resize_longest(_load(content, "content"), config.size,
-                                             _name(content, "content"))
-                   if content is not None else None)
-    style_rgbs = [preprocess.resize_longest(_load(s, f"style {i + 1}"), config.size,
-                                            _name(s, f"style {i + 1}"))
-                  for i, s in enumerate(styles)]
-    hw = content_rgb.shape[:2] if content_rgb is not None else style_rgbs[0].shape[:2]
-    x0 = _initial_image(config, hw, content_rgb, style_rgbs)
-
-    # Weights, then targets (content activations, blended style Gram matrices).
-    if isinstance(weights, Mapping):
-        params = weights
-    else:
-        params, info = weights_mod.load(weights, progress=download_progress)
-        if info.warning:
-            notify(f"warning: {info.warning}")
-    variables = vgg.prepare_variables(params)
-    objective = Objective.from_config(config)
-    method = Method.from_config(config)
-    targets = losses.make_targets(
-        variables, config, objective,
-        preprocess.to_vgg(content_rgb) if content_rgb is not None else None,
-        [preprocess.to_vgg(s) for s in style_rgbs], style_blend)
-
-    return optimize(mode, config, objective, method, variables, targets, preprocess.to_vgg(x0),
-                    output_path=output_path, progress=progress, should_stop=should_stop,
+    problem = prepare(mode, config, content, styles, weights=weights, style_blend=style_blend,
+                      message=message, download_progress=download_progress)
+    return optimize(problem, output_path=output_path, progress=progress, should_stop=should_stop,
                     quality=quality)
+
+
+def resume(checkpoint_path: str | os.PathLike, *, output_path: str | os.PathLike | None = None,
+           weights: str | os.PathLike | Mapping | None = None,
+           config: Config | None = None, changes: Mapping[str, Any] | None = None,
+           content: ImageLike | None = None, styles: Sequence[ImageLike] | None = None,
+           progress: Callable[[Progress], None] | None = None,
+           message: Callable[[str], None] | None = None,
+           should_stop: Callable[[], bool] | None = None,
+           download_progress: Callable[[int, int], None] | None = None,
+           quality: int = 95) -> Result:
+    """Continue a checkpointed run; the result equals that of an uninterrupted run.
+
+    Inputs come from the checkpoint (or `content`/`styles` for runs that used in-memory
+    images) and must be unchanged. Only settings that do not change the optimization's path
+    (`config.RUN_ONLY`: iterations, snapshot and checkpoint intervals) may differ: give them
+    in `changes`, or give the whole `config`, which must otherwise equal the checkpoint's.
+    """
+    ck = ckpt_mod.load(checkpoint_path)
+    if config is not None:
+        for f in dataclasses.fields(Config):
+            mine, theirs = getattr(config, f.name), getattr(ck.config, f.name)
+            if f.name not in RUN_ONLY and mine != theirs:
+                raise InputError(f"{ck.path}: checkpoint was made with --{f.name.replace('_', '-')} "
+                                 f"{_show(theirs)}, not {_show(mine)}; resuming would not continue "
+                                 "the same run")
+        changes = {k: getattr(config, k) for k in RUN_ONLY}
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    if set(changes) - set(RUN_ONLY):
+        raise ConfigError(f"resume can only change {', '.join(RUN_ONLY)}")
+    config = ck.config.replace(**changes)
+    content = content if content is not None else ck.inputs.get("content")
+    styles = list(styles) if styles is not None else list(ck.inputs.get("styles") or [])
+    if any(s is None for s in styles) or (ck.mode != "style" and content is None):
+        raise InputError(f"{ck.path}: this checkpoint's run used in-memory images; pass them again")
+    output_path = output_path or ck.output
+    inputs = tuple(x for x in (content, *styles, config.init) if isinstance(x, (str, os.PathLike)))
+    if output_path is not None:
+        output_path = output.check_output(output_path, inputs)
+    if weights is None and ck.weights_path and Path(ck.weights_path).is_file():
+        weights = ck.weights_path  # the file the run used (its hash is checked below)
+    problem = prepare(ck.mode, config, content, styles, weights=weights,
+                      style_blend=ck.inputs.get("style_blend"), message=message,
+                      download_progress=download_progress)
+    for name, sha in ck.input_sha256.items():
+        if problem.input_sha256.get(name) != sha:
+            raise InputError(f"{ck.path}: input {name} differs from the one the checkpoint was made with")
+    if ck.weights_sha256 and problem.weights_sha256 and ck.weights_sha256 != problem.weights_sha256:
+        raise InputError(f"{ck.path}: checkpoint was made with other VGG16 weights "
+                         f"(SHA-256 {ck.weights_sha256[:12]}..., these are {problem.weights_sha256[:12]}...)")
+    return optimize(problem, output_path=output_path, progress=progress, should_stop=should_stop,
+                    quality=quality, resume_from=ck)
+
+
+def _show(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
 
 
 def _check_inputs(mode: str, config: Config, content, styles, style_blend) -> None:
@@ -164,28 +283,26 @@ def _initial_image(config: Config, hw: tuple[int, int], content_rgb, style_rgbs)
         return preprocess.noise_image(hw, config.seed)
     if config.init == "style":
         return preprocess.resize(style_rgbs[0], hw)
-    if config.init not in INITS:
-        path = Path(config.init)
-        if not path.exists():
-            raise InputError(f"{path}: no such file (--init takes {', '.join(INITS)} or an image path)")
-        return preprocess.resize(imageio.load_image(path), hw)
-    raise AssertionError(config.init)
+    path = Path(config.init)
+    if not path.exists():
+        raise InputError(f"{path}: no such file (--init takes {', '.join(INITS)} or an image path)")
+    return preprocess.resize(imageio.load_image(path), hw)
 
 
-def optimize(mode: str, config: Config, objective: Objective, method: Method, variables: Any,
-             targets: losses.Targets, x0: np.ndarray, *,
-             output_path: Path | None = None,
+def optimize(problem: Problem, *, output_path: Path | None = None,
              progress: Callable[[Progress], None] | None = None,
-             should_stop: Callable[[], bool] | None = None,
-             quality: int = 95) -> Result:
-    """Run the solver from x0 (network input space) and produce the Result and files.
+             should_stop: Callable[[], bool] | None = None, quality: int = 95,
+             resume_from: ckpt_mod.Checkpoint | None = None) -> Result:
+    """Run the solver (from the start, or from a checkpoint) and produce the Result and files.
 
-    One-off evaluations (the first loss and gradient, progress terms) use `variables` as
-    given; the loop gets the Winograd kernels `objective.conv` calls for (`network_variables`).
+    One-off evaluations (the first loss and gradient, progress terms) use the plain
+    variables; the loop gets the Winograd kernels `objective.conv` calls for.
     """
+    config, objective, method = problem.config, problem.objective, problem.method
+    variables, targets = problem.variables, problem.targets
     report = progress or (lambda _p: None)
     lr = jnp.float32(config.learning_rate)
-    x0 = jnp.asarray(x0)
+    x0 = jnp.asarray(problem.x0)
     loop_variables = losses.network_variables(variables, objective, x0.shape)
 
     report(Progress("compile", 0, config.iterations, 0, float("nan"), None, 0, 0.0, None))
@@ -194,28 +311,43 @@ def optimize(mode: str, config: Config, objective: Objective, method: Method, va
                                              objective, method)
     terms_fn = solver.loss_terms.lower(x0, variables, targets, objective=objective).compile()
     compile_seconds = time.perf_counter() - t0
-    state = start_fn(x0, variables, targets, lr)
-    x_now = solver.image(state, method)
+    if resume_from is not None:
+        like = jax.eval_shape(lambda: start_fn(x0, variables, targets, lr))
+        state = ckpt_mod.restore(resume_from, like)
+    else:
+        state = start_fn(x0, variables, targets, lr)
+
+    def save_checkpoint(s: solver.LoopState) -> Path | None:
+        if output_path is None:
+            return None
+        return ckpt_mod.save(ckpt_mod.default_path(output_path), s, mode=problem.mode,
+                             config=config, inputs=problem.inputs,
+                             input_sha256=problem.input_sha256,
+                             weights_sha256=problem.weights_sha256,
+                             weights_path=problem.weights_path, output=str(output_path))
 
     t_start = time.perf_counter()
-    initial = _terms_dict(terms_fn(x_now, variables, targets))
-    terms, terms_at, terms_time = initial, 0, time.perf_counter()
-    trace = [{"iteration": 0, "evaluations": 0, "seconds": 0.0, **initial}]
+    done = int(state.iteration)
+    initial = _terms_dict(terms_fn(solver.image(state, method), variables, targets))
+    terms, terms_at, terms_time = initial, done, time.perf_counter()
+    trace = [{"iteration": done, "evaluations": int(state.evaluations), "seconds": 0.0, **initial}]
     snapshots: list[Path] = []
-    boundaries = _boundaries(config)
+    written_checkpoint: Path | None = None
+    boundaries = _boundaries(config, done)
     per_iter: float | None = None
-    status = "done"
+    status = solver.STATUS_NAMES.get(int(state.status), "done")  # start may already have failed
+    status = "done" if status == "running" else status
 
-    def chunk_length(done: int) -> int:
-        nxt = next(b for b in boundaries if b > done)
+    def chunk_length(at: int) -> int:
+        nxt = next(b for b in boundaries if b > at)
         target = 1 if per_iter is None else max(1, int(0.5 / max(per_iter, 1e-6)))
-        return min(nxt - done, target)
+        return min(nxt - at, target)
 
-    done = 0
-    pending = chunk_fn(state, jnp.int32(chunk_length(0)), loop_variables, targets, lr) \
-        if config.iterations > 0 and int(state.status) == solver.RUNNING else state
+    running = int(state.status) == solver.RUNNING and done < config.iterations
+    pending = chunk_fn(state, jnp.int32(chunk_length(done)), loop_variables, targets, lr) \
+        if running else state
     t_prev = time.perf_counter()
-    while done < config.iterations:
+    while running:
         current = pending
         it = int(current.iteration)  # blocks until the chunk is done
         now = time.perf_counter()
@@ -224,14 +356,17 @@ def optimize(mode: str, config: Config, objective: Objective, method: Method, va
             per_iter = (now - t_prev) / (it - done)
         t_prev = now
         stop_requested = should_stop is not None and should_stop()
-        stopping = status_code != solver.RUNNING or it >= config.iterations or stop_requested
-        if not stopping:  # queue the next chunk before doing host work on this one
+        finished = status_code != solver.RUNNING or it >= config.iterations or stop_requested
+        if not finished:  # queue the next chunk before doing host work on this one
             pending = chunk_fn(current, jnp.int32(chunk_length(it)), loop_variables, targets, lr)
         done = it
-        if (config.save_every and output_path is not None and done % config.save_every == 0
-                and done < config.iterations and done > 0):
+        state = current
+        if config.save_every and output_path is not None and done % config.save_every == 0 \
+                and 0 < done < config.iterations:
             snapshots.append(output.write_image(_rgb(solver.image(current, method)),
                                                 output.snapshot_path(output_path, done), quality))
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and not finished:
+            written_checkpoint = save_checkpoint(current)
         if now - terms_time > 10.0:
             terms, terms_at, terms_time = (_terms_dict(terms_fn(solver.image(current, method),
                                                                  variables, targets)),
@@ -241,36 +376,39 @@ def optimize(mode: str, config: Config, objective: Objective, method: Method, va
                       "seconds": round(elapsed, 4), "total": float(current.value)})
         report(Progress("optimize", done, config.iterations, int(current.evaluations),
                         float(current.value), terms, terms_at, elapsed, per_iter))
-        state = current
         if status_code != solver.RUNNING:
             status = solver.STATUS_NAMES[status_code]
-            break
-        if stop_requested and done < config.iterations:
+        elif stop_requested and done < config.iterations:
             status = "interrupted"
-            break
+        running = not finished
     seconds = time.perf_counter() - t_start
     x_final = solver.image(state, method)
     final = _terms_dict(terms_fn(x_final, variables, targets))
     trace[-1].update(final)
     image = _rgb(x_final)
-    message = _status_message(status, state, config, method)
     written = output.write_image(image, output_path, quality) if output_path is not None else None
+    if status == "interrupted" or (config.checkpoint_every and status == "done"):
+        written_checkpoint = save_checkpoint(state)
     report(Progress("done", int(state.iteration), config.iterations, int(state.evaluations),
                     final["total"], final, int(state.iteration), seconds, per_iter))
-    return Result(image=image, mode=mode, config=config, status=status,
+    return Result(image=image, mode=problem.mode, config=config, status=status,
                   iterations=int(state.iteration), evaluations=int(state.evaluations),
                   initial=initial, final=final, compile_seconds=compile_seconds, seconds=seconds,
-                  trace=trace, output=written, snapshots=snapshots, message=message)
+                  trace=trace, output=written, snapshots=snapshots, checkpoint=written_checkpoint,
+                  message=_status_message(status, state, config, method))
 
 
 def _rgb(x: jax.Array) -> np.ndarray:
     return np.clip(preprocess.from_vgg(np.asarray(x)), 0.0, 255.0)
 
 
-def _boundaries(config: Config) -> list[int]:
-    """Iterations at which a chunk must end (snapshots and the last one)."""
-    stops = set(range(config.save_every, config.iterations, config.save_every)) if config.save_every else set()
-    return sorted(stops | {config.iterations})
+def _boundaries(config: Config, start: int = 0) -> list[int]:
+    """Iterations after `start` at which a chunk must end (snapshots, checkpoints, the end)."""
+    stops = {config.iterations}
+    for every in (config.save_every, config.checkpoint_every):
+        if every:
+            stops |= set(range(every * (start // every + 1), config.iterations, every))
+    return sorted(s for s in stops if s > start) or [start]
 
 
 def _status_message(status: str, state: solver.LoopState, config: Config,

@@ -103,23 +103,24 @@ def winograd_conv(x: jax.Array, u: jax.Array) -> jax.Array:
     return y.reshape(n, 4 * th, 4 * tw, k)[:, :h, :w]
 
 
-def use_winograd(pixels: int, cin: int, policy: str, platform: str) -> bool:
+def use_winograd(pixels: int, cin: int, policy: str, platform: str, dtype: str = "float32") -> bool:
     """Whether a convolution over `pixels` positions with `cin` input channels uses Winograd.
 
     policy "auto" uses it on CPU where it measured faster on XLA:CPU (2 cores, float32): at
     least 512 input channels (0.38-0.62x the direct time), or at least 256 on grids of up to
     64x64 pixels (0.39-0.55x). Elsewhere the tile transforms no longer fit in cache and the
-    direct convolution, already near the CPU's peak, wins. Accelerators use direct.
+    direct convolution, already near the CPU's peak, wins. Accelerators use direct, and so
+    does bfloat16 (the transforms' coefficients up to 8 cost bfloat16 too much precision).
     """
     if policy in ("direct", "winograd"):
         return policy == "winograd"
-    if platform != "cpu":
+    if platform != "cpu" or dtype != "float32":
         return False
     return cin >= 512 or (cin >= 256 and pixels <= 64 * 64)
 
 
 def winograd_plan(layers: Sequence[str], shape: tuple[int, ...], policy: str = "auto",
-                  platform: str | None = None) -> dict[str, tuple[bool, bool]]:
+                  platform: str | None = None, dtype: str = "float32") -> dict[str, tuple[bool, bool]]:
     """{layer: (forward, backward)}: which convolutions of the network up to the deepest of
     `layers` use Winograd for an input of `shape` ((H, W, 3) or (N, H, W, 3))."""
     platform = platform or jax.default_backend()
@@ -132,8 +133,8 @@ def winograd_plan(layers: Sequence[str], shape: tuple[int, ...], policy: str = "
     for name, cin, cout in CONV_LAYERS[: layer_index(last) + 1]:
         if name.endswith("conv1") and name != "block1_conv1":
             h, w = h // 2, w // 2
-        fwd = use_winograd(n * h * w, cin, policy, platform)
-        bwd = use_winograd(n * h * w, cout, policy, platform) and name != "block1_conv1"
+        fwd = use_winograd(n * h * w, cin, policy, platform, dtype)
+        bwd = use_winograd(n * h * w, cout, policy, platform, dtype) and name != "block1_conv1"
         if fwd or bwd:
             plan[name] = (fwd, bwd)
     return plan

@@ -161,6 +161,7 @@ def test_winograd_plan_follows_the_policy():
     assert all(auto[n] == (True, True) for n in vgg.LAYER_NAMES[5:] if n != "block3_conv1")
     assert not any(n.startswith(("block1", "block2")) for n in auto)
     assert vgg.winograd_plan(layers, (256, 256, 3), "auto", platform="gpu") == {}
+    assert vgg.winograd_plan(layers, (256, 256, 3), "auto", platform="cpu", dtype="bfloat16") == {}
     assert vgg.winograd_plan(layers, (256, 256, 3), "direct", platform="cpu") == {}
     forced = vgg.winograd_plan(layers, (32, 32, 3), "winograd", platform="cpu")
     assert len(forced) == 13 and forced["block1_conv1"] == (True, False)

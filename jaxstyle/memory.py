@@ -1,0 +1,104 @@
+"""How much memory a run needs, estimated before compiling, and whether the device has it.
+
+The model is calibrated on XLA's own memory analysis of the compiled loop (float32, CPU):
+its temporary buffers were 2.54-2.63x the bytes of the activations of the layers the
+objective reaches, at 128, 256 and 512 pixels, with direct and Winograd convolutions. The
+rest is counted exactly: the L-BFGS history (2·memory images), the loop state passed in and
+out, the weights and their derived kernels.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from . import vgg
+from .errors import ConfigError
+
+TEMP_PER_ACTIVATION_BYTE = 2.7  # measured 2.54-2.63 (see the module docstring), plus a margin
+RUNTIME_BYTES = 400 * 2**20  # JAX, XLA and Python themselves
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a run needs, by part."""
+
+    activations: int
+    optimizer: int
+    weights: int
+    runtime: int = RUNTIME_BYTES
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.optimizer + self.weights + self.runtime
+
+
+def activation_count(hw: tuple[int, int], layers: tuple[str, ...], batch: int = 1) -> int:
+    """Number of activation values of the network up to the deepest of `layers`."""
+    last = vgg.deepest(layers)
+    if last is None:
+        return 0
+    h, w = hw
+    total = 0
+    for name, _, cout in vgg.CONV_LAYERS[: vgg.layer_index(last) + 1]:
+        if name.endswith("conv1") and name != "block1_conv1":
+            h, w = h // 2, w // 2
+        total += h * w * cout
+    return total * batch
+
+
+def estimate(hw: tuple[int, int], layers: tuple[str, ...], *, lbfgs_memory: int, optimizer: str,
+             dtype: str = "float32", winograd: bool = True, batch: int = 1) -> Estimate:
+    """Memory for optimizing a (hw) image (or a batch of them) through `layers`."""
+    act_bytes = 2 if dtype == "bfloat16" else 4
+    activations = int(TEMP_PER_ACTIVATION_BYTE * act_bytes * activation_count(hw, layers, batch))
+    pixels = hw[0] * hw[1] * 3 * batch
+    images = (2 * lbfgs_memory + 6) if optimizer == "lbfgs" else 6  # history, or Adam's moments
+    optimizer_bytes = 2 * 4 * pixels * images  # the loop state in and out
+    kernels = sum(9 * cin * cout for _, cin, cout in vgg.CONV_LAYERS)
+    weights = 4 * 2 * kernels + (4 * 8 * kernels if winograd else 0)  # kernels, flipped, Winograd
+    return Estimate(activations, optimizer_bytes, weights)
+
+
+def available(device: jax.Device | None = None) -> int | None:
+    """Bytes the device can still allocate (accelerators), or the host's available RAM (CPU)."""
+    device = device or jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check(need: Estimate, size: int, free: int | None, device_name: str,
+          suggestion: str = "use a smaller --size") -> None:
+    """Refuse, with the estimate and the largest size that fits, when `need` exceeds `free`."""
+    if free is None or need.total <= 0.9 * free:
+        return
+    scalable = need.activations + need.optimizer
+    budget = 0.9 * free - (need.total - scalable)
+    fits = int(size * math.sqrt(max(budget, 0) / scalable) // 64 * 64) if scalable else 0
+    hint = f"--size {fits} should fit" if fits >= 64 else "even a small image will not fit"
+    raise ConfigError(
+        f"at --size {size} this run needs about {_gib(need.total)} (activations "
+        f"{_gib(need.activations)}, optimizer state {_gib(need.optimizer)}, weights "
+        f"{_gib(need.weights)}) but {device_name} has {_gib(free)} available; "
+        f"{suggestion} ({hint})")

@@ -1,0 +1,52 @@
+"""The memory estimate: close to XLA's own analysis, and an early, clear refusal."""
+from __future__ import annotations
+
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxstyle import losses, memory, preprocess, solver, vgg
+from jaxstyle.config import Config
+from jaxstyle.errors import ConfigError
+from test_cli import run_cli
+
+
+@pytest.mark.parametrize("conv", ["direct", "auto"])
+def test_estimate_is_close_to_xla_memory_analysis(synthetic_params, conv):
+    variables = vgg.prepare_variables(synthetic_params)
+    hw = (96, 72)
+    config = Config(size=96, conv=conv)
+    objective = losses.Objective.from_config(config)
+    x = np.ones((*hw, 3), np.float32)
+    targets = losses.make_targets(variables, config, objective, preprocess.to_vgg(x), [preprocess.to_vgg(x)])
+    loop_variables = losses.network_variables(variables, objective, x.shape)
+    _, chunk = solver.compile_loop(jnp.asarray(x), variables, loop_variables, targets, jnp.float32(1),
+                                   objective, solver.Method.from_config(config))
+    m = chunk.memory_analysis()
+    xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+    est = memory.estimate(hw, objective.layers, lbfgs_memory=config.lbfgs_memory, optimizer="lbfgs",
+                          winograd="winograd" in loop_variables)
+    assert 0.9 * xla <= est.total - est.runtime <= 1.4 * xla, (est, xla)
+
+
+def test_check_refuses_with_estimate_and_a_size_that_fits():
+    need = memory.estimate((1024, 768), ("block5_conv3",), lbfgs_memory=30, optimizer="lbfgs")
+    memory.check(need, 1024, free=2 * need.total, device_name="cpu")  # fits: no error
+    with pytest.raises(ConfigError) as e:
+        memory.check(need, 1024, free=need.total // 2, device_name="gpu (Tiny)")
+    msg = str(e.value)
+    assert "at --size 1024 this run needs about" in msg and "gpu (Tiny) has" in msg
+    fits = int(msg.split("--size ")[-1].split()[0])
+    assert 64 <= fits < 1024
+    smaller = memory.estimate((fits, fits * 3 // 4), ("block5_conv3",), lbfgs_memory=30, optimizer="lbfgs")
+    assert smaller.total <= 0.9 * (need.total // 2)
+
+
+def test_cli_refuses_an_impossible_size_before_any_work(capsys, tmp_path, image_dir, synthetic_h5):
+    t = time.perf_counter()
+    code, _, err = run_cli(capsys, "transfer", image_dir / "content.png", image_dir / "style.png",
+                           "-o", tmp_path / "o.png", "--weights", synthetic_h5, "--size", 16000)
+    assert code == 1 and "this run needs about" in err and "should fit" in err
+    assert time.perf_counter() - t < 10 and not (tmp_path / "o.png").exists()
