@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import pipeline
 from . import weights as weights_mod
-from .config import PRESETS, Config
+from .config import PRESETS, STYLE_PRESETS, Config
+from .errors import ConfigError
 from .pipeline import ImageLike, Progress, Result
 
 
@@ -35,23 +36,38 @@ def transfer(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
              weights: str | os.PathLike | Mapping | None = None,
              style_blend: Sequence[float] | None = None,
              progress: bool | Callable[[Progress], None] | None = None,
-             config: Config | None = None, **options: Any) -> Result:
-    """Render `content` in the style of `style` (one image or several, blended by `style_blend`)."""
+             config: Config | None = None, preset: str | None = None,
+             gif: str | os.PathLike | None = None, trace: str | os.PathLike | None = None,
+             quality: int = 95, bits: int = 8, **options: Any) -> Result:
+    """Render `content` in the style of `style` (one image or several, blended by `style_blend`).
+
+    `preset` names layers and weights from `config.STYLE_PRESETS`; `options` override it. With
+    `output`, the result (and snapshots, `gif`, `trace`) are also written to files.
+    """
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    cfg = _config("transfer", config, options)
+    base = config or PRESETS["transfer"]
+    if preset is not None:
+        if preset not in STYLE_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(sorted(STYLE_PRESETS))}")
+        base = base.replace(**STYLE_PRESETS[preset])
+    cfg = base.replace(**options)
     return pipeline.run("transfer", cfg, content, styles, output_path=output, weights=weights,
                         style_blend=style_blend, progress=_progress(progress),
-                        message=_message(progress))
+                        message=_message(progress), gif_path=gif, trace_path=trace,
+                        quality=quality, bits=bits)
 
 
 def reconstruct_content(image: ImageLike, *, output: str | os.PathLike | None = None,
                         weights: str | os.PathLike | Mapping | None = None,
                         progress: bool | Callable[[Progress], None] | None = None,
-                        config: Config | None = None, **options: Any) -> Result:
+                        config: Config | None = None, gif: str | os.PathLike | None = None,
+                        trace: str | os.PathLike | None = None, quality: int = 95, bits: int = 8,
+                        **options: Any) -> Result:
     """Recover an image from its VGG16 activations at the content layers, starting from noise."""
     cfg = _config("content", config, options)
     return pipeline.run("content", cfg, image, (), output_path=output, weights=weights,
-                        progress=_progress(progress), message=_message(progress))
+                        progress=_progress(progress), message=_message(progress), gif_path=gif,
+                        trace_path=trace, quality=quality, bits=bits)
 
 
 def reconstruct_style(image: ImageLike | Sequence[ImageLike], *,
@@ -59,13 +75,16 @@ def reconstruct_style(image: ImageLike | Sequence[ImageLike], *,
                       weights: str | os.PathLike | Mapping | None = None,
                       style_blend: Sequence[float] | None = None,
                       progress: bool | Callable[[Progress], None] | None = None,
-                      config: Config | None = None, **options: Any) -> Result:
+                      config: Config | None = None, gif: str | os.PathLike | None = None,
+                      trace: str | os.PathLike | None = None, quality: int = 95, bits: int = 8,
+                      **options: Any) -> Result:
     """Synthesize a texture whose Gram matrices match the style image's, starting from noise."""
     styles = list(image) if isinstance(image, (list, tuple)) else [image]
     cfg = _config("style", config, options)
     return pipeline.run("style", cfg, None, styles, output_path=output, weights=weights,
                         style_blend=style_blend, progress=_progress(progress),
-                        message=_message(progress))
+                        message=_message(progress), gif_path=gif, trace_path=trace,
+                        quality=quality, bits=bits)
 
 
 def resume(checkpoint: str | os.PathLike, *, output: str | os.PathLike | None = None,

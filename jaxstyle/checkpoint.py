@@ -42,6 +42,8 @@ class Checkpoint:
     evaluations: int
     output: str | None
     leaves: list[np.ndarray]
+    stage: int = 0  # coarse-to-fine stage the state belongs to (0 = first)
+    offset: tuple[int, int] = (0, 0)  # iterations and evaluations of the stages before it
 
 
 def default_path(output: str | os.PathLike) -> Path:
@@ -69,7 +71,7 @@ def _digest(leaves: list[np.ndarray]) -> str:
 
 def save(path: str | os.PathLike, state: Any, *, mode: str, config: Config, inputs: dict[str, Any],
          input_sha256: dict[str, str], weights_sha256: str | None, weights_path: str | None,
-         output: str | None) -> Path:
+         output: str | None, stage: int = 0, offset: tuple[int, int] = (0, 0)) -> Path:
     """Write the loop state `state` (a pytree) and its provenance atomically."""
     path = Path(path)
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
@@ -78,7 +80,8 @@ def save(path: str | os.PathLike, state: Any, *, mode: str, config: Config, inpu
         "inputs": inputs, "input_sha256": input_sha256, "weights_sha256": weights_sha256,
         "weights_path": weights_path,
         "iteration": int(np.asarray(state.iteration)), "evaluations": int(np.asarray(state.evaluations)),
-        "output": output, "seed": config.seed, "leaves": len(leaves), "digest": _digest(leaves),
+        "output": output, "seed": config.seed, "stage": stage, "offset": list(offset),
+        "leaves": len(leaves), "digest": _digest(leaves),
     }
     arrays = {f"leaf_{i:04d}": a for i, a in enumerate(leaves)}
     with atomic_write(path) as fh:
@@ -110,7 +113,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
         raise InputError(f"{path}: checkpoint has an invalid configuration ({e})") from None
     return Checkpoint(path, header["mode"], config, header["inputs"], header["input_sha256"],
                       header.get("weights_sha256"), header.get("weights_path"), int(header["iteration"]),
-                      int(header["evaluations"]), header.get("output"), leaves)
+                      int(header["evaluations"]), header.get("output"), leaves,
+                      int(header.get("stage", 0)), tuple(header.get("offset", (0, 0))))
 
 
 def restore(checkpoint: Checkpoint, like: Any) -> Any:

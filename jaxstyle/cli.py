@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from . import pipeline, runtime
 from . import weights as weights_mod
-from .config import PRESETS, Config
+from .config import PRESETS, STYLE_PRESETS, Config
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError
 
 
@@ -31,11 +31,12 @@ class CommaList(click.ParamType):
         if isinstance(value, tuple):
             return value
         items = [v.strip() for v in str(value).split(",") if v.strip()]
-        if self.item is float:
+        if self.item in (float, int):
             try:
-                return tuple(float(v) for v in items)
+                return tuple(self.item(v) for v in items)
             except ValueError:
-                self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+                kind = "numbers" if self.item is float else "integers"
+                self.fail(f"{value!r} is not a comma-separated list of {kind}", param, ctx)
         return tuple(items)
 
 
@@ -43,7 +44,8 @@ def _click_type(f: dataclasses.Field) -> Any:
     if "choices" in f.metadata:
         return click.Choice(f.metadata["choices"])
     return {"int": int, "float": float, "str": str, "bool": bool,
-            "tuple[str, ...]": CommaList(str), "tuple[float, ...]": CommaList(float)}[f.type]
+            "tuple[str, ...]": CommaList(str), "tuple[float, ...]": CommaList(float),
+            "tuple[int, ...]": CommaList(int)}[f.type]
 
 
 def _show(value: Any) -> Any:
@@ -71,13 +73,14 @@ def config_options(mode: str) -> Callable:
     return decorate
 
 
-def _settings(mode: str, options: dict[str, Any]) -> Config:
-    """The mode's preset with the options the user actually gave (not click's echoed defaults)."""
+def _settings(mode: str, options: dict[str, Any], preset: str | None = None) -> Config:
+    """The mode's defaults, then `--preset`, then the options the user actually gave."""
     ctx = click.get_current_context()
     names = {f.name for f in dataclasses.fields(Config)}
     given = {k: v for k, v in options.items()
              if k in names and ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
-    return PRESETS[mode].replace(**given)
+    base = PRESETS[mode].replace(**STYLE_PRESETS[preset]) if preset else PRESETS[mode]
+    return base.replace(**given)
 
 
 class _StopFlag:
@@ -123,8 +126,9 @@ def _download_bar() -> Callable[[int, int], None]:
 
 
 def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
-             weights: str | None, style_blend, quality: int, resume: str | None = None) -> None:
-    config = _settings(mode, options)
+             weights: str | None, style_blend, files: dict[str, Any], resume: str | None = None,
+             preset: str | None = None) -> None:
+    config = _settings(mode, options, preset)
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
         runtime.enable_compilation_cache()
     if resume is not None:
@@ -134,11 +138,10 @@ def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
             raise JaxstyleError(f"{resume}: checkpoint is from `jaxstyle {made_in}`, not `jaxstyle {mode}`")
         _report(lambda **kw: pipeline.resume(resume, output_path=output, weights=weights,
                                              config=config, content=content, styles=styles,
-                                             quality=quality, **kw))
+                                             **files, **kw))
     else:
         _report(lambda **kw: pipeline.run(mode, config, content, styles, output_path=output,
-                                          weights=weights, style_blend=style_blend,
-                                          quality=quality, **kw))
+                                          weights=weights, style_blend=style_blend, **files, **kw))
 
 
 def _report(start: Callable[..., pipeline.Result]) -> None:
@@ -164,6 +167,9 @@ def _report(start: Callable[..., pipeline.Result]) -> None:
                    f"({len(result.snapshots)})", err=True)
     if result.checkpoint and result.status != "interrupted":
         click.echo(f"checkpoint: {result.checkpoint}", err=True)
+    for label, path in (("animation", result.gif), ("trace", result.trace_file)):
+        if path:
+            click.echo(f"{label}: {path}", err=True)
     if result.status == "non-finite":
         raise NumericalError(result.message)
     if result.status == "stalled":
@@ -179,6 +185,12 @@ def _common(fn: Callable) -> Callable:
     fn = click.option("--resume", type=str, default=None,
                       help="Continue from this checkpoint; the inputs and settings must be the ones "
                            "it was made with (iterations, --save-every, --checkpoint-every may differ).")(fn)
+    fn = click.option("--trace", "trace_path", type=str, default=None,
+                      help="Write a JSON trace of every iteration (loss terms, evaluations, seconds).")(fn)
+    fn = click.option("--gif", "gif_path", type=str, default=None,
+                      help="Write an animated GIF of the image approaching the target.")(fn)
+    fn = click.option("--bit-depth", "bits", type=click.Choice(["8", "16"]), default="8",
+                      show_default=True, help="Bits per channel of the result (16: PNG or TIFF).")(fn)
     fn = click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
                       help="JPEG/WebP quality of the written images.")(fn)
     fn = click.option("--weights", "weights", type=str, default=None,
@@ -187,6 +199,10 @@ def _common(fn: Callable) -> Callable:
     fn = click.option("-o", "--output", required=True, type=str,
                       help="Result image; the format follows the extension.")(fn)
     return fn
+
+
+def _files(quality: int, bits: str, gif_path: str | None, trace_path: str | None) -> dict[str, Any]:
+    return {"quality": quality, "bits": int(bits), "gif_path": gif_path, "trace_path": trace_path}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -201,31 +217,94 @@ def cli() -> None:
 @_common
 @click.option("--style-blend", type=CommaList(float), default=None,
               help="Weights blending the Gram targets of several style images (default: equal).")
+@click.option("--preset", type=click.Choice(sorted(STYLE_PRESETS)), default=None,
+              help="Named layers and weights: the original write-up's two settings, or Gatys et al.'s; "
+                   "options given explicitly still win.")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif"]), default="png",
+              show_default=True, help="Format of the results when CONTENT is a folder or a pattern.")
+@click.option("--distributed", is_flag=True,
+              help="Call jax.distributed.initialize() first (TPU pod slices, GPU clusters); each "
+                   "process then stylizes its share of a folder.")
 @config_options("transfer")
 def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None,
-             quality: int, resume: str | None, style_blend, **options: Any) -> None:
-    """Paint CONTENT in the style of STYLE (several STYLE images are blended)."""
-    _execute("transfer", options, content, styles, output, weights, style_blend, quality, resume)
+             quality: int, bits: str, gif_path, trace_path, resume: str | None, style_blend,
+             preset: str | None, fmt: str, distributed: bool, **options: Any) -> None:
+    """Paint CONTENT in the style of STYLE (several STYLE images are blended).
+
+    CONTENT may be a directory or a glob pattern ('photos/*.jpg'): every image is stylized into
+    the directory given by -o, in batches compiled once per image shape and sharded over the
+    available devices.
+    """
+    from . import batch
+    if batch.is_batch_spec(content):
+        _batch(content, styles, output, weights, style_blend, _settings("transfer", options, preset),
+               int(bits), quality, fmt, distributed)
+        return
+    _execute("transfer", options, content, styles, output, weights, style_blend,
+             _files(quality, bits, gif_path, trace_path), resume, preset)
+
+
+def _batch(spec: str, styles, outdir: str, weights, style_blend, config: Config, bits: int,
+           quality: int, fmt: str, distributed: bool) -> None:
+    """The folder/glob form of `transfer`."""
+    import jax
+
+    from . import batch
+    from .progress import BatchPrinter
+    if distributed:
+        jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
+    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
+        runtime.enable_compilation_cache()
+    paths = batch.collect(spec)
+    mine = batch.share(paths, jax.process_index(), jax.process_count())
+    if jax.process_count() > 1:
+        click.echo(f"process {jax.process_index()} of {jax.process_count()}: {len(mine)} of "
+                   f"{len(paths)} images", err=True)
+    printer = BatchPrinter()
+    with _StopFlag() as stop:
+        try:
+            result = batch.run_batch(config, mine, styles, outdir, weights=weights,
+                                     style_blend=style_blend, batch_size=config.batch_size,
+                                     devices=config.devices, suffix=f".{fmt}", quality=quality,
+                                     bits=bits, progress=printer, should_stop=stop,
+                                     message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
+                                     download_progress=_download_bar())
+        finally:
+            printer.close()
+    click.echo(f"{len(result.written)} written, {len(result.skipped)} already done, "
+               f"{len(result.failed)} failed, into {outdir} in {result.seconds:.1f}s "
+               f"({result.images_per_second * 60:.2f} images/min, compile {result.compile_seconds:.1f}s)",
+               err=True)
+    for path, why in result.failed:
+        click.echo(f"jaxstyle: failed: {why}", err=True)
+    if result.interrupted:
+        click.echo("jaxstyle: interrupted; finished images are written and are skipped when the same "
+                   "command runs again", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if result.failed:
+        sys.exit(1)
 
 
 @cli.command()
 @click.argument("image", type=str)
 @_common
 @config_options("content")
-def content(image: str, output: str, weights: str | None, quality: int, resume: str | None,
-            **options: Any) -> None:
+def content(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
+            trace_path, resume: str | None, **options: Any) -> None:
     """Reconstruct IMAGE from its VGG16 activations, starting from noise."""
-    _execute("content", options, image, (), output, weights, None, quality, resume)
+    _execute("content", options, image, (), output, weights, None,
+             _files(quality, bits, gif_path, trace_path), resume)
 
 
 @cli.command()
 @click.argument("image", type=str)
 @_common
 @config_options("style")
-def style(image: str, output: str, weights: str | None, quality: int, resume: str | None,
-          **options: Any) -> None:
+def style(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
+          trace_path, resume: str | None, **options: Any) -> None:
     """Reconstruct the style (texture) of IMAGE from its Gram matrices, starting from noise."""
-    _execute("style", options, None, (image,), output, weights, None, quality, resume)
+    _execute("style", options, None, (image,), output, weights, None,
+             _files(quality, bits, gif_path, trace_path), resume)
 
 
 @cli.command("resume")
@@ -239,14 +318,20 @@ def style(image: str, output: str, weights: str | None, quality: int, resume: st
 @click.option("--checkpoint-every", type=click.IntRange(0), default=None, help="Checkpoint interval.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality of the written images.")
+@click.option("--bit-depth", "bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+              help="Bits per channel of the result (16: PNG or TIFF).")
+@click.option("--gif", "gif_path", type=str, default=None, help="Animated GIF of the rest of the run.")
+@click.option("--trace", "trace_path", type=str, default=None, help="JSON trace of the rest of the run.")
 def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, iterations: int | None,
-               save_every: int | None, checkpoint_every: int | None, quality: int) -> None:
+               save_every: int | None, checkpoint_every: int | None, quality: int, bits: str,
+               gif_path: str | None, trace_path: str | None) -> None:
     """Continue a run from CHECKPOINT, with the inputs and settings stored in it."""
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
         runtime.enable_compilation_cache()
     changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every}
     _report(lambda **kw: pipeline.resume(checkpoint_path, output_path=output, weights=weights,
-                                         changes=changes, quality=quality, **kw))
+                                         changes=changes, **_files(quality, bits, gif_path, trace_path),
+                                         **kw))
 
 
 @cli.command("weights")

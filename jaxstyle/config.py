@@ -18,13 +18,14 @@ MODES = ("transfer", "content", "style")
 OPTIMIZERS = ("lbfgs", "adam")
 DTYPES = ("float32", "bfloat16")
 CONVS = ("auto", "direct", "winograd")
+COLOR_MODES = ("none", "luminance", "covariance", "histogram")
 INITS = ("content", "noise", "style")  # or a path to an image file
 MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
 MAX_SIZE = 16384
 
 # Settings that decide where a run stops or what it writes, not the path it takes: a resumed
 # run may change these and still end exactly where an uninterrupted one would.
-RUN_ONLY = ("iterations", "save_every", "checkpoint_every")
+RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every")
 
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 
@@ -41,6 +42,18 @@ class Config:
         "Longest side of the result in pixels; the content's aspect ratio is kept."))
     iterations: int = field(default=300, metadata=_meta(
         "Optimizer iterations (an L-BFGS iteration is usually one loss+gradient evaluation)."))
+    scales: int = field(default=1, metadata=_meta(
+        "Coarse-to-fine stages: N>1 starts at --size/2^(N-1) and doubles up to --size, each stage "
+        "starting from the previous result upsampled."))
+    scale_iterations: tuple[int, ...] = field(default=(), metadata=_meta(
+        "Iterations of each stage, coarsest first (comma-separated; default: --iterations each)."))
+    preserve_colors: str = field(default="none", metadata=_meta(
+        "Keep the content's colours: luminance (transfer on luminance only, then recombine with "
+        "the content's chroma), or match the style's colours to the content first (covariance: "
+        "mean and covariance; histogram: per channel).", modes=("transfer",), choices=COLOR_MODES))
+    style_scale: float = field(default=1.0, metadata=_meta(
+        "Size of the style image relative to --size: larger values give larger brush strokes.",
+        modes=("transfer", "style")))
     content_layers: tuple[str, ...] = field(default=("block4_conv2",), metadata=_meta(
         "VGG16 conv layers whose activations the result must match (comma-separated).",
         modes=("transfer", "content")))
@@ -80,6 +93,11 @@ class Config:
         "Save a numbered snapshot beside the output every N iterations (0: never)."))
     checkpoint_every: int = field(default=0, metadata=_meta(
         "Write a resumable checkpoint (OUT.ckpt.npz) every N iterations (0: only when interrupted)."))
+    batch_size: int = field(default=0, metadata=_meta(
+        "Images per compiled batch when stylizing a folder (0: as many as fit, up to 8 per device).",
+        modes=("transfer",)))
+    devices: int = field(default=0, metadata=_meta(
+        "Devices to shard a folder's batches over (0: all visible devices).", modes=("transfer",)))
     dtype: str = field(default="float32", metadata=_meta(
         "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
     conv: str = field(default="auto", metadata=_meta(
@@ -89,9 +107,16 @@ class Config:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type in ("tuple[str, ...]", "tuple[float, ...]") and not isinstance(value, tuple):
+            item = {"tuple[str, ...]": str, "tuple[float, ...]": float, "tuple[int, ...]": int}.get(f.type)
+            if item is not None and not isinstance(value, tuple):
                 if isinstance(value, (str, bytes)):
-                    value = tuple(v.strip() for v in value.split(",") if v.strip())
+                    value = _as_tuple(value)
+                    if item is not str:
+                        try:
+                            value = tuple(item(v) for v in value)
+                        except ValueError:
+                            raise ConfigError(f"--{f.name.replace('_', '-')} must be a comma-separated "
+                                              f"list of {item.__name__}s, got {getattr(self, f.name)!r}") from None
                 object.__setattr__(self, f.name, tuple(value))
         _validate(self)
 
@@ -106,6 +131,12 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def stages(self) -> list[tuple[int, int]]:
+        """(size, iterations) of each coarse-to-fine stage, coarsest first."""
+        sizes = [self.size // 2 ** (self.scales - 1 - k) for k in range(self.scales)]
+        its = self.scale_iterations or (self.iterations,) * self.scales
+        return list(zip(sizes, its))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every setting."""
@@ -130,7 +161,7 @@ def _as_tuple(value: Any) -> tuple:
 def _validate(c: Config) -> None:
     if not isinstance(c.size, int) or isinstance(c.size, bool) or not MIN_SIZE <= c.size <= MAX_SIZE:
         raise ConfigError(f"--size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {c.size!r}")
-    for name in ("iterations", "save_every", "checkpoint_every", "seed"):
+    for name in ("iterations", "save_every", "checkpoint_every", "seed", "batch_size", "devices"):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
@@ -162,12 +193,27 @@ def _validate(c: Config) -> None:
         raise ConfigError(f"--learning-rate must be a positive number, got {c.learning_rate!r}")
     if c.optimizer not in OPTIMIZERS:
         raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}")
+    if c.preserve_colors not in COLOR_MODES:
+        raise ConfigError(f"--preserve-colors must be one of {', '.join(COLOR_MODES)}, got {c.preserve_colors!r}")
     if c.conv not in CONVS:
         raise ConfigError(f"--conv must be one of {', '.join(CONVS)}, got {c.conv!r}")
     if c.dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {c.dtype!r}")
     if not isinstance(c.init, str) or not c.init:
         raise ConfigError(f"--init must be {', '.join(INITS)} or an image path, got {c.init!r}")
+    if not isinstance(c.scales, int) or isinstance(c.scales, bool) or not 1 <= c.scales <= 8:
+        raise ConfigError(f"--scales must be an integer from 1 to 8, got {c.scales!r}")
+    if c.scale_iterations and len(c.scale_iterations) != c.scales:
+        raise ConfigError(f"--scale-iterations has {len(c.scale_iterations)} value(s) for {c.scales} stage(s)")
+    for n in c.scale_iterations:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"--scale-iterations must be non-negative integers, got {n!r}")
+    if c.scales > 1 and c.size // 2 ** (c.scales - 1) < MIN_SIZE * 2:
+        raise ConfigError(f"--scales {c.scales} at --size {c.size} would start at "
+                          f"{c.size // 2 ** (c.scales - 1)} pixels; use fewer stages or a larger size")
+    if isinstance(c.style_scale, bool) or not isinstance(c.style_scale, (int, float)) \
+            or not math.isfinite(c.style_scale) or not 0.05 <= c.style_scale <= 8:
+        raise ConfigError(f"--style-scale must be from 0.05 to 8, got {c.style_scale!r}")
     if c.content_weight > 0 and not c.content_layers and c.style_weight == 0:
         raise ConfigError("nothing to optimize: no content layers and a zero style weight")
 
@@ -176,6 +222,24 @@ def _check_weight(option: str, w: Any) -> None:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
         raise ConfigError(f"{option} must be finite and non-negative, got {w!r}")
 
+
+# Named layer-and-weight settings (`--preset`), applied over a mode's defaults.
+STYLE_PRESETS: dict[str, dict[str, Any]] = {
+    # The original write-up's first setting: content at block2_conv2, equal style layers.
+    "writeup": dict(content_layers=("block2_conv2",), content_layer_weights=(1.0,),
+                    style_layers=STYLE_LAYERS, style_layer_weights=(0.2,) * 5,
+                    content_weight=1.0, style_weight=10.0),
+    # The write-up's tuned setting (jaxstyle's default): content at block4_conv2, deeper style
+    # layers weighted more.
+    "writeup-tuned": dict(content_layers=("block4_conv2",), content_layer_weights=(1.0,),
+                          style_layers=STYLE_LAYERS, style_layer_weights=(0.05, 0.15, 0.2, 0.3, 0.3),
+                          content_weight=1.0, style_weight=10.0),
+    # Gatys, Ecker & Bethge (2016): content conv4_2, style conv1_1 ... conv5_1, equal weights.
+    "gatys": dict(content_layers=("block4_conv2",), content_layer_weights=(1.0,),
+                  style_layers=("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
+                                "block5_conv1"),
+                  style_layer_weights=(0.2,) * 5, content_weight=1.0, style_weight=10.0),
+}
 
 PRESETS: dict[str, Config] = {
     # Combine a photo's content with a painting's style.

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -85,15 +88,111 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(rgb, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
-def save_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95) -> Path:
-    """Write a 0..255 float RGB (H, W, 3) array atomically; the format follows the extension."""
+def to_uint16(rgb: np.ndarray) -> np.ndarray:
+    """Scale a 0..255 float RGB array to uint16 (255 -> 65535), rounding and clipping."""
+    a = np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 255.0)
+    return np.rint(a * 257.0).astype(np.uint16)
+
+
+# Extensions `save_image(..., bits=16)` accepts; Pillow cannot write 16-bit RGB, so we encode.
+WRITE16_EXTENSIONS = (".png", ".tif", ".tiff")
+
+
+def save_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95, bits: int = 8) -> Path:
+    """Write a 0..255 float RGB (H, W, 3) array atomically; the format follows the extension.
+
+    bits=16 writes 16 bits per channel (PNG or TIFF only), 255.0 becoming 65535.
+    """
     path = Path(path)
+    if bits not in (8, 16) or isinstance(bits, bool):
+        raise InputError(f"{path}: bits per channel must be 8 or 16, not {bits!r}")
+    if bits == 16:
+        ext = path.suffix.lower()
+        if ext not in WRITE16_EXTENSIONS:
+            raise InputError(f"{path}: 16-bit output needs a .png or .tif/.tiff file")
+        a = to_uint16(rgb)
+        encode = write_png16 if ext == ".png" else write_tiff16
+        with atomic_write(path) as fh:
+            encode(fh, a)
+        return path
     fmt = output_format(path)
     img = Image.fromarray(to_uint8(rgb), "RGB")
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     with atomic_write(path) as fh:
         img.save(fh, format=fmt, **kwargs)
     return path
+
+
+def _check_rgb16(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
+        raise ValueError(f"expected a non-empty uint16 (H, W, 3) array, got {a.dtype} {a.shape}")
+    return a
+
+
+def write_png16(fh: IO[bytes], a: np.ndarray) -> None:
+    """Write a uint16 (H, W, 3) array to a binary file as a 16-bit-per-channel RGB PNG."""
+    a = _check_rgb16(a)
+    h, w, _ = a.shape
+
+    def chunk(kind: bytes, data: bytes) -> None:
+        fh.write(struct.pack(">I", len(data)) + kind + data
+                 + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
+
+    fh.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))  # 16 bits, RGB, no interlace
+    z = zlib.compressobj(6)
+    step = max(1, (1 << 20) // (w * 6 + 1))  # about 1 MiB of scanlines at a time
+    for y in range(0, h, step):
+        rows = a[y:y + step].astype(">u2").view(np.uint8).reshape(-1, w * 6)
+        lines = np.zeros((rows.shape[0], w * 6 + 1), np.uint8)  # column 0: filter type 0
+        lines[:, 1:] = rows
+        data = z.compress(lines.tobytes())
+        if data:
+            chunk(b"IDAT", data)
+    chunk(b"IDAT", z.flush())
+    chunk(b"IEND", b"")
+
+
+def write_tiff16(fh: IO[bytes], a: np.ndarray) -> None:
+    """Write a uint16 (H, W, 3) array to a binary file as an uncompressed 16-bit RGB TIFF."""
+    a = _check_rgb16(a)
+    h, w, _ = a.shape
+    row = w * 6
+    rows_per_strip = max(1, min(h, (1 << 16) // row))  # strips of about 64 KiB
+    starts = range(0, h, rows_per_strip)
+    counts = [min(rows_per_strip, h - y) * row for y in starts]
+    SHORT, LONG, RATIONAL = 3, 4, 5
+    tags = [(256, LONG, [w]), (257, LONG, [h]), (258, SHORT, [16, 16, 16]),
+            (259, SHORT, [1]), (262, SHORT, [2]), (273, LONG, [0] * len(counts)),
+            (277, SHORT, [3]), (278, LONG, [rows_per_strip]), (279, LONG, counts),
+            (282, RATIONAL, [72, 1]), (283, RATIONAL, [72, 1]), (284, SHORT, [1]),
+            (296, SHORT, [2])]  # sorted by tag, as the IFD requires
+
+    def pack(typ: int, values: list) -> bytes:
+        return struct.pack(f"<{len(values)}{'H' if typ == SHORT else 'I'}", *values)
+
+    ifd_size = 2 + 12 * len(tags) + 4
+    extra_size = sum(len(pack(t, v)) for _, t, v in tags if len(pack(t, v)) > 4)
+    data_start = 8 + ifd_size + extra_size  # all sizes are even: offsets stay word-aligned
+    if data_start + h * row >= 1 << 32:
+        raise ValueError(f"image of {w}x{h} is too large for a classic TIFF")
+    tags[5] = (273, LONG, [data_start + y * row for y in starts])
+    ifd, extra = [struct.pack("<H", len(tags))], []
+    offset = 8 + ifd_size
+    for tag, typ, values in tags:
+        payload = pack(typ, values)
+        count = len(values) // 2 if typ == RATIONAL else len(values)
+        if len(payload) <= 4:
+            ifd.append(struct.pack("<HHI", tag, typ, count) + payload.ljust(4, b"\0"))
+        else:
+            ifd.append(struct.pack("<HHII", tag, typ, count, offset))
+            extra.append(payload)
+            offset += len(payload)
+    ifd.append(struct.pack("<I", 0))  # no further IFDs
+    fh.write(b"II*\0" + struct.pack("<I", 8) + b"".join(ifd) + b"".join(extra))
+    for y in starts:
+        fh.write(a[y:y + rows_per_strip].astype("<u2").tobytes())
 
 
 def as_rgb(image: "str | os.PathLike | Image.Image | np.ndarray", name: str = "image") -> np.ndarray:

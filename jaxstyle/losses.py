@@ -127,39 +127,54 @@ def make_targets(variables: Any, config: Config, objective: Objective,
     """Targets from preprocessed images: content activations and (blended) style Gram matrices.
 
     Several styles are combined by a weighted average of their Gram matrices (`style_blend`,
-    normalized to sum to 1; equal when omitted).
+    normalized to sum to 1; equal when omitted). A batch of content images (N, H, W, 3) gives
+    per-image content targets and coefficients (leading axis N), shared style targets.
     """
-    dtype = _dtype(objective.dtype)
-    content_feats: tuple = ()
-    if objective.content_layers:
-        feats = _features(variables, jnp.asarray(content), objective.content_layers, dtype)
-        content_feats = tuple(feats[n] for n in objective.content_layers)
-    style_grams: tuple = ()
-    if objective.style_layers:
-        blend = np.asarray(style_blend if style_blend is not None else [1.0] * len(styles), np.float64)
-        blend = blend / blend.sum()
-        per_style = [_grams(variables, jnp.asarray(s), objective.style_layers, dtype) for s in styles]
-        style_grams = tuple(sum(float(b) * g[i] for b, g in zip(blend, per_style))
-                            for i in range(len(objective.style_layers)))
-
-    def coeffs(layers, all_layers, all_weights, tensors):
-        w = dict(zip(all_layers, all_weights))
-        out = []
-        for name, t in zip(layers, tensors):
-            scale = 1.0 / max(float(jnp.mean(jnp.square(t.astype(jnp.float32)))), 1e-12) \
-                if config.normalize else 1.0
-            out.append(w[name] * scale)
-        return jnp.asarray(out, jnp.float32)
-
+    style, style_coeffs = style_targets(variables, config, objective, styles, style_blend)
+    content_feats, content_coeffs = content_targets(variables, config, objective, content)
     return Targets(
-        content=content_feats,
-        style=style_grams,
-        content_coeffs=coeffs(objective.content_layers, config.content_layers,
-                              config.content_layer_weights, content_feats),
-        style_coeffs=coeffs(objective.style_layers, config.style_layers,
-                            config.style_layer_weights, style_grams),
+        content=content_feats, style=style, content_coeffs=content_coeffs, style_coeffs=style_coeffs,
         weights=jnp.asarray([config.content_weight, config.style_weight, config.tv_weight], jnp.float32),
     )
+
+
+def content_targets(variables: Any, config: Config, objective: Objective,
+                    content: jax.Array | None) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    """Content activations per content layer, and their coefficients (per image for a batch)."""
+    if not objective.content_layers:
+        batch = (len(content),) if content is not None and np.ndim(content) == 4 else ()
+        return (), jnp.zeros((*batch, 0), jnp.float32)
+    feats = _features(variables, jnp.asarray(content), objective.content_layers, _dtype(objective.dtype))
+    tensors = tuple(feats[n] for n in objective.content_layers)
+    return tensors, _coeffs(config, objective.content_layers, config.content_layers,
+                            config.content_layer_weights, tensors, batched=np.ndim(content) == 4)
+
+
+def style_targets(variables: Any, config: Config, objective: Objective, styles: Sequence[jax.Array],
+                  style_blend: Sequence[float] | None = None) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    """Blended Gram matrices per style layer, and their coefficients."""
+    if not objective.style_layers:
+        return (), jnp.zeros((0,), jnp.float32)
+    blend = np.asarray(style_blend if style_blend is not None else [1.0] * len(styles), np.float64)
+    blend = blend / blend.sum()
+    dtype = _dtype(objective.dtype)
+    per_style = [_grams(variables, jnp.asarray(s), objective.style_layers, dtype) for s in styles]
+    grams = tuple(sum(float(b) * g[i] for b, g in zip(blend, per_style))
+                  for i in range(len(objective.style_layers)))
+    return grams, _coeffs(config, objective.style_layers, config.style_layers,
+                          config.style_layer_weights, grams)
+
+
+def _coeffs(config: Config, layers, all_layers, all_weights, tensors, batched: bool = False) -> jax.Array:
+    """Each layer's weight, divided by its target's mean square when normalizing."""
+    w = dict(zip(all_layers, all_weights))
+    out = []
+    for name, t in zip(layers, tensors):
+        axes = tuple(range(1, t.ndim)) if batched else None
+        power = np.asarray(jnp.mean(jnp.square(t.astype(jnp.float32)), axis=axes))
+        scale = 1.0 / np.maximum(power, 1e-12) if config.normalize else np.ones_like(power)
+        out.append(w[name] * scale)
+    return jnp.asarray(np.stack(out, axis=-1), jnp.float32)
 
 
 @partial(jax.jit, static_argnums=(2, 3))

@@ -42,6 +42,9 @@ class Progress:
     terms_iteration: int  # iteration at which `terms` were measured
     elapsed: float  # seconds since optimization started (compilation excluded)
     seconds_per_iteration: float | None
+    stage: int = 1  # coarse-to-fine stage, from 1
+    stages: int = 1
+    size: int = 0  # longest side in this stage
 
 
 @dataclass
@@ -62,7 +65,10 @@ class Result:
     output: Path | None = None
     snapshots: list[Path] = field(default_factory=list)
     checkpoint: Path | None = None
+    gif: Path | None = None
+    trace_file: Path | None = None
     message: str | None = None
+    raw: np.ndarray | None = field(default=None, repr=False)  # before colour recombination
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -93,6 +99,7 @@ class Problem:
     input_sha256: dict[str, str]  # input name -> SHA-256 of its file or array
     weights_sha256: str | None
     weights_path: str | None
+    finish: Callable[[np.ndarray], np.ndarray] | None = None  # applied to every written image
 
 
 def _terms_dict(t: losses.Terms) -> dict[str, float]:
@@ -109,13 +116,28 @@ def _sha256(image: ImageLike) -> str:
     return hashlib.sha256(np.ascontiguousarray(imageio.as_rgb(image)).tobytes()).hexdigest()
 
 
+def input_hashes(content: ImageLike | None, styles: Sequence[ImageLike], config: Config) -> dict[str, str]:
+    """SHA-256 of every input (files' bytes, or in-memory images' pixels), by role."""
+    named = {"content": content} if content is not None else {}
+    named.update({f"style{i + 1}": s for i, s in enumerate(styles)})
+    if config.init not in INITS:
+        named["init"] = config.init
+    return {k: _sha256(v) for k, v in named.items()}
+
+
 def prepare(mode: str, config: Config, content: ImageLike | None = None,
             styles: Sequence[ImageLike] = (), *,
             weights: str | os.PathLike | Mapping | None = None,
             style_blend: Sequence[float] | None = None,
             message: Callable[[str], None] | None = None,
-            download_progress: Callable[[int, int], None] | None = None) -> Problem:
-    """Load and check images and weights, and build the targets and the initial image."""
+            download_progress: Callable[[int, int], None] | None = None,
+            init_image: np.ndarray | None = None,
+            weights_info: tuple[str | None, str | None] = (None, None)) -> Problem:
+    """Load and check images and weights, and build the targets and the initial image.
+
+    `init_image` (RGB, any size) overrides `config.init`: a coarse stage's result, say.
+    `weights_info` gives (sha256, path) when `weights` are already-loaded parameters.
+    """
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     styles = tuple(styles)
@@ -130,13 +152,19 @@ def prepare(mode: str, config: Config, content: ImageLike | None = None,
     check_memory(config, preprocess.fit_size(first.shape[:2], config.size))
     content_rgb = (preprocess.resize_longest(content_src, config.size, _name(content, "content"))
                    if content_src is not None else None)
-    style_rgbs = [preprocess.resize_longest(src, config.size, _name(s, f"style {i + 1}"))
+    style_size, style_what = _style_size(config)
+    style_rgbs = [preprocess.resize_longest(src, style_size, _name(s, f"style {i + 1}"), style_what)
                   for i, (s, src) in enumerate(zip(styles, style_srcs))]
-    hw = content_rgb.shape[:2] if content_rgb is not None else style_rgbs[0].shape[:2]
-    x0 = _initial_image(config, hw, content_rgb, style_rgbs)
+    content_rgb, style_rgbs = _colors(config, content_rgb, style_rgbs)
+    hw = content_rgb.shape[:2] if content_rgb is not None else \
+        preprocess.fit_size(style_srcs[0].shape[:2], config.size)
+    if init_image is not None:
+        x0 = preprocess.resize(init_image, hw)
+    else:
+        x0 = _initial_image(config, hw, content_rgb, style_rgbs)
 
     # Weights, then targets (content activations, blended style Gram matrices).
-    weights_sha256 = weights_path = None
+    weights_sha256, weights_path = weights_info
     if isinstance(weights, Mapping):
         params = weights
     else:
@@ -151,16 +179,20 @@ def prepare(mode: str, config: Config, content: ImageLike | None = None,
         preprocess.to_vgg(content_rgb) if content_rgb is not None else None,
         [preprocess.to_vgg(s) for s in style_rgbs], style_blend)
 
-    named = {"content": content} if content is not None else {}
-    named.update({f"style{i + 1}": s for i, s in enumerate(styles)})
-    if config.init not in INITS:
-        named["init"] = config.init
     inputs = {"content": _name(content, None) if content is not None else None,
               "styles": [_name(s, None) for s in styles],
               "style_blend": list(style_blend) if style_blend is not None else None}
+    finish = None
+    if config.preserve_colors == "luminance" and content_src is not None:
+        from . import color
+        original = preprocess.resize_longest(content_src, config.size)
+
+        def finish(rgb: np.ndarray) -> np.ndarray:
+            return color.recombine(rgb, original)
+
     return Problem(mode, config, objective, Method.from_config(config), variables, targets,
-                   preprocess.to_vgg(x0), inputs, {k: _sha256(v) for k, v in named.items()},
-                   weights_sha256, weights_path)
+                   preprocess.to_vgg(x0), inputs, input_hashes(content, styles, config),
+                   weights_sha256, weights_path, finish)
 
 
 def check_memory(config: Config, hw: tuple[int, int], batch: int = 1) -> memory.Estimate:
@@ -178,6 +210,17 @@ def check_memory(config: Config, hw: tuple[int, int], batch: int = 1) -> memory.
     return need
 
 
+@dataclass
+class Outputs:
+    """Where a run writes, and how."""
+
+    path: Path | None = None  # the result image
+    gif: Path | None = None  # an animation of the snapshots
+    trace: Path | None = None  # a JSON trace of every iteration
+    quality: int = 95
+    bits: int = 8
+
+
 def run(mode: str, config: Config, content: ImageLike | None = None,
         styles: Sequence[ImageLike] = (), *, output_path: str | os.PathLike | None = None,
         weights: str | os.PathLike | Mapping | None = None,
@@ -186,15 +229,100 @@ def run(mode: str, config: Config, content: ImageLike | None = None,
         message: Callable[[str], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         download_progress: Callable[[int, int], None] | None = None,
-        quality: int = 95) -> Result:
-    """Optimize an image for `mode` ("transfer", "content" or "style") under `config`."""
+        quality: int = 95, bits: int = 8, gif_path: str | os.PathLike | None = None,
+        trace_path: str | os.PathLike | None = None) -> Result:
+    """Optimize an image for `mode` ("transfer", "content" or "style") under `config`.
+
+    With `config.scales` > 1 the run goes coarse to fine: each stage starts from the previous
+    stage's result, upsampled. Snapshots, the trace and the GIF number iterations across stages.
+    """
+    outputs = _check_outputs(config, content, styles, output_path, gif_path, trace_path, quality, bits)
+    return _stages(mode, config, content, styles, outputs, weights=weights, style_blend=style_blend,
+                   progress=progress, message=message, should_stop=should_stop,
+                   download_progress=download_progress)
+
+
+def _check_outputs(config, content, styles, output_path, gif_path, trace_path, quality, bits) -> Outputs:
     inputs = tuple(x for x in (content, *styles, config.init) if isinstance(x, (str, os.PathLike)))
-    if output_path is not None:
-        output_path = output.check_output(output_path, inputs)
-    problem = prepare(mode, config, content, styles, weights=weights, style_blend=style_blend,
-                      message=message, download_progress=download_progress)
-    return optimize(problem, output_path=output_path, progress=progress, should_stop=should_stop,
-                    quality=quality)
+    paths = []
+    for p in (output_path, gif_path, trace_path):
+        paths.append(None if p is None else check_path(p, inputs))
+    if paths[0] is not None:
+        output.check_output(paths[0], inputs, bits=bits)
+    if paths[1] is not None and paths[1].suffix.lower() != ".gif":
+        raise InputError(f"{paths[1]}: --gif needs a .gif file name")
+    if len({p for p in paths if p is not None}) < len([p for p in paths if p is not None]):
+        raise InputError("the output, --gif and --trace paths must differ")
+    return Outputs(paths[0], paths[1], paths[2], quality, bits)
+
+
+def check_path(path: str | os.PathLike, inputs: tuple) -> Path:
+    """An output path whose directory is writable and which is not an input."""
+    from .files import check_output_path
+    return check_output_path(path, inputs)
+
+
+def _stages(mode: str, config: Config, content, styles, outputs: Outputs, *, weights, style_blend,
+            progress, message, should_stop, download_progress,
+            resume_from: ckpt_mod.Checkpoint | None = None) -> Result:
+    """Run every coarse-to-fine stage (from the checkpoint's stage when resuming)."""
+    stages = config.stages()
+    first_stage = resume_from.stage if resume_from is not None else 0
+    # Everything that can be checked cheaply is checked before weights are loaded (or fetched):
+    # the settings, every image (decoded once here), and whether the largest stage fits.
+    _check_inputs(mode, config, content, styles, style_blend)
+    srcs = [imageio.as_rgb(s, f"style {i + 1}") for i, s in enumerate(styles)]
+    first = imageio.as_rgb(content, "content") if content is not None else srcs[0]
+    smallest = config.replace(size=config.stages()[0][0], scales=1, scale_iterations=())
+    if content is not None:
+        preprocess.check_size(first.shape[:2], smallest.size, _name(content, "content"))
+    style_size, style_what = _style_size(smallest)
+    for i, (s, src) in enumerate(zip(styles, srcs)):
+        preprocess.check_size(src.shape[:2], style_size, _name(s, f"style {i + 1}"), style_what)
+    if config.init not in INITS:
+        _initial_image(config, (16, 16), None, [])  # the --init file exists and decodes
+    check_memory(config, preprocess.fit_size(first.shape[:2], config.size))
+    weights_info: tuple[str | None, str | None] = (None, None)
+    if not isinstance(weights, Mapping):  # load (and hash) once for every stage
+        weights, info = weights_mod.load(weights, progress=download_progress)
+        weights_info = (info.sha256, str(info.path.resolve()))
+        if info.warning and message:
+            message(f"warning: {info.warning}")
+    frames: list[tuple[int, np.ndarray]] = []
+    trace: list[dict] = []
+    results: list[Result] = []
+    previous: np.ndarray | None = None
+    offset = resume_from.offset if resume_from is not None else (0, 0)
+    done = offset
+    for k in range(first_stage, len(stages)):
+        size, iterations = stages[k]
+        stage_config = config.replace(size=size, iterations=iterations, scales=1, scale_iterations=())
+        problem = prepare(mode, stage_config, content, styles, weights=weights,
+                          style_blend=style_blend, message=message,
+                          init_image=previous, weights_info=weights_info)
+        result = optimize(problem, outputs=outputs, progress=progress, should_stop=should_stop,
+                          resume_from=resume_from if k == first_stage else None,
+                          stage=k, run_config=config, offset=offset,
+                          last_stage=k == len(stages) - 1, frames=frames, trace=trace)
+        results.append(result)
+        done = (offset[0] + result.iterations, offset[1] + result.evaluations)
+        if result.status in ("interrupted", "non-finite"):
+            break
+        previous, offset = result.raw, done
+    final = results[-1]
+    final.iterations, final.evaluations = done
+    final.initial = results[0].initial
+    final.compile_seconds = sum(r.compile_seconds for r in results)
+    final.seconds = sum(r.seconds for r in results)
+    final.trace = trace
+    final.config = config
+    final.snapshots = [s for r in results for s in r.snapshots]
+    if outputs.gif is not None and frames:
+        final.gif = output.write_gif(frames, outputs.gif)
+    if outputs.trace is not None:
+        final.trace_file = output.write_trace(trace, outputs.trace, mode=mode, config=config,
+                                              status=final.status)
+    return final
 
 
 def resume(checkpoint_path: str | os.PathLike, *, output_path: str | os.PathLike | None = None,
@@ -205,7 +333,8 @@ def resume(checkpoint_path: str | os.PathLike, *, output_path: str | os.PathLike
            message: Callable[[str], None] | None = None,
            should_stop: Callable[[], bool] | None = None,
            download_progress: Callable[[int, int], None] | None = None,
-           quality: int = 95) -> Result:
+           quality: int = 95, bits: int = 8, gif_path: str | os.PathLike | None = None,
+           trace_path: str | os.PathLike | None = None) -> Result:
     """Continue a checkpointed run; the result equals that of an uninterrupted run.
 
     Inputs come from the checkpoint (or `content`/`styles` for runs that used in-memory
@@ -231,22 +360,20 @@ def resume(checkpoint_path: str | os.PathLike, *, output_path: str | os.PathLike
     if any(s is None for s in styles) or (ck.mode != "style" and content is None):
         raise InputError(f"{ck.path}: this checkpoint's run used in-memory images; pass them again")
     output_path = output_path or ck.output
-    inputs = tuple(x for x in (content, *styles, config.init) if isinstance(x, (str, os.PathLike)))
-    if output_path is not None:
-        output_path = output.check_output(output_path, inputs)
+    outputs = _check_outputs(config, content, styles, output_path, gif_path, trace_path, quality, bits)
     if weights is None and ck.weights_path and Path(ck.weights_path).is_file():
         weights = ck.weights_path  # the file the run used (its hash is checked below)
-    problem = prepare(ck.mode, config, content, styles, weights=weights,
-                      style_blend=ck.inputs.get("style_blend"), message=message,
-                      download_progress=download_progress)
     for name, sha in ck.input_sha256.items():
-        if problem.input_sha256.get(name) != sha:
+        if input_hashes(content, styles, config).get(name) != sha:
             raise InputError(f"{ck.path}: input {name} differs from the one the checkpoint was made with")
-    if ck.weights_sha256 and problem.weights_sha256 and ck.weights_sha256 != problem.weights_sha256:
-        raise InputError(f"{ck.path}: checkpoint was made with other VGG16 weights "
-                         f"(SHA-256 {ck.weights_sha256[:12]}..., these are {problem.weights_sha256[:12]}...)")
-    return optimize(problem, output_path=output_path, progress=progress, should_stop=should_stop,
-                    quality=quality, resume_from=ck)
+    if not isinstance(weights, Mapping) and ck.weights_sha256:
+        _, info = weights_mod.load(weights, progress=download_progress)
+        if info.sha256 != ck.weights_sha256:
+            raise InputError(f"{ck.path}: checkpoint was made with other VGG16 weights (SHA-256 "
+                             f"{ck.weights_sha256[:12]}..., these are {info.sha256[:12]}...)")
+    return _stages(ck.mode, config, content, styles, outputs, weights=weights,
+                   style_blend=ck.inputs.get("style_blend"), progress=progress, message=None,
+                   should_stop=should_stop, download_progress=download_progress, resume_from=ck)
 
 
 def _show(v: Any) -> str:
@@ -276,6 +403,27 @@ def _check_inputs(mode: str, config: Config, content, styles, style_blend) -> No
         raise ConfigError(f"--init style needs a style image ({mode} mode has none); use --init noise")
 
 
+def _style_size(config: Config) -> tuple[int, str | None]:
+    """The style images' longest side, and how to name it in messages."""
+    size = max(round(config.size * config.style_scale), 1)
+    what = None if config.style_scale == 1 else \
+        f"--size {config.size} with --style-scale {config.style_scale} ({size} px)"
+    return size, what
+
+
+def _colors(config: Config, content_rgb: np.ndarray | None,
+            style_rgbs: list[np.ndarray]) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """Content and styles as `config.preserve_colors` wants them for the optimization."""
+    if config.preserve_colors == "none" or content_rgb is None:
+        return content_rgb, style_rgbs
+    from . import color
+    if config.preserve_colors == "luminance":
+        pairs = [color.luminance_images(content_rgb, s) for s in style_rgbs]
+        return pairs[0][0], [style for _, style in pairs]
+    return content_rgb, [color.match_colors(s, content_rgb, method=config.preserve_colors)
+                         for s in style_rgbs]
+
+
 def _initial_image(config: Config, hw: tuple[int, int], content_rgb, style_rgbs) -> np.ndarray:
     if config.init == "content":
         return content_rgb
@@ -289,23 +437,39 @@ def _initial_image(config: Config, hw: tuple[int, int], content_rgb, style_rgbs)
     return preprocess.resize(imageio.load_image(path), hw)
 
 
-def optimize(problem: Problem, *, output_path: Path | None = None,
+def optimize(problem: Problem, *, outputs: Outputs | None = None,
              progress: Callable[[Progress], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, quality: int = 95,
-             resume_from: ckpt_mod.Checkpoint | None = None) -> Result:
-    """Run the solver (from the start, or from a checkpoint) and produce the Result and files.
+             should_stop: Callable[[], bool] | None = None,
+             resume_from: ckpt_mod.Checkpoint | None = None, stage: int = 0,
+             run_config: Config | None = None, offset: tuple[int, int] = (0, 0),
+             last_stage: bool = True, frames: list | None = None,
+             trace: list | None = None) -> Result:
+    """Run the solver for one problem (from the start, or from a checkpoint) and write files.
 
     One-off evaluations (the first loss and gradient, progress terms) use the plain
-    variables; the loop gets the Winograd kernels `objective.conv` calls for.
+    variables; the loop gets the Winograd kernels `objective.conv` calls for. `stage`,
+    `run_config` and `offset` (iterations, evaluations of earlier stages) place this problem
+    in a coarse-to-fine run; `frames` and `trace` collect GIF frames and trace entries.
     """
+    outputs = outputs or Outputs()
+    run_config = run_config or problem.config
     config, objective, method = problem.config, problem.objective, problem.method
     variables, targets = problem.variables, problem.targets
+    finish = problem.finish or (lambda rgb: rgb)
     report = progress or (lambda _p: None)
+    stages = run_config.scales
+    total_iterations = sum(n for _, n in run_config.stages())
     lr = jnp.float32(config.learning_rate)
     x0 = jnp.asarray(problem.x0)
     loop_variables = losses.network_variables(variables, objective, x0.shape)
+    per_iteration = outputs.trace is not None
+    frame_every = run_config.save_every or max(1, total_iterations // 40)
 
-    report(Progress("compile", 0, config.iterations, 0, float("nan"), None, 0, 0.0, None))
+    def prog(phase, it, evals, loss, terms, terms_at, elapsed, per_it):
+        report(Progress(phase, offset[0] + it, total_iterations, offset[1] + evals, loss, terms,
+                        offset[0] + terms_at, elapsed, per_it, stage + 1, stages, config.size))
+
+    prog("compile", 0, 0, float("nan"), None, 0, 0.0, None)
     t0 = time.perf_counter()
     start_fn, chunk_fn = solver.compile_loop(x0, variables, loop_variables, targets, lr,
                                              objective, method)
@@ -317,30 +481,45 @@ def optimize(problem: Problem, *, output_path: Path | None = None,
     else:
         state = start_fn(x0, variables, targets, lr)
 
+    def image_of(s: solver.LoopState) -> np.ndarray:
+        return _rgb(solver.image(s, method))
+
     def save_checkpoint(s: solver.LoopState) -> Path | None:
-        if output_path is None:
+        if outputs.path is None:
             return None
-        return ckpt_mod.save(ckpt_mod.default_path(output_path), s, mode=problem.mode,
-                             config=config, inputs=problem.inputs,
+        return ckpt_mod.save(ckpt_mod.default_path(outputs.path), s, mode=problem.mode,
+                             config=run_config, inputs=problem.inputs,
                              input_sha256=problem.input_sha256,
                              weights_sha256=problem.weights_sha256,
-                             weights_path=problem.weights_path, output=str(output_path))
+                             weights_path=problem.weights_path, output=str(outputs.path),
+                             stage=stage, offset=offset)
+
+    def record(s: solver.LoopState, terms: dict[str, float], seconds: float) -> None:
+        if trace is not None:
+            trace.append({"stage": stage + 1, "size": config.size,
+                          "iteration": offset[0] + int(s.iteration),
+                          "evaluations": offset[1] + int(s.evaluations),
+                          "seconds": round(seconds, 4), **terms})
 
     t_start = time.perf_counter()
     done = int(state.iteration)
     initial = _terms_dict(terms_fn(solver.image(state, method), variables, targets))
     terms, terms_at, terms_time = initial, done, time.perf_counter()
-    trace = [{"iteration": done, "evaluations": int(state.evaluations), "seconds": 0.0, **initial}]
+    if not trace:
+        record(state, initial, 0.0)
+    if frames is not None and not frames:
+        frames.append((offset[0] + done, finish(image_of(state))))
     snapshots: list[Path] = []
     written_checkpoint: Path | None = None
-    boundaries = _boundaries(config, done)
+    boundaries = _boundaries(config, done, run_config.save_every, run_config.checkpoint_every,
+                             frame_every if frames is not None else 0)
     per_iter: float | None = None
     status = solver.STATUS_NAMES.get(int(state.status), "done")  # start may already have failed
     status = "done" if status == "running" else status
 
     def chunk_length(at: int) -> int:
         nxt = next(b for b in boundaries if b > at)
-        target = 1 if per_iter is None else max(1, int(0.5 / max(per_iter, 1e-6)))
+        target = 1 if per_iter is None or per_iteration else max(1, int(0.5 / max(per_iter, 1e-6)))
         return min(nxt - at, target)
 
     running = int(state.status) == solver.RUNNING and done < config.iterations
@@ -361,21 +540,23 @@ def optimize(problem: Problem, *, output_path: Path | None = None,
             pending = chunk_fn(current, jnp.int32(chunk_length(it)), loop_variables, targets, lr)
         done = it
         state = current
-        if config.save_every and output_path is not None and done % config.save_every == 0 \
-                and 0 < done < config.iterations:
-            snapshots.append(output.write_image(_rgb(solver.image(current, method)),
-                                                output.snapshot_path(output_path, done), quality))
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and not finished:
+        g = offset[0] + done
+        if run_config.save_every and outputs.path is not None and g % run_config.save_every == 0 \
+                and g < total_iterations:
+            snapshots.append(output.write_image(finish(image_of(current)),
+                                                output.snapshot_path(outputs.path, g), outputs.quality))
+        if frames is not None and g % frame_every == 0:
+            frames.append((g, finish(image_of(current))))
+        if run_config.checkpoint_every and g % run_config.checkpoint_every == 0 and not finished:
             written_checkpoint = save_checkpoint(current)
-        if now - terms_time > 10.0:
+        if per_iteration or now - terms_time > 10.0:
             terms, terms_at, terms_time = (_terms_dict(terms_fn(solver.image(current, method),
                                                                  variables, targets)),
                                            done, time.perf_counter())
         elapsed = time.perf_counter() - t_start
-        trace.append({"iteration": done, "evaluations": int(current.evaluations),
-                      "seconds": round(elapsed, 4), "total": float(current.value)})
-        report(Progress("optimize", done, config.iterations, int(current.evaluations),
-                        float(current.value), terms, terms_at, elapsed, per_iter))
+        record(current, terms if per_iteration else {"total": float(current.value)}, elapsed)
+        prog("optimize", done, int(current.evaluations), float(current.value), terms, terms_at,
+             elapsed, per_iter)
         if status_code != solver.RUNNING:
             status = solver.STATUS_NAMES[status_code]
         elif stop_requested and done < config.iterations:
@@ -384,28 +565,36 @@ def optimize(problem: Problem, *, output_path: Path | None = None,
     seconds = time.perf_counter() - t_start
     x_final = solver.image(state, method)
     final = _terms_dict(terms_fn(x_final, variables, targets))
-    trace[-1].update(final)
-    image = _rgb(x_final)
-    written = output.write_image(image, output_path, quality) if output_path is not None else None
-    if status == "interrupted" or (config.checkpoint_every and status == "done"):
+    if trace:
+        trace[-1].update(final)
+    raw = _rgb(x_final)
+    image = finish(raw)
+    if frames is not None and last_stage and (not frames or frames[-1][0] != offset[0] + done):
+        frames.append((offset[0] + done, image))
+    stopped = status in ("interrupted", "non-finite")
+    written = None
+    if outputs.path is not None and (last_stage or stopped):
+        written = output.write_image(image, outputs.path, outputs.quality, bits=outputs.bits)
+    if status == "interrupted" or (run_config.checkpoint_every and status == "done" and last_stage):
         written_checkpoint = save_checkpoint(state)
-    report(Progress("done", int(state.iteration), config.iterations, int(state.evaluations),
-                    final["total"], final, int(state.iteration), seconds, per_iter))
+    prog("done", int(state.iteration), int(state.evaluations), final["total"], final,
+         int(state.iteration), seconds, per_iter)
     return Result(image=image, mode=problem.mode, config=config, status=status,
                   iterations=int(state.iteration), evaluations=int(state.evaluations),
                   initial=initial, final=final, compile_seconds=compile_seconds, seconds=seconds,
-                  trace=trace, output=written, snapshots=snapshots, checkpoint=written_checkpoint,
-                  message=_status_message(status, state, config, method))
+                  trace=trace if trace is not None else [], output=written, snapshots=snapshots,
+                  checkpoint=written_checkpoint, message=_status_message(status, state, config, method),
+                  raw=raw)
 
 
 def _rgb(x: jax.Array) -> np.ndarray:
     return np.clip(preprocess.from_vgg(np.asarray(x)), 0.0, 255.0)
 
 
-def _boundaries(config: Config, start: int = 0) -> list[int]:
-    """Iterations after `start` at which a chunk must end (snapshots, checkpoints, the end)."""
+def _boundaries(config: Config, start: int, *intervals: int) -> list[int]:
+    """Iterations after `start` at which a chunk must end: the end, and multiples of each interval."""
     stops = {config.iterations}
-    for every in (config.save_every, config.checkpoint_every):
+    for every in intervals:
         if every:
             stops |= set(range(every * (start // every + 1), config.iterations, every))
     return sorted(s for s in stops if s > start) or [start]

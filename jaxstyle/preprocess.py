@@ -32,18 +32,26 @@ def resize(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(channels, axis=2), 0.0, 255.0).astype(np.float32)
 
 
-def resize_longest(rgb: np.ndarray, longest: int, name: str = "image") -> np.ndarray:
-    """Resize so the longest side is `longest`, refusing images VGG16 cannot use at that size."""
-    src = rgb.shape[:2]
+def check_size(src: tuple[int, int], longest: int, name: str = "image",
+               what: str | None = None) -> tuple[int, int]:
+    """The (height, width) an image of shape `src` gets at `longest`, or InputError when VGG16
+    cannot use it (too small to begin with, or too elongated for that size). `what` names the
+    setting that chose `longest` in the message (default "--size N")."""
     if min(src) < MIN_SIZE:
         raise InputError(f"{name}: {src[1]}x{src[0]} pixels is too small; "
                          f"both sides must be at least {MIN_SIZE} pixels")
     hw = fit_size(src, longest)
     if min(hw) < MIN_SIZE:
-        raise InputError(f"{name}: at --size {longest} this {src[1]}x{src[0]} image becomes "
+        raise InputError(f"{name}: at {what or f'--size {longest}'} this {src[1]}x{src[0]} image becomes "
                          f"{hw[1]}x{hw[0]}, narrower than VGG16's minimum of {MIN_SIZE} pixels; "
                          f"use a larger --size or a less elongated image")
-    return resize(rgb, hw)
+    return hw
+
+
+def resize_longest(rgb: np.ndarray, longest: int, name: str = "image",
+                   what: str | None = None) -> np.ndarray:
+    """Resize so the longest side is `longest`, refusing images VGG16 cannot use at that size."""
+    return resize(rgb, check_size(rgb.shape[:2], longest, name, what))
 
 
 def to_vgg(rgb: np.ndarray) -> np.ndarray:

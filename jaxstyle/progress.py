@@ -27,7 +27,8 @@ class ProgressPrinter:
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
         if p.phase == "compile":
-            self._write(f"compiling the optimization loop for {p.iterations} iterations...", final=True)
+            where = f"stage {p.stage}/{p.stages} ({p.size} px): " if p.stages > 1 else ""
+            self._write(f"{where}compiling the optimization loop...", final=True)
             return
         if p.phase == "optimize" and now - self._last < self.interval and p.iteration < p.iterations:
             return
@@ -40,6 +41,8 @@ class ProgressPrinter:
         filled = int(round(frac * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
         parts = [f"[{bar}] {p.iteration}/{p.iterations}", f"loss {_fmt(p.loss)}"]
+        if p.stages > 1:
+            parts.insert(1, f"stage {p.stage}/{p.stages} {p.size}px")
         if p.terms:
             t = p.terms
             parts.append(f"content {_fmt(t['content'])} style {_fmt(t['style'])} tv {_fmt(t['tv'])}"
@@ -67,3 +70,21 @@ class ProgressPrinter:
             self.stream.write("\n")
             self.stream.flush()
             self._line_open = False
+
+
+class BatchPrinter(ProgressPrinter):
+    """Renders a batch run's progress: images done, and the current batch's iterations."""
+
+    def __call__(self, p) -> None:  # p: batch.BatchProgress
+        now = time.monotonic()
+        last = p.iteration >= p.iterations
+        if now - self._last < self.interval and not last:
+            return
+        self._last = now
+        frac = p.images_done / p.images_total if p.images_total else 1.0
+        filled = int(round(frac * self.width))
+        bar = "#" * filled + "-" * (self.width - filled)
+        rate = p.images_done / p.seconds * 60 if p.seconds and p.images_done else 0.0
+        self._write(f"[{bar}] {p.images_done}/{p.images_total} images | {p.bucket[1]}x{p.bucket[0]}, "
+                    f"batch of {p.batch_images}: iteration {p.iteration}/{p.iterations} | "
+                    f"{rate:.2f} images/min", final=not self.tty)

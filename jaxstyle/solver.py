@@ -48,8 +48,9 @@ class Method:
                    precondition=config.precondition)
 
     def scale(self, shape: tuple[int, ...]) -> float:
-        """x = scale · L(u) between the image x and the optimized variable u (1 for Adam)."""
-        return 1.0 if self.optimizer == "adam" else self.first_step * math.sqrt(math.prod(shape))
+        """x = scale · L(u) between the image x and the optimized variable u (1 for Adam); for a
+        batch (leading axes) the scale is the one of each image."""
+        return 1.0 if self.optimizer == "adam" else self.first_step * math.sqrt(math.prod(shape[-3:]))
 
     def _filter(self, shape: tuple[int, ...]) -> np.ndarray | None:
         if self.optimizer == "adam" or not self.precondition:
@@ -119,14 +120,8 @@ def _objective_fn(objective: Objective, method: Method, shape: tuple[int, ...]):
     return fn
 
 
-@partial(jax.jit, static_argnames=("objective", "method"))
-def start(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array, *,
-          objective: Objective, method: Method) -> LoopState:
-    """The initial loop state, with L-BFGS's first loss and gradient evaluated and stored.
-
-    Evaluating here, once, keeps a second copy of the network (optax's `cond` around the
-    first evaluation) out of the compiled loop, which halves its compile time.
-    """
+def _start(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array,
+           objective: Objective, method: Method) -> LoopState:
     state = init_state(x0, method, learning_rate)
     if method.optimizer == "adam":
         return state
@@ -137,6 +132,30 @@ def start(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Ar
     return state._replace(opt_state=opt_state, evaluations=jnp.ones((), jnp.int32),
                           value=value.astype(jnp.float32),
                           status=jnp.where(ok, RUNNING, NONFINITE).astype(jnp.int32))
+
+
+@partial(jax.jit, static_argnames=("objective", "method"))
+def start(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array, *,
+          objective: Objective, method: Method) -> LoopState:
+    """The initial loop state, with L-BFGS's first loss and gradient evaluated and stored.
+
+    Evaluating here, once, keeps a second copy of the network (optax's `cond` around the
+    first evaluation) out of the compiled loop, which halves its compile time.
+    """
+    return _start(x0, variables, targets, learning_rate, objective, method)
+
+
+# How batched targets are laid out: content activations and their coefficients are per image,
+# the style Gram targets and the term weights are shared by the whole batch.
+BATCH_TARGETS = Targets(content=0, style=None, content_coeffs=0, style_coeffs=None, weights=None)
+
+
+@partial(jax.jit, static_argnames=("objective", "method"))
+def start_batch(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array, *,
+                objective: Objective, method: Method) -> LoopState:
+    """`start` for a batch of images (leading axis), each with its own state."""
+    return jax.vmap(lambda x, t: _start(x, variables, t, learning_rate, objective, method),
+                    in_axes=(0, BATCH_TARGETS))(x0, targets)
 
 
 def image(state: LoopState, method: Method) -> jax.Array:
@@ -182,15 +201,8 @@ def _adam_step(state: LoopState, fn, fn_kwargs, method: Method, learning_rate):
                      value.astype(jnp.float32), last_good, state.stall, status)
 
 
-@partial(jax.jit, static_argnames=("objective", "method"))
-def run_chunk(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
-              learning_rate: jax.Array, *, objective: Objective, method: Method) -> LoopState:
-    """Up to `n` more iterations, stopping early when the status leaves RUNNING.
-
-    A state that has already stopped comes back unchanged, so the host may queue the next
-    chunk before it has looked at this one's result.
-    """
-
+def _chunk(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
+           learning_rate: jax.Array, objective: Objective, method: Method) -> LoopState:
     fn = _objective_fn(objective, method, state.u.shape)
     fn_kwargs = {"variables": variables, "targets": targets}
     step = _adam_step if method.optimizer == "adam" else _lbfgs_step
@@ -205,16 +217,43 @@ def run_chunk(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
     return jax.lax.while_loop(cond, body, state)
 
 
+@partial(jax.jit, static_argnames=("objective", "method"))
+def run_chunk(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
+              learning_rate: jax.Array, *, objective: Objective, method: Method) -> LoopState:
+    """Up to `n` more iterations, stopping early when the status leaves RUNNING.
+
+    A state that has already stopped comes back unchanged, so the host may queue the next
+    chunk before it has looked at this one's result.
+    """
+    return _chunk(state, n, variables, targets, learning_rate, objective, method)
+
+
+@partial(jax.jit, static_argnames=("objective", "method"))
+def run_chunk_batch(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
+                    learning_rate: jax.Array, *, objective: Objective, method: Method) -> LoopState:
+    """`run_chunk` for a batch: every image has its own L-BFGS state, line search and stop;
+    the loop runs until all have done `n` iterations or stopped."""
+    return jax.vmap(lambda s, t: _chunk(s, n, variables, t, learning_rate, objective, method),
+                    in_axes=(0, BATCH_TARGETS))(state, targets)
+
+
 def compile_loop(x0: jax.Array, variables: Any, loop_variables: Any, targets: Targets,
-                 learning_rate: jax.Array, objective: Objective, method: Method):
+                 learning_rate: jax.Array, objective: Objective, method: Method,
+                 batched: bool = False, state_sharding: Any = None):
     """Compiled `start` (with `variables`) and `run_chunk` (with `loop_variables`), ready to call
-    as start(x0, variables, targets, lr) and chunk(state, n, loop_variables, targets, lr)."""
-    begin = start.lower(x0, variables, targets, learning_rate, objective=objective,
-                        method=method).compile()
-    state = jax.eval_shape(partial(start, objective=objective, method=method),
+    as start(x0, variables, targets, lr) and chunk(state, n, loop_variables, targets, lr);
+    `batched` compiles the batch versions (x0 and per-image targets with a leading axis), whose
+    loop state is expected with `state_sharding` (put the started state there)."""
+    start_fn, chunk_fn = (start_batch, run_chunk_batch) if batched else (start, run_chunk)
+    begin = start_fn.lower(x0, variables, targets, learning_rate, objective=objective,
+                           method=method).compile()
+    state = jax.eval_shape(partial(start_fn, objective=objective, method=method),
                            x0, variables, targets, learning_rate)
-    chunk = run_chunk.lower(state, jnp.int32(1), loop_variables, targets, learning_rate,
-                            objective=objective, method=method).compile()
+    if state_sharding is not None:
+        state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=state_sharding),
+                             state)
+    chunk = chunk_fn.lower(state, jnp.int32(1), loop_variables, targets, learning_rate,
+                           objective=objective, method=method).compile()
     return begin, chunk
 
 
@@ -222,6 +261,14 @@ def compile_loop(x0: jax.Array, variables: Any, loop_variables: Any, targets: Ta
 def loss_terms(x: jax.Array, variables: Any, targets: Targets, *, objective: Objective) -> losses.Terms:
     """Every loss term at x (a forward pass only), for progress reports."""
     return losses.terms(x, variables, targets, objective)
+
+
+@partial(jax.jit, static_argnames=("objective",))
+def loss_terms_batch(x: jax.Array, variables: Any, targets: Targets, *,
+                     objective: Objective) -> losses.Terms:
+    """`loss_terms` for a batch of images."""
+    return jax.vmap(lambda xi, t: losses.terms(xi, variables, t, objective),
+                    in_axes=(0, BATCH_TARGETS))(x, targets)
 
 
 @partial(jax.jit, static_argnames=("objective",))
