@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from . import imageio, losses, preprocess, solver, vgg
+from . import imageio, losses, memory, preprocess, solver, vgg
 from .config import STYLE_LAYERS, Config
 
 # Dense peak FLOP/s by device kind substring: (float32 as JAX runs it by default, bfloat16).
@@ -66,6 +66,8 @@ class Case:
     optimizer: str = "lbfgs"
     objective: str = "default"  # or "peer"
     conv: str = "auto"
+    batch: int = 1  # images per compiled batch (>1: the batched, sharded solver)
+    devices: int = 0  # devices the batch is sharded over (0: all)
 
 
 def peak_flops(device: jax.Device, dtype: str) -> float | None:
@@ -208,6 +210,115 @@ def run_case(case: Case, params: dict, content: np.ndarray, style: np.ndarray, *
     return result
 
 
+def run_batch_case(case: Case, params: dict, contents: list[np.ndarray], style: np.ndarray, *,
+                   iterations: int = 10, repeats: int = 5) -> dict[str, Any]:
+    """Throughput of the batched solver: `len(contents)` images sharded over `case.devices`."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    base = PEER_CONFIG if case.objective == "peer" else Config()
+    config = base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv)
+    n_dev = min(case.devices or jax.device_count(), case.batch)  # a batch of 2 uses 2 devices
+    if case.batch % n_dev:
+        raise ValueError(f"batch {case.batch} is not a multiple of {n_dev} devices")
+    mesh = Mesh(np.array(jax.devices()[:n_dev]), ("batch",))
+    per_image, shared = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+    variables = jax.device_put(vgg.prepare_variables(params), shared)
+    objective = losses.Objective.from_config(config)
+    method = solver.Method.from_config(config)
+    x = np.stack([preprocess.to_vgg(c) for c in contents])
+    content, coeffs = losses.content_targets(variables, config, objective, x)
+    style_t, style_coeffs = losses.style_targets(variables, config, objective, [preprocess.to_vgg(style)])
+    weights = jnp.asarray([config.content_weight, config.style_weight, config.tv_weight], jnp.float32)
+    targets = losses.Targets(jax.device_put(content, per_image), jax.device_put(style_t, shared),
+                             jax.device_put(coeffs, per_image), jax.device_put(style_coeffs, shared),
+                             jax.device_put(weights, shared))
+    loop_variables = jax.device_put(losses.network_variables(variables, objective,
+                                                             (case.batch // n_dev, *x.shape[1:])), shared)
+    x0 = jax.device_put(jnp.asarray(x), per_image)
+    lr = jnp.float32(config.learning_rate)
+    t = time.perf_counter()
+    begin, chunk = solver.compile_loop(x0, variables, loop_variables, targets, lr, objective, method,
+                                       batched=True, mesh=mesh)
+    compile_s = time.perf_counter() - t
+    state = jax.device_put(_block(begin(x0, variables, targets, lr)), per_image)
+    state = _block(chunk(state, jnp.int32(10), loop_variables, targets, lr))  # warm-up
+    times, evals = [], []
+    for _ in range(repeats):
+        e0 = int(jnp.sum(state.evaluations))
+        t = time.perf_counter()
+        state = _block(chunk(state, jnp.int32(iterations), loop_variables, targets, lr))
+        times.append(time.perf_counter() - t)
+        evals.append(int(jnp.sum(state.evaluations)) - e0)
+    s_per_iter = statistics.median(times) / iterations
+    mem_mb, mem_kind = peak_memory_mb(jax.devices()[0])
+    return {
+        "device": f"{jax.devices()[0].platform}:{getattr(jax.devices()[0], 'device_kind', '')}",
+        "devices": n_dev, "batch": case.batch, "size": case.size, "shape": list(x.shape[1:3]),
+        "dtype": case.dtype, "optimizer": case.optimizer, "objective": case.objective, "conv": case.conv,
+        "compile_s": round(compile_s, 3),
+        "s_per_iter": round(s_per_iter, 5),
+        "s_per_iter_min": round(min(times) / iterations, 5),
+        "s_per_iter_max": round(max(times) / iterations, 5),
+        "image_iterations_per_s": round(case.batch / s_per_iter, 3),
+        "evals_per_s": round(sum(evals) / sum(times), 3),
+        "evals_per_iter": round(sum(evals) / (iterations * len(times) * case.batch), 4),
+        "images_per_s": round(case.batch / s_per_iter / config.iterations, 5),
+        "images_per_s_iterations": config.iterations,
+        "peak_mem_mb": round(mem_mb, 1), "peak_mem_kind": mem_kind, "repeats": len(times),
+        "iterations_per_repeat": iterations,
+    }
+
+
+def _abstract_targets(objective: losses.Objective, hw: tuple[int, int]) -> losses.Targets:
+    """Shapes (no data) of the targets for an image of `hw`."""
+    shapes = {}
+    h, w = hw
+    for name, _, cout in vgg.CONV_LAYERS:
+        if name.endswith("conv1") and name != "block1_conv1":
+            h, w = h // 2, w // 2
+        shapes[name] = (h, w, cout)
+    f32 = jnp.float32
+    return losses.Targets(
+        tuple(jax.ShapeDtypeStruct(shapes[n], f32) for n in objective.content_layers),
+        tuple(jax.ShapeDtypeStruct((shapes[n][2],) * 2, f32) for n in objective.style_layers),
+        jax.ShapeDtypeStruct((len(objective.content_layers),), f32),
+        jax.ShapeDtypeStruct((len(objective.style_layers),), f32),
+        jax.ShapeDtypeStruct((3,), f32))
+
+
+def loop_bytes(config: Config, params: dict, size: int) -> int:
+    """Bytes XLA's memory analysis gives for the compiled loop at `size` (compiled from shapes
+    only, so nothing that large is allocated): temporaries, arguments and outputs."""
+    objective = losses.Objective.from_config(config)
+    method = solver.Method.from_config(config)
+    hw = preprocess.fit_size((3, 4), size)
+    variables = vgg.prepare_variables(params)
+    loop_variables = losses.network_variables(variables, objective, (*hw, 3))
+    x0 = jax.ShapeDtypeStruct((*hw, 3), jnp.float32)
+    targets = _abstract_targets(objective, hw)
+    _, chunk = solver.compile_loop(x0, variables, loop_variables, targets, jnp.float32(1.0),
+                                   objective, method)
+    m = chunk.memory_analysis()
+    return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+
+
+def largest_size(config: Config, params: dict, available: int, low: int = 256,
+                 high: int = 16384) -> tuple[int, int]:
+    """The largest longest side (a multiple of 64, 4:3 images) whose compiled loop fits in
+    90% of `available` bytes together with the runtime, and the bytes it needs."""
+    budget = 0.9 * available - memory.RUNTIME_BYTES
+    best = (0, 0)
+    lo, hi = low // 64, high // 64
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        need = loop_bytes(config.replace(size=mid * 64), params, mid * 64)
+        if need <= budget:
+            best, lo = (mid * 64, need), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
 def time_to_target(begin: Callable, chunk: Callable, compile_s: float, x0: jax.Array,
                    variables: Any, loop_variables: Any, targets: Any, lr: jax.Array,
                    target: float, max_iterations: int) -> dict[str, Any]:
@@ -229,6 +340,14 @@ def run(cases: Iterable[Case], params: dict, content: str | Path | None = None,
         style: str | Path | None = None, **kwargs: Any) -> Iterable[dict[str, Any]]:
     """Measure each case in turn (images from the given paths, or synthetic ones)."""
     for case in cases:
+        if case.batch > 1 or case.devices > 1:
+            shape = (case.size, case.size) if case.objective == "peer" else \
+                preprocess.fit_size((3, 4), case.size)
+            images = [preprocess.resize(synthetic_image(case.size, 10 + i), shape) for i in range(case.batch)]
+            s = square_image(style, case.size) if style else synthetic_image(case.size, 2)
+            yield run_batch_case(case, params, images, s, iterations=kwargs.get("iterations", 10),
+                                 repeats=kwargs.get("repeats", 5))
+            continue
         if case.objective == "peer":
             c = square_image(content, case.size) if content else synthetic_image(case.size, 1)
             s = square_image(style, case.size) if style else synthetic_image(case.size, 2)
@@ -240,6 +359,11 @@ def run(cases: Iterable[Case], params: dict, content: str | Path | None = None,
         yield run_case(case, params, c, s, **kwargs)
 
 
+BATCH_COLUMNS = (("device", "device", "{}"), ("devices", "devices", "{}"), ("batch", "batch", "{}"),
+                 ("size", "size", "{}"), ("compile_s", "compile s", "{:.2f}"),
+                 ("s_per_iter", "s/iter", "{:.4f}"), ("image_iterations_per_s", "image-its/s", "{:.2f}"),
+                 ("evals_per_s", "evals/s", "{:.2f}"), ("images_per_s", "images/s (300 its)", "{:.4f}"),
+                 ("peak_mem_mb", "peak MiB", "{:.0f}"))
 COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"),
            ("optimizer", "opt", "{}"), ("conv", "conv", "{}"), ("compile_s", "compile s", "{:.2f}"),
            ("s_per_eval", "s/eval", "{:.4f}"), ("s_per_iter", "s/iter", "{:.4f}"),
@@ -249,7 +373,15 @@ COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of benchmark results."""
+    """A plain-text table of benchmark results (batch runs get their own columns)."""
+    single = [r for r in rows if "batch" not in r]
+    batched = [r for r in rows if "batch" in r]
+    parts = [_table(single, COLUMNS)] if single else []
+    parts += [_table(batched, BATCH_COLUMNS)] if batched else []
+    return "\n\n".join(parts)
+
+
+def _table(rows: list[dict[str, Any]], columns) -> str:
     def cell(row, key, fmt):
         v = row.get(key)
         if v is None:
@@ -258,8 +390,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             v = v / 1e9
         return fmt.format(v)
 
-    header = [title for _, title, _ in COLUMNS]
-    body = [[cell(r, k, f) for k, _, f in COLUMNS] for r in rows]
+    header = [title for _, title, _ in columns]
+    body = [[cell(r, k, f) for k, _, f in columns] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]

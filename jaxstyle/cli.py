@@ -144,18 +144,23 @@ def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
                                           weights=weights, style_blend=style_blend, **files, **kw))
 
 
+def _monitored(start: Callable[..., Any], printer: Any) -> Any:
+    """start(progress=, should_stop=, message=, download_progress=) with a progress printer and
+    SIGINT/SIGTERM turned into a stop request."""
+    with _StopFlag() as stop:
+        try:
+            return start(progress=printer, should_stop=stop,
+                         message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
+                         download_progress=_download_bar())
+        finally:
+            printer.close()
+
+
 def _report(start: Callable[..., pipeline.Result]) -> None:
     """Run with a progress line and signal handling, then summarize (and exit on failures)."""
     from .progress import ProgressPrinter
 
-    printer = ProgressPrinter()
-    with _StopFlag() as stop:
-        try:
-            result = start(progress=printer, should_stop=stop,
-                           message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
-                           download_progress=_download_bar())
-        finally:
-            printer.close()
+    result = _monitored(start, ProgressPrinter())
     click.echo(f"wrote {result.output} ({result.image.shape[1]}x{result.image.shape[0]}): "
                f"{result.iterations} iterations, {result.evaluations} evaluations, "
                f"loss {result.initial['total']:.4g} -> {result.final['total']:.4g}, "
@@ -260,17 +265,10 @@ def _batch(spec: str, styles, outdir: str, weights, style_blend, config: Config,
     if jax.process_count() > 1:
         click.echo(f"process {jax.process_index()} of {jax.process_count()}: {len(mine)} of "
                    f"{len(paths)} images", err=True)
-    printer = BatchPrinter()
-    with _StopFlag() as stop:
-        try:
-            result = batch.run_batch(config, mine, styles, outdir, weights=weights,
-                                     style_blend=style_blend, batch_size=config.batch_size,
-                                     devices=config.devices, suffix=f".{fmt}", quality=quality,
-                                     bits=bits, progress=printer, should_stop=stop,
-                                     message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
-                                     download_progress=_download_bar())
-        finally:
-            printer.close()
+    result = _monitored(lambda **kw: batch.run_batch(
+        config, mine, styles, outdir, weights=weights, style_blend=style_blend,
+        batch_size=config.batch_size, devices=config.devices, suffix=f".{fmt}", quality=quality,
+        bits=bits, **kw), BatchPrinter())
     click.echo(f"{len(result.written)} written, {len(result.skipped)} already done, "
                f"{len(result.failed)} failed, into {outdir} in {result.seconds:.1f}s "
                f"({result.images_per_second * 60:.2f} images/min, compile {result.compile_seconds:.1f}s)",
@@ -365,6 +363,11 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
               default=("auto",), show_default=True, help="Convolution algorithm; repeat for several.")
 @click.option("--objective", type=click.Choice(["default", "peer"]), default="default", show_default=True,
               help="jaxstyle's default transfer objective, or exactly the ../shared/peers one.")
+@click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1,), show_default=True,
+              help="Images per batch (>1: the batched solver, sharded over --devices); repeat for several.")
+@click.option("--devices", type=click.IntRange(0), default=0, show_default=True,
+              help="Devices to shard batches over (0: all; set XLA_FLAGS=--xla_force_host_platform_"
+                   "device_count=N to split a CPU).")
 @click.option("--weights", type=str, default=None, help="VGG16 weights (resolved as for transfer).")
 @click.option("--synthetic-weights", is_flag=True,
               help="Random VGG16 weights: same shapes, FLOPs and timings; no file needed.")
@@ -376,12 +379,19 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
               help="Timed repetitions; medians and min/max are reported.")
 @click.option("--target-loss", type=float, default=None,
               help="Also measure wall time (compile included) until the loss is at most this.")
+@click.option("--largest", is_flag=True,
+              help="Instead of timing: the largest size whose compiled loop fits in the device's "
+                   "available memory, with and without --remat (XLA's memory analysis).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
-def bench(sizes, dtypes, optimizers, convs, objective, weights, synthetic_weights, content, style,
-          iterations, repeats, target_loss, as_json) -> None:
+def bench(sizes, dtypes, optimizers, convs, objective, batches, devices, weights, synthetic_weights, content, style,
+          iterations, repeats, target_loss, largest, as_json) -> None:
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
+    import json as json_mod
+
+    import jax
+
     from . import bench as bench_mod
-    from . import vgg
+    from . import memory, vgg
 
     if synthetic_weights:
         params = vgg.random_params(0)
@@ -393,8 +403,22 @@ def bench(sizes, dtypes, optimizers, convs, objective, weights, synthetic_weight
         if path is not None:
             from .imageio import load_image
             load_image(path)  # fail early, with the usual one-line error
-    cases = [bench_mod.Case(size, dtype, opt, objective, conv)
-             for size in sizes for dtype in dtypes for opt in optimizers for conv in convs]
+    if largest:
+        free = memory.available(jax.devices()[0])
+        for dtype in dtypes:
+            for remat in (False, True):
+                config = Config(dtype=dtype, remat=remat, conv=convs[0])
+                size, need = bench_mod.largest_size(config, params, free)
+                row = {"device": f"{jax.devices()[0].platform}", "dtype": dtype, "remat": remat,
+                       "conv": convs[0], "available_mb": round(free / 2**20),
+                       "largest_size": size, "loop_mb_at_largest": round(need / 2**20)}
+                click.echo(json_mod.dumps(row) if as_json else
+                           f"{row['device']} {dtype} remat={remat}: largest size {size} px "
+                           f"(compiled loop {row['loop_mb_at_largest']} MiB of {row['available_mb']} MiB available)")
+        return
+    cases = [bench_mod.Case(size, dtype, opt, objective, conv, b, devices)
+             for size in sizes for dtype in dtypes for opt in optimizers for conv in convs
+             for b in batches]
     rows = []
     for row in bench_mod.run(cases, params, content, style, iterations=iterations,
                              repeats=repeats, target_loss=target_loss):
@@ -403,7 +427,7 @@ def bench(sizes, dtypes, optimizers, convs, objective, weights, synthetic_weight
             click.echo(bench_mod.to_json(row))
         else:
             click.echo(f"measured {row['device']} size {row['size']} {row['dtype']} "
-                       f"{row['optimizer']} conv={row['conv']}", err=True)
+                       f"{row['optimizer']} conv={row['conv']} batch={row.get('batch', 1)}", err=True)
     if not as_json:
         click.echo(bench_mod.format_table(rows))
 

@@ -25,7 +25,8 @@ MAX_SIZE = 16384
 
 # Settings that decide where a run stops or what it writes, not the path it takes: a resumed
 # run may change these and still end exactly where an uninterrupted one would.
-RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every")
+RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every", "batch_size",
+            "devices")
 
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 
@@ -100,6 +101,9 @@ class Config:
         "Devices to shard a folder's batches over (0: all visible devices).", modes=("transfer",)))
     dtype: str = field(default="float32", metadata=_meta(
         "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
+    remat: bool = field(default=False, metadata=_meta(
+        "Recompute each VGG block's activations in the backward pass instead of storing them: "
+        "larger images fit, at the cost of more compute."))
     conv: str = field(default="auto", metadata=_meta(
         "Convolution algorithm: direct, winograd (F(4x4,3x3): 4x fewer multiplies), or auto "
         "(Winograd on CPU for the deep layers where it measured faster).", choices=CONVS))

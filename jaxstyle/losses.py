@@ -32,6 +32,7 @@ class Objective:
     tv: bool
     dtype: str = "float32"
     conv: str = "auto"
+    remat: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "Objective":
@@ -42,6 +43,7 @@ class Objective:
             tv=config.tv_weight > 0,
             dtype=config.dtype,
             conv=config.conv,
+            remat=config.remat,
         )
 
     @property
@@ -73,7 +75,7 @@ def gram(f: jax.Array) -> jax.Array:
     h, w, c = f.shape
     m = f.reshape(h * w, c)
     g = jnp.einsum("pc,pd->cd", m, m, preferred_element_type=jnp.float32)
-    return g / (h * w * c)
+    return g / float(h * w * c)  # a float: H·W·C passes 2**31 for large images
 
 
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -91,7 +93,8 @@ def total_variation(x: jax.Array) -> jax.Array:
 
 def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) -> Terms:
     """All loss terms of image x (H, W, 3) in the network's input space."""
-    feats = vgg.features(variables, x, objective.layers, dtype=_dtype(objective.dtype))
+    feats = vgg.features(variables, x, objective.layers, dtype=_dtype(objective.dtype),
+                         remat=objective.remat)
     zero = jnp.zeros((), jnp.float32)
     content = sum((targets.content_coeffs[i] * mse(feats[name], targets.content[i])
                    for i, name in enumerate(objective.content_layers)), zero)

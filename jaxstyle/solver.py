@@ -145,17 +145,46 @@ def start(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Ar
     return _start(x0, variables, targets, learning_rate, objective, method)
 
 
-# How batched targets are laid out: content activations and their coefficients are per image,
-# the style Gram targets and the term weights are shared by the whole batch.
-BATCH_TARGETS = Targets(content=0, style=None, content_coeffs=0, style_coeffs=None, weights=None)
+# In batched targets the content activations and their coefficients are per image (leading
+# axis); the style Gram targets and the term weights are shared by the whole batch.
+def _per_image(targets: Targets) -> tuple:
+    return targets.content, targets.content_coeffs
 
 
-@partial(jax.jit, static_argnames=("objective", "method"))
+def _with_image(targets: Targets, part: tuple) -> Targets:
+    return targets._replace(content=part[0], content_coeffs=part[1])
+
+
+def _over_images(fn, mesh, batched, variables, targets, *rest):
+    """Apply fn(image_part..., variables, image_targets) to each image of a batch.
+
+    Images run one after another inside the compiled program (`lax.map`), so each one's loop
+    is exactly the single-image loop: vmapping it instead would turn optax's line-search `cond`
+    into running both branches (two network evaluations per step) and batch the weights into
+    slow grouped convolutions. With a `mesh`, `shard_map` gives each device its share of the
+    batch along the "batch" axis.
+    """
+    def local(batched, variables, targets, *rest):
+        def one(item):
+            part, image_targets = item
+            return fn(part, variables, _with_image(targets, image_targets), *rest)
+        return jax.lax.map(one, (batched, _per_image(targets)))
+
+    if mesh is None:
+        return local(batched, variables, targets, *rest)
+    from jax.sharding import PartitionSpec as P
+    target_specs = Targets(P("batch"), P(), P("batch"), P(), P())
+    return jax.shard_map(local, mesh=mesh,
+                         in_specs=(P("batch"), P(), target_specs) + (P(),) * len(rest),
+                         out_specs=P("batch"), check_vma=False)(batched, variables, targets, *rest)
+
+
+@partial(jax.jit, static_argnames=("objective", "method", "mesh"))
 def start_batch(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array, *,
-                objective: Objective, method: Method) -> LoopState:
+                objective: Objective, method: Method, mesh: Any = None) -> LoopState:
     """`start` for a batch of images (leading axis), each with its own state."""
-    return jax.vmap(lambda x, t: _start(x, variables, t, learning_rate, objective, method),
-                    in_axes=(0, BATCH_TARGETS))(x0, targets)
+    return _over_images(lambda x, v, t, lr: _start(x, v, t, lr, objective, method),
+                        mesh, x0, variables, targets, learning_rate)
 
 
 def image(state: LoopState, method: Method) -> jax.Array:
@@ -228,32 +257,36 @@ def run_chunk(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
     return _chunk(state, n, variables, targets, learning_rate, objective, method)
 
 
-@partial(jax.jit, static_argnames=("objective", "method"))
+@partial(jax.jit, static_argnames=("objective", "method", "mesh"))
 def run_chunk_batch(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
-                    learning_rate: jax.Array, *, objective: Objective, method: Method) -> LoopState:
-    """`run_chunk` for a batch: every image has its own L-BFGS state, line search and stop;
-    the loop runs until all have done `n` iterations or stopped."""
-    return jax.vmap(lambda s, t: _chunk(s, n, variables, t, learning_rate, objective, method),
-                    in_axes=(0, BATCH_TARGETS))(state, targets)
+                    learning_rate: jax.Array, *, objective: Objective, method: Method,
+                    mesh: Any = None) -> LoopState:
+    """`run_chunk` for a batch: every image has its own L-BFGS state, line search and stop."""
+    return _over_images(lambda s, v, t, n, lr: _chunk(s, n, v, t, lr, objective, method),
+                        mesh, state, variables, targets, n, learning_rate)
 
 
 def compile_loop(x0: jax.Array, variables: Any, loop_variables: Any, targets: Targets,
                  learning_rate: jax.Array, objective: Objective, method: Method,
-                 batched: bool = False, state_sharding: Any = None):
+                 batched: bool = False, mesh: Any = None):
     """Compiled `start` (with `variables`) and `run_chunk` (with `loop_variables`), ready to call
     as start(x0, variables, targets, lr) and chunk(state, n, loop_variables, targets, lr);
-    `batched` compiles the batch versions (x0 and per-image targets with a leading axis), whose
-    loop state is expected with `state_sharding` (put the started state there)."""
-    start_fn, chunk_fn = (start_batch, run_chunk_batch) if batched else (start, run_chunk)
-    begin = start_fn.lower(x0, variables, targets, learning_rate, objective=objective,
-                           method=method).compile()
-    state = jax.eval_shape(partial(start_fn, objective=objective, method=method),
-                           x0, variables, targets, learning_rate)
-    if state_sharding is not None:
-        state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=state_sharding),
-                             state)
-    chunk = chunk_fn.lower(state, jnp.int32(1), loop_variables, targets, learning_rate,
-                           objective=objective, method=method).compile()
+    `batched` compiles the batch versions (x0 and per-image targets with a leading axis),
+    split over `mesh`'s "batch" axis when given."""
+    if batched:
+        start_fn = partial(start_batch, objective=objective, method=method, mesh=mesh)
+        chunk_fn = partial(run_chunk_batch, objective=objective, method=method, mesh=mesh)
+    else:
+        start_fn = partial(start, objective=objective, method=method)
+        chunk_fn = partial(run_chunk, objective=objective, method=method)
+    begin = start_fn.func.lower(x0, variables, targets, learning_rate, **start_fn.keywords).compile()
+    state = jax.eval_shape(start_fn, x0, variables, targets, learning_rate)
+    if mesh is not None:
+        from jax.sharding import NamedSharding, PartitionSpec
+        sharding = NamedSharding(mesh, PartitionSpec("batch"))
+        state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), state)
+    chunk = chunk_fn.func.lower(state, jnp.int32(1), loop_variables, targets, learning_rate,
+                                **chunk_fn.keywords).compile()
     return begin, chunk
 
 
@@ -261,14 +294,6 @@ def compile_loop(x0: jax.Array, variables: Any, loop_variables: Any, targets: Ta
 def loss_terms(x: jax.Array, variables: Any, targets: Targets, *, objective: Objective) -> losses.Terms:
     """Every loss term at x (a forward pass only), for progress reports."""
     return losses.terms(x, variables, targets, objective)
-
-
-@partial(jax.jit, static_argnames=("objective",))
-def loss_terms_batch(x: jax.Array, variables: Any, targets: Targets, *,
-                     objective: Objective) -> losses.Terms:
-    """`loss_terms` for a batch of images."""
-    return jax.vmap(lambda xi, t: losses.terms(xi, variables, t, objective),
-                    in_axes=(0, BATCH_TARGETS))(x, targets)
 
 
 @partial(jax.jit, static_argnames=("objective",))

@@ -232,24 +232,43 @@ class Conv3x3(nn.Module):
 
 
 class VGG16Features(nn.Module):
-    """The VGG16 conv stack, returning the activations of `layers` and computing nothing deeper."""
+    """The VGG16 conv stack, returning the activations of `layers` and computing nothing deeper.
+
+    With `remat`, each block is rematerialized (`jax.checkpoint`): its inner activations are
+    recomputed in the backward pass instead of stored, trading compute for memory.
+    """
 
     layers: tuple[str, ...]
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         last = deepest(self.layers)
-        out: dict[str, jax.Array] = {}
         if last is None:
-            return out
+            return {}
+        blocks: dict[int, list[tuple[str, int]]] = {}
         for name, _, cout in CONV_LAYERS[: layer_index(last) + 1]:
-            if name.endswith("conv1") and name != "block1_conv1":
+            blocks.setdefault(int(name[len("block")]), []).append((name, cout))
+        run = nn.checkpoint(_block, static_argnums=(2, 3, 4)) if self.remat else _block
+        out: dict[str, jax.Array] = {}
+        for b, convs in blocks.items():
+            if b > 1:
                 x = max_pool(x)
-            x = Conv3x3(cout, dtype=self.dtype, name=name)(x)
-            if name in self.layers:
-                out[name] = x
+            wanted = tuple(n for n, _ in convs if n in self.layers)
+            x, taps = run(self, x, tuple(convs), wanted, self.dtype)
+            out.update(zip(wanted, taps))
         return out
+
+
+def _block(module: nn.Module, x: jax.Array, convs: tuple, wanted: tuple, dtype: Any):
+    """One VGG block's convolutions: its output and the activations of the `wanted` layers."""
+    taps = []
+    for name, cout in convs:
+        x = Conv3x3(cout, dtype=dtype, name=name, parent=module)(x)
+        if name in wanted:
+            taps.append(x)
+    return x, tuple(taps)
 
 
 def prepare_variables(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
@@ -261,11 +280,11 @@ def prepare_variables(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
 
 
 def features(variables: Mapping[str, Any], image: jax.Array, layers: Sequence[str],
-             dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+             dtype: Any = jnp.float32, remat: bool = False) -> dict[str, jax.Array]:
     """Activations of `layers` for one preprocessed image (H, W, 3) or a batch (N, H, W, 3)."""
     batched = image.ndim == 4
     x = image if batched else image[None]
-    out = VGG16Features(tuple(layers), dtype=dtype).apply(variables, x)
+    out = VGG16Features(tuple(layers), dtype=dtype, remat=remat).apply(variables, x)
     return out if batched else {k: v[0] for k, v in out.items()}
 
 

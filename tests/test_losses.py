@@ -189,3 +189,9 @@ def test_winograd_network_matches_float64_reference(synthetic_params, variables)
     np.testing.assert_allclose(float(value), want_total, rtol=1e-4)
     grad = np.asarray(grad, np.float64)
     assert np.linalg.norm(grad - want_grad) / np.linalg.norm(want_grad) < 1e-4
+
+
+def test_gram_traces_for_activations_past_two_to_the_31():
+    # 8192 x 8192 x 64 = 2**32 values: the normalizer must not be passed as an int32.
+    out = jax.eval_shape(losses.gram, jax.ShapeDtypeStruct((8192, 8192, 64), jnp.float32))
+    assert out.shape == (64, 64) and out.dtype == jnp.float32
