@@ -68,6 +68,7 @@ class Case:
     conv: str = "auto"
     batch: int = 1  # images per compiled batch (>1: the batched, sharded solver)
     devices: int = 0  # devices the batch is sharded over (0: all)
+    remat: bool = False  # rematerialize each VGG block in the backward pass
 
 
 def peak_flops(device: jax.Device, dtype: str) -> float | None:
@@ -117,7 +118,8 @@ def run_case(case: Case, params: dict, content: np.ndarray, style: np.ndarray, *
              max_target_iterations: int = 1000) -> dict[str, Any]:
     """Measure one configuration; images are float RGB 0..255 at the case's size."""
     base = PEER_CONFIG if case.objective == "peer" else Config()
-    config = base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv)
+    config = base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv,
+                          remat=case.remat)
     device = jax.devices()[0]
     variables = jax.device_put(vgg.prepare_variables(params))
     objective = losses.Objective.from_config(config)
@@ -178,6 +180,7 @@ def run_case(case: Case, params: dict, content: np.ndarray, style: np.ndarray, *
         "optimizer": case.optimizer,
         "objective": case.objective,
         "conv": case.conv,
+        "remat": case.remat,
         "winograd_layers": sorted(loop_variables.get("winograd", {})),
         "compile_s": round(compile_s, 3),
         "compile_eval_s": round(compile_eval_s, 3),
@@ -216,7 +219,8 @@ def run_batch_case(case: Case, params: dict, contents: list[np.ndarray], style: 
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     base = PEER_CONFIG if case.objective == "peer" else Config()
-    config = base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv)
+    config = base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv,
+                          remat=case.remat)
     n_dev = min(case.devices or jax.device_count(), case.batch)  # a batch of 2 uses 2 devices
     if case.batch % n_dev:
         raise ValueError(f"batch {case.batch} is not a multiple of {n_dev} devices")
@@ -365,8 +369,8 @@ BATCH_COLUMNS = (("device", "device", "{}"), ("devices", "devices", "{}"), ("bat
                  ("evals_per_s", "evals/s", "{:.2f}"), ("images_per_s", "images/s (300 its)", "{:.4f}"),
                  ("peak_mem_mb", "peak MiB", "{:.0f}"))
 COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"),
-           ("optimizer", "opt", "{}"), ("conv", "conv", "{}"), ("compile_s", "compile s", "{:.2f}"),
-           ("s_per_eval", "s/eval", "{:.4f}"), ("s_per_iter", "s/iter", "{:.4f}"),
+           ("optimizer", "opt", "{}"), ("conv", "conv", "{}"), ("remat", "remat", "{}"),
+           ("compile_s", "compile s", "{:.2f}"), ("s_per_eval", "s/eval", "{:.4f}"), ("s_per_iter", "s/iter", "{:.4f}"),
            ("evals_per_iter", "evals/iter", "{:.2f}"), ("evals_per_s", "evals/s", "{:.2f}"),
            ("flops_per_eval", "GFLOP/eval", "{:.1f}"), ("flops_per_s", "GFLOP/s", "{:.1f}"),
            ("fraction_of_peak", "of peak", "{:.0%}"), ("peak_mem_mb", "peak MiB", "{:.0f}"))

@@ -125,12 +125,33 @@ def _download_bar() -> Callable[[int, int], None]:
     return update
 
 
+# glibc's reuse of freed memory (`runtime.keep_freed_memory`) spares every chunk its page faults
+# but fragments the heap: peak memory was 1.5x the run's need at 1024 px, and a 2048 px run
+# was killed for lack of memory on 23 GiB. So only runs needing at most this share of the
+# available memory get it.
+KEEP_FREED_SHARE = 0.25
+
+
+def _malloc_policy(config: Config, size: int | None = None, batch: int = 1) -> bool:
+    """Keep freed memory for reuse when a run of `config` (at `size`, a square bound) is small."""
+    from . import losses, memory
+
+    size = size or config.size
+    layers = losses.Objective.from_config(config).layers
+    need = memory.estimate((size, size), layers, lbfgs_memory=config.lbfgs_memory,
+                           optimizer=config.optimizer, dtype=config.dtype, batch=batch,
+                           remat=config.remat).total
+    free = memory.available()
+    return bool(free and need <= KEEP_FREED_SHARE * free and runtime.keep_freed_memory())
+
+
 def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
              weights: str | None, style_blend, files: dict[str, Any], resume: str | None = None,
              preset: str | None = None) -> None:
     config = _settings(mode, options, preset)
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
         runtime.enable_compilation_cache()
+    _malloc_policy(config)
     if resume is not None:
         from . import checkpoint
         made_in = checkpoint.load(resume).mode
@@ -260,6 +281,7 @@ def _batch(spec: str, styles, outdir: str, weights, style_blend, config: Config,
         jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
         runtime.enable_compilation_cache()
+    _malloc_policy(config, batch=config.batch_size or 8)
     paths = batch.collect(spec)
     mine = batch.share(paths, jax.process_index(), jax.process_count())
     if jax.process_count() > 1:
@@ -361,6 +383,9 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
               default=("lbfgs",), show_default=True, help="Optimizer; repeat for several.")
 @click.option("--conv", "convs", type=click.Choice(["auto", "direct", "winograd"]), multiple=True,
               default=("auto",), show_default=True, help="Convolution algorithm; repeat for several.")
+@click.option("--remat", "remats", type=click.Choice(["off", "on"]), multiple=True, default=("off",),
+              show_default=True, help="Rematerialize each VGG block (less memory, more compute); "
+                                      "repeat for both.")
 @click.option("--objective", type=click.Choice(["default", "peer"]), default="default", show_default=True,
               help="jaxstyle's default transfer objective, or exactly the ../shared/peers one.")
 @click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1,), show_default=True,
@@ -383,7 +408,7 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
               help="Instead of timing: the largest size whose compiled loop fits in the device's "
                    "available memory, with and without --remat (XLA's memory analysis).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
-def bench(sizes, dtypes, optimizers, convs, objective, batches, devices, weights, synthetic_weights, content, style,
+def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices, weights, synthetic_weights, content, style,
           iterations, repeats, target_loss, largest, as_json) -> None:
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
@@ -403,6 +428,8 @@ def bench(sizes, dtypes, optimizers, convs, objective, batches, devices, weights
         if path is not None:
             from .imageio import load_image
             load_image(path)  # fail early, with the usual one-line error
+    if not largest:
+        _malloc_policy(Config(), max(sizes), max(batches))
     if largest:
         free = memory.available(jax.devices()[0])
         for dtype in dtypes:
@@ -416,9 +443,9 @@ def bench(sizes, dtypes, optimizers, convs, objective, batches, devices, weights
                            f"{row['device']} {dtype} remat={remat}: largest size {size} px "
                            f"(compiled loop {row['loop_mb_at_largest']} MiB of {row['available_mb']} MiB available)")
         return
-    cases = [bench_mod.Case(size, dtype, opt, objective, conv, b, devices)
+    cases = [bench_mod.Case(size, dtype, opt, objective, conv, b, devices, remat == "on")
              for size in sizes for dtype in dtypes for opt in optimizers for conv in convs
-             for b in batches]
+             for b in batches for remat in remats]
     rows = []
     for row in bench_mod.run(cases, params, content, style, iterations=iterations,
                              repeats=repeats, target_loss=target_loss):
@@ -427,14 +454,14 @@ def bench(sizes, dtypes, optimizers, convs, objective, batches, devices, weights
             click.echo(bench_mod.to_json(row))
         else:
             click.echo(f"measured {row['device']} size {row['size']} {row['dtype']} "
-                       f"{row['optimizer']} conv={row['conv']} batch={row.get('batch', 1)}", err=True)
+                       f"{row['optimizer']} conv={row['conv']} batch={row.get('batch', 1)} "
+                       f"remat={row.get('remat', False)}", err=True)
     if not as_json:
         click.echo(bench_mod.format_table(rows))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one-line messages and exit codes."""
-    runtime.keep_freed_memory()
     try:
         code = cli.main(args=argv, prog_name="jaxstyle", standalone_mode=False)
     except click.UsageError as e:

@@ -203,10 +203,11 @@ def check_memory(config: Config, hw: tuple[int, int], batch: int = 1) -> memory.
                              objective.dtype)
     need = memory.estimate(hw, objective.layers, lbfgs_memory=config.lbfgs_memory,
                            optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
-                           batch=batch)
+                           batch=batch, remat=config.remat)
     kind = getattr(device, "device_kind", "") or device.platform
     name = device.platform if kind == device.platform else f"{device.platform} ({kind})"
-    memory.check(need, config.size, memory.available(device), name)
+    memory.check(need, config.size, memory.available(device), name,
+                 "use a smaller --size" if config.remat else "use a smaller --size or --remat")
     return need
 
 

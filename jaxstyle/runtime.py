@@ -20,7 +20,9 @@ def keep_freed_memory() -> bool:
     optimizer loop; with glibc's defaults that arena is mmap'd and unmapped each time, so every
     chunk pays ~50,000 page faults (measured: 37 ms per chunk, 18% of an iteration at 256x256
     when chunks are one iteration long). One arena, no mmap and no trimming below 2 GiB removes
-    them. Returns False where this is not glibc (nothing is changed there).
+    them. The price is a fragmented heap: peak memory measured 1.5x the run's need at
+    1024 px, so use it only for runs that need a small share of the machine's memory (the
+    CLI: at most a quarter). Returns False where this is not glibc (nothing is changed there).
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -12,7 +12,8 @@ argument like the weights rather than something XLA re-derives inside the loop.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from functools import partial
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -234,8 +235,9 @@ class Conv3x3(nn.Module):
 class VGG16Features(nn.Module):
     """The VGG16 conv stack, returning the activations of `layers` and computing nothing deeper.
 
-    With `remat`, each block is rematerialized (`jax.checkpoint`): its inner activations are
-    recomputed in the backward pass instead of stored, trading compute for memory.
+    With `remat`, each block is rematerialized (see `remat_block`): only its input is kept for
+    the backward pass, which recomputes the block's inner activations, trading compute for
+    memory.
     """
 
     layers: tuple[str, ...]
@@ -250,25 +252,81 @@ class VGG16Features(nn.Module):
         blocks: dict[int, list[tuple[str, int]]] = {}
         for name, _, cout in CONV_LAYERS[: layer_index(last) + 1]:
             blocks.setdefault(int(name[len("block")]), []).append((name, cout))
-        run = nn.checkpoint(_block, static_argnums=(2, 3, 4)) if self.remat else _block
         out: dict[str, jax.Array] = {}
-        for b, convs in blocks.items():
-            if b > 1:
-                x = max_pool(x)
-            wanted = tuple(n for n, _ in convs if n in self.layers)
-            x, taps = run(self, x, tuple(convs), wanted, self.dtype)
-            out.update(zip(wanted, taps))
+        for i, convs in enumerate(blocks.values()):
+            spec = _BlockSpec(tuple(convs), tuple(n for n, _ in convs if n in self.layers),
+                              pool=i + 1 < len(blocks), dtype=self.dtype)
+            if self.remat:
+                names = {n for n, _ in convs}
+                own = {col: {n: v for n, v in tree.items() if n in names}
+                       for col, tree in self.variables.items()}
+                x, taps = remat_block(own, x, spec)
+            else:
+                x, taps = _block(self, x, spec)
+            out.update(zip(spec.wanted, taps))
         return out
 
 
-def _block(module: nn.Module, x: jax.Array, convs: tuple, wanted: tuple, dtype: Any):
-    """One VGG block's convolutions: its output and the activations of the `wanted` layers."""
+class _BlockSpec(NamedTuple):
+    """One VGG block: its convolutions, which of them to return, whether a pool ends it."""
+
+    convs: tuple[tuple[str, int], ...]
+    wanted: tuple[str, ...]
+    pool: bool
+    dtype: Any
+
+
+def _block(module: nn.Module, x: jax.Array, spec: _BlockSpec) -> tuple[jax.Array, tuple]:
+    """One VGG block's convolutions (children of `module`, named by layer), then its pool."""
     taps = []
-    for name, cout in convs:
-        x = Conv3x3(cout, dtype=dtype, name=name, parent=module)(x)
-        if name in wanted:
+    for name, cout in spec.convs:
+        x = Conv3x3(cout, dtype=spec.dtype, name=name, parent=module)(x)
+        if name in spec.wanted:
             taps.append(x)
-    return x, tuple(taps)
+    return (max_pool(x) if spec.pool else x), tuple(taps)
+
+
+class _Block(nn.Module):
+    """A block as a module of its own, for `remat_block`; its variables keep the layer names."""
+
+    spec: _BlockSpec
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, tuple]:
+        return _block(self, x, self.spec)
+
+
+def _apply_block(variables: Mapping[str, Any], x: jax.Array, spec: _BlockSpec):
+    return _Block(spec).apply(variables, x)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def remat_block(variables: Mapping[str, Any], x: jax.Array, spec: _BlockSpec):
+    """A VGG block whose backward pass recomputes its activations from its input.
+
+    Not `jax.checkpoint`: XLA:CPU drops the optimization barriers that keep its recomputation
+    apart, and common-subexpression elimination then merges the recomputation with the
+    forward pass, so every activation stays alive and nothing is saved. Here the
+    recomputation's input depends on the incoming cotangent, which nothing can merge away.
+    """
+    return _apply_block(variables, x, spec)
+
+
+def _remat_fwd(variables, x, spec):
+    return _apply_block(variables, x, spec), (variables, x)
+
+
+def _remat_bwd(spec, residuals, g):
+    variables, x = residuals
+    # An element of every cotangent (some may be constant zeros): finite unless the gradient
+    # is already lost, in which case NaN just propagates.
+    probe = sum(leaf.reshape(-1)[0].astype(jnp.float32) for leaf in jax.tree_util.tree_leaves(g))
+    x = jnp.where(jnp.isfinite(probe), x, jnp.asarray(jnp.nan, x.dtype))
+    _, vjp = jax.vjp(lambda v, xx: _apply_block(v, xx, spec), variables, x)
+    return vjp(g)
+
+
+remat_block.defvjp(_remat_fwd, _remat_bwd)
 
 
 def prepare_variables(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:

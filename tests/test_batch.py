@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -131,16 +130,19 @@ def test_batched_solver_equals_per_image_solver(synthetic_params):
         assert int(s.evaluations) == int(state.evaluations[i])
 
 
-def test_remat_gives_the_same_loss_and_gradient(synthetic_params):
+def test_remat_gives_the_same_loss_and_gradient_in_less_memory(synthetic_params):
     variables = vgg.prepare_variables(synthetic_params)
-    x = jnp.asarray(np.random.default_rng(5).uniform(-100, 100, (40, 36, 3)), jnp.float32)
-    results = []
+    x = jnp.asarray(np.random.default_rng(5).uniform(-100, 100, (48, 64, 3)), jnp.float32)
+    results, temp = [], []
     for remat in (False, True):
-        config = Config(size=40, remat=remat)
+        config = Config(size=64, remat=remat)
         objective = losses.Objective.from_config(config)
         targets = losses.make_targets(variables, config, objective, x[::-1], [x])
-        results.append(solver.value_and_grad(x, variables, targets, objective=objective))
-        jaxpr = str(jax.make_jaxpr(lambda v: losses.total(v, variables, targets, objective))(x))
-    np.testing.assert_allclose(float(results[0][0]), float(results[1][0]), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(results[0][1]), np.asarray(results[1][1]), rtol=1e-4, atol=1e-6)
-    assert "remat" in jaxpr or "checkpoint" in jaxpr
+        compiled = solver.value_and_grad.lower(x, variables, targets, objective=objective).compile()
+        results.append(compiled(x, variables, targets))
+        temp.append(compiled.memory_analysis().temp_size_in_bytes)
+    np.testing.assert_allclose(float(results[0][0]), float(results[1][0]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(results[0][1]), np.asarray(results[1][1]), rtol=1e-5, atol=1e-7)
+    # XLA keeps the recomputation apart (jax.checkpoint's was merged back on CPU): measured 0.54.
+    assert temp[1] < 0.75 * temp[0], temp
+

@@ -13,11 +13,11 @@ from jaxstyle.errors import ConfigError
 from test_cli import run_cli
 
 
-@pytest.mark.parametrize("conv", ["direct", "auto"])
-def test_estimate_is_close_to_xla_memory_analysis(synthetic_params, conv):
+@pytest.mark.parametrize("conv,remat", [("direct", False), ("auto", False), ("auto", True)])
+def test_estimate_is_close_to_xla_memory_analysis(synthetic_params, conv, remat):
     variables = vgg.prepare_variables(synthetic_params)
     hw = (96, 72)
-    config = Config(size=96, conv=conv)
+    config = Config(size=96, conv=conv, remat=remat)
     objective = losses.Objective.from_config(config)
     x = np.ones((*hw, 3), np.float32)
     targets = losses.make_targets(variables, config, objective, preprocess.to_vgg(x), [preprocess.to_vgg(x)])
@@ -27,7 +27,7 @@ def test_estimate_is_close_to_xla_memory_analysis(synthetic_params, conv):
     m = chunk.memory_analysis()
     xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
     est = memory.estimate(hw, objective.layers, lbfgs_memory=config.lbfgs_memory, optimizer="lbfgs",
-                          winograd="winograd" in loop_variables)
+                          winograd="winograd" in loop_variables, remat=remat)
     assert 0.9 * xla <= est.total - est.runtime <= 1.4 * xla, (est, xla)
 
 
