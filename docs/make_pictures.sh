@@ -21,3 +21,11 @@ jaxstyle transfer $I/tubingen.jpg $I/starry_night.jpg --preset gatys -o docs/pre
 jaxstyle transfer $I/golden_gate.jpg $I/starry_night.jpg --scales 2 --scale-iterations 200,100 -o docs/multiscale_512.jpg --size 512 $W
 jaxstyle transfer $I/tubingen.jpg $I/starry_night.jpg --iterations 150 --save-every 10 --gif docs/transfer.gif -o /tmp/jaxstyle_gif_result.png --size 160 $W --trace docs/transfer_trace.json
 rm -f /tmp/jaxstyle_gif_result*.png
+# 2048 px, coarse to fine (about 10 minutes on 2 CPU cores); the README shows it reduced and a crop.
+jaxstyle transfer $I/tubingen.jpg $I/starry_night.jpg --scales 3 --scale-iterations 150,40,12 --size 2048 -o /tmp/jaxstyle_2048.jpg $W
+python3 -c "
+from PIL import Image
+im = Image.open('/tmp/jaxstyle_2048.jpg')
+im.resize((768, 576), Image.LANCZOS).save('docs/multiscale_2048.jpg', quality=88)
+im.crop((1000, 500, 1512, 884)).save('docs/multiscale_2048_crop.jpg', quality=90)"
+rm -f /tmp/jaxstyle_2048.jpg
