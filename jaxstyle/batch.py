@@ -29,7 +29,7 @@ from . import imageio, losses, output, preprocess, solver, vgg
 from . import weights as weights_mod
 from .config import Config
 from .errors import ConfigError, InputError, JaxstyleError
-from .pipeline import _initial_image, _style_size, check_memory
+from .pipeline import _initial_image, _rgb, _style_size, check_memory
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 MAX_AUTO_BATCH = 8
@@ -227,7 +227,7 @@ def run_batch(config: Config, contents: Sequence[Path], styles: Sequence[Any], o
             if should_stop and should_stop() and it < config.iterations:
                 result.interrupted = True
                 break
-            images = np.clip(preprocess.from_vgg(np.asarray(solver.image(state, method))), 0, 255)
+            images = _rgb(solver.image(state, method))
             status = np.asarray(state.status)
             result.evaluations += int(np.sum(np.asarray(state.evaluations)[:len(group)]))
             for i, (path, _) in enumerate(group):

@@ -125,6 +125,12 @@ def _download_bar() -> Callable[[int, int], None]:
     return update
 
 
+def _compilation_cache() -> None:
+    """Turn on JAX's persistent compilation cache unless $JAXSTYLE_NO_COMPILE_CACHE is set."""
+    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
+        runtime.enable_compilation_cache()
+
+
 # glibc's reuse of freed memory (`runtime.keep_freed_memory`) spares every chunk its page faults
 # but fragments the heap: peak memory was 1.5x the run's need at 1024 px, and a 2048 px run
 # was killed for lack of memory on 23 GiB. So only runs needing at most this share of the
@@ -134,13 +140,10 @@ KEEP_FREED_SHARE = 0.25
 
 def _malloc_policy(config: Config, size: int | None = None, batch: int = 1) -> bool:
     """Keep freed memory for reuse when a run of `config` (at `size`, a square bound) is small."""
-    from . import losses, memory
+    from . import memory
 
     size = size or config.size
-    layers = losses.Objective.from_config(config).layers
-    need = memory.estimate((size, size), layers, lbfgs_memory=config.lbfgs_memory,
-                           optimizer=config.optimizer, dtype=config.dtype, batch=batch,
-                           remat=config.remat).total
+    need = pipeline.memory_need(config, (size, size), batch).total
     free = memory.available()
     return bool(free and need <= KEEP_FREED_SHARE * free and runtime.keep_freed_memory())
 
@@ -149,8 +152,7 @@ def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
              weights: str | None, style_blend, files: dict[str, Any], resume: str | None = None,
              preset: str | None = None) -> None:
     config = _settings(mode, options, preset)
-    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
-        runtime.enable_compilation_cache()
+    _compilation_cache()
     _malloc_policy(config)
     if resume is not None:
         from . import checkpoint
@@ -279,8 +281,7 @@ def _batch(spec: str, styles, outdir: str, weights, style_blend, config: Config,
     from .progress import BatchPrinter
     if distributed:
         jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
-    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
-        runtime.enable_compilation_cache()
+    _compilation_cache()
     _malloc_policy(config, batch=config.batch_size or 8)
     paths = batch.collect(spec)
     mine = batch.share(paths, jax.process_index(), jax.process_count())
@@ -346,8 +347,7 @@ def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, it
                save_every: int | None, checkpoint_every: int | None, quality: int, bits: str,
                gif_path: str | None, trace_path: str | None) -> None:
     """Continue a run from CHECKPOINT, with the inputs and settings stored in it."""
-    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
-        runtime.enable_compilation_cache()
+    _compilation_cache()
     changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every}
     _report(lambda **kw: pipeline.resume(checkpoint_path, output_path=output, weights=weights,
                                          changes=changes, **_files(quality, bits, gif_path, trace_path),

@@ -195,15 +195,20 @@ def prepare(mode: str, config: Config, content: ImageLike | None = None,
                    weights_sha256, weights_path, finish)
 
 
-def check_memory(config: Config, hw: tuple[int, int], batch: int = 1) -> memory.Estimate:
-    """Estimate the run's memory and refuse, with the estimate, when the device lacks it."""
+def memory_need(config: Config, hw: tuple[int, int], batch: int = 1) -> memory.Estimate:
+    """The memory a run of `config` on (hw) images, `batch` per device, needs on this device."""
     objective = Objective.from_config(config)
-    device = jax.devices()[0]
-    plan = vgg.winograd_plan(objective.layers, (batch, *hw, 3), objective.conv, device.platform,
-                             objective.dtype)
-    need = memory.estimate(hw, objective.layers, lbfgs_memory=config.lbfgs_memory,
+    plan = vgg.winograd_plan(objective.layers, (batch, *hw, 3), objective.conv,
+                             jax.devices()[0].platform, objective.dtype)
+    return memory.estimate(hw, objective.layers, lbfgs_memory=config.lbfgs_memory,
                            optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
                            batch=batch, remat=config.remat)
+
+
+def check_memory(config: Config, hw: tuple[int, int], batch: int = 1) -> memory.Estimate:
+    """Estimate the run's memory and refuse, with the estimate, when the device lacks it."""
+    device = jax.devices()[0]
+    need = memory_need(config, hw, batch)
     kind = getattr(device, "device_kind", "") or device.platform
     name = device.platform if kind == device.platform else f"{device.platform} ({kind})"
     memory.check(need, config.size, memory.available(device), name,
