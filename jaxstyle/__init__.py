@@ -8,7 +8,7 @@ from .api import load_weights, reconstruct_content, reconstruct_style, resume, t
 from .runtime import enable_compilation_cache, keep_freed_memory
 from .config import PRESETS, Config
 from .errors import JaxstyleError
-from .pipeline import Progress, Result
+from .results import Progress, Result
 
 __all__ = ["Config", "PRESETS", "JaxstyleError", "Progress", "Result", "transfer",
            "reconstruct_content", "reconstruct_style", "resume", "load_weights", "enable_compilation_cache",

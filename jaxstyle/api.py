@@ -1,106 +1,119 @@
 """The Python API for scripts and notebooks; the CLI is a thin layer over these functions.
 
-Images may be paths, PIL images or arrays; options are `Config` field names, e.g.
-`jaxstyle.transfer("photo.jpg", "painting.jpg", size=256, iterations=100)`.
+Images may be paths, PIL images or arrays, one or a list; options are `Config` field names,
+e.g. `jaxstyle.transfer("photo.jpg", "painting.jpg", size=256, iterations=100)`. Messages
+(a warning about the weights file, a skipped image) go to the "jaxstyle" logger.
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from typing import Any, Callable, Mapping, Sequence
 
-from . import pipeline
+from . import job as job_mod
+from . import resume as resume_mod
 from . import weights as weights_mod
 from .config import PRESETS, STYLE_PRESETS, Config
 from .errors import ConfigError
-from .pipeline import ImageLike, Progress, Result
+from .job import ImageLike
+from .results import Progress, Result
+from .run import run
+
+log = logging.getLogger("jaxstyle")
+PathLike = str | os.PathLike
 
 
-def _progress(progress: bool | Callable[[Progress], None] | None):
+def _progress(progress: bool | Callable[[Progress], None] | None, config: Config):
     if progress is True:
         from .progress import ProgressPrinter
-        return ProgressPrinter()
+        return ProgressPrinter(precision=config.dtype)
     return progress or None
 
 
-def _message(progress) -> Callable[[str], None] | None:
-    return (lambda msg: print(msg, file=sys.stderr)) if progress else None
-
-
-def _config(mode: str, config: Config | None, options: Mapping[str, Any]) -> Config:
-    return (config or PRESETS[mode]).replace(**options)
-
-
-def transfer(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
-             output: str | os.PathLike | None = None,
-             weights: str | os.PathLike | Mapping | None = None,
-             style_blend: Sequence[float] | None = None,
-             progress: bool | Callable[[Progress], None] | None = None,
-             config: Config | None = None, preset: str | None = None,
-             gif: str | os.PathLike | None = None, trace: str | os.PathLike | None = None,
-             quality: int = 95, bits: int = 8, **options: Any) -> Result:
-    """Render `content` in the style of `style` (one image or several, blended by `style_blend`).
-
-    `preset` names layers and weights from `config.STYLE_PRESETS`; `options` override it. With
-    `output`, the result (and snapshots, `gif`, `trace`) are also written to files.
-    """
-    styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    base = config or PRESETS["transfer"]
+def _config(mode: str, config: Config | None, preset: str | None, options: Mapping[str, Any]) -> Config:
+    base = config or PRESETS[mode]
     if preset is not None:
         if preset not in STYLE_PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(sorted(STYLE_PRESETS))}")
         base = base.replace(**STYLE_PRESETS[preset])
-    cfg = base.replace(**options)
-    return pipeline.run("transfer", cfg, content, styles, output_path=output, weights=weights,
-                        style_blend=style_blend, progress=_progress(progress),
-                        message=_message(progress), gif_path=gif, trace_path=trace,
-                        quality=quality, bits=bits)
+    return base.replace(**options)
 
 
-def reconstruct_content(image: ImageLike, *, output: str | os.PathLike | None = None,
-                        weights: str | os.PathLike | Mapping | None = None,
+def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[ImageLike], cfg: Config, *,
+        output, weights, style_blend, progress, gif, trace, quality, bits) -> Result | list[Result]:
+    common = dict(style_blend=style_blend, quality=quality, bits=bits, weights=weights)
+    if isinstance(images, (list, tuple)):
+        job = job_mod.many(mode, cfg, list(images), styles, outdir=output, gif_dir=gif, trace_dir=trace,
+                           folder=False, **common)
+    else:
+        content = None if mode == "style" else images
+        own = [images] if mode == "style" else styles
+        job = job_mod.single(mode, cfg, content, own, output_path=output, gif=gif, trace=trace, **common)
+    results = run(job, progress=_progress(progress, cfg), message=log.warning)
+    return results if isinstance(images, (list, tuple)) else results[0]
+
+
+def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequence[ImageLike], *,
+             output: PathLike | None = None, weights: PathLike | Mapping | None = None,
+             style_blend: Sequence[float] | None = None,
+             progress: bool | Callable[[Progress], None] | None = None,
+             config: Config | None = None, preset: str | None = None, gif: PathLike | None = None,
+             trace: PathLike | None = None, quality: int = 95, bits: int = 8,
+             **options: Any) -> Result | list[Result]:
+    """Render `content` in the style of `style` (one image or several, blended by `style_blend`).
+
+    `content` may be a list: the result is then a list of Results, one per image, and
+    `output`, `gif` and `trace` name folders. `preset` names layers and weights from
+    `config.STYLE_PRESETS`; `options` override it. With `output`, the result (and snapshots,
+    `gif`, `trace`) are also written to files.
+    """
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    cfg = _config("transfer", config, preset, options)
+    return _go("transfer", content, styles, cfg, output=output, weights=weights, style_blend=style_blend,
+               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits)
+
+
+def reconstruct_content(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,
+                        weights: PathLike | Mapping | None = None,
                         progress: bool | Callable[[Progress], None] | None = None,
-                        config: Config | None = None, gif: str | os.PathLike | None = None,
-                        trace: str | os.PathLike | None = None, quality: int = 95, bits: int = 8,
-                        **options: Any) -> Result:
-    """Recover an image from its VGG16 activations at the content layers, starting from noise."""
-    cfg = _config("content", config, options)
-    return pipeline.run("content", cfg, image, (), output_path=output, weights=weights,
-                        progress=_progress(progress), message=_message(progress), gif_path=gif,
-                        trace_path=trace, quality=quality, bits=bits)
+                        config: Config | None = None, gif: PathLike | None = None,
+                        trace: PathLike | None = None, quality: int = 95, bits: int = 8,
+                        **options: Any) -> Result | list[Result]:
+    """Recover an image (or each of a list) from its VGG16 activations, starting from noise."""
+    cfg = _config("content", config, None, options)
+    return _go("content", image, (), cfg, output=output, weights=weights, style_blend=None,
+               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits)
 
 
-def reconstruct_style(image: ImageLike | Sequence[ImageLike], *,
-                      output: str | os.PathLike | None = None,
-                      weights: str | os.PathLike | Mapping | None = None,
+def reconstruct_style(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,
+                      weights: PathLike | Mapping | None = None,
                       style_blend: Sequence[float] | None = None,
                       progress: bool | Callable[[Progress], None] | None = None,
-                      config: Config | None = None, gif: str | os.PathLike | None = None,
-                      trace: str | os.PathLike | None = None, quality: int = 95, bits: int = 8,
+                      config: Config | None = None, gif: PathLike | None = None,
+                      trace: PathLike | None = None, quality: int = 95, bits: int = 8,
                       **options: Any) -> Result:
-    """Synthesize a texture whose Gram matrices match the style image's, starting from noise."""
+    """Synthesize a texture whose Gram matrices match the style image's (several images are
+    blended by `style_blend`), starting from noise."""
     styles = list(image) if isinstance(image, (list, tuple)) else [image]
-    cfg = _config("style", config, options)
-    return pipeline.run("style", cfg, None, styles, output_path=output, weights=weights,
-                        style_blend=style_blend, progress=_progress(progress),
-                        message=_message(progress), gif_path=gif, trace_path=trace,
-                        quality=quality, bits=bits)
+    cfg = _config("style", config, None, options)
+    job = job_mod.single("style", cfg, None, styles, output_path=output, gif=gif, trace=trace,
+                         style_blend=style_blend, quality=quality, bits=bits, weights=weights)
+    return run(job, progress=_progress(progress, cfg), message=log.warning)[0]
 
 
-def resume(checkpoint: str | os.PathLike, *, output: str | os.PathLike | None = None,
-           weights: str | os.PathLike | Mapping | None = None,
+def resume(checkpoint: PathLike, *, output: PathLike | None = None, weights: PathLike | Mapping | None = None,
            content: ImageLike | None = None, styles: Sequence[ImageLike] | None = None,
            progress: bool | Callable[[Progress], None] | None = None, **changes: Any) -> Result:
-    """Continue a checkpointed run (see `pipeline.resume`); `changes` may set iterations,
-    save_every and checkpoint_every."""
-    return pipeline.resume(checkpoint, output_path=output, weights=weights, changes=changes,
-                           content=content, styles=styles, progress=_progress(progress),
-                           message=_message(progress))
+    """Continue a checkpointed run; `changes` may set iterations, save_every and checkpoint_every.
+    The final image equals the one an uninterrupted run gives."""
+    job = resume_mod.job_from(checkpoint, changes, output=output, content=content, styles=styles,
+                              weights=weights)
+    return run(job, progress=_progress(progress, job.config), message=log.warning)[0]
 
 
-def load_weights(path: str | os.PathLike | None = None) -> dict:
+def load_weights(path: PathLike | None = None) -> dict:
     """VGG16 parameters, to pass as `weights=` to several runs without reloading them."""
     params, info = weights_mod.load(path)
     if info.warning:
-        print(f"warning: {info.warning}", file=sys.stderr)
+        log.warning(info.warning)
     return params

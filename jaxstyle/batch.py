@@ -1,247 +1,202 @@
-"""Many content images at once: buckets, batches, sharding over JAX devices, several hosts.
+"""One batch of a run through its coarse-to-fine stages, and each image's files at the end.
 
-Images whose working shape is the same share one compiled program, which runs each image's
-own loop (losses, L-BFGS state, line search, stopping point) in turn on a device, so its
-result is the one it would get alone, to float32 rounding (XLA fuses the loop a little
-differently inside the batch program; over 4 devices the results equal 1 device's exactly). Different shapes
-form buckets, each compiled once (a bucket's last batch is padded to the same size). A batch
-is sharded over the visible devices along a `Mesh` axis named "batch". On several hosts
-(after `jax.distributed.initialize()`), each process takes its share of the inputs and uses
-its own devices: the work is independent per image, so no data crosses hosts.
+A batch's images share a layout at every stage; each stage builds the batch's problem (from
+the previous stage's results, upsampled), drives it with the run's observers, and hands its
+images on. An image whose loss became non-finite, or that was interrupted, leaves the later
+stages to the others. At the end every image's result, animation and trace are written.
 """
 from __future__ import annotations
 
-import glob
-import math
-import os
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import imageio, losses, output, preprocess, solver, vgg
-from . import weights as weights_mod
+from . import inputs, output, preprocess, solver
 from .config import Config
-from .errors import ConfigError, InputError, JaxstyleError
-from .pipeline import _initial_image, _rgb, _style_size, check_memory
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
-MAX_AUTO_BATCH = 8
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    """Passed to the progress callback: images finished and the current batch's iteration."""
-
-    images_done: int
-    images_total: int
-    bucket: tuple[int, int]
-    batch_images: int
-    iteration: int
-    iterations: int
-    seconds: float
+from .driver import Slot, drive, rgb
+from .errors import JaxstyleError
+from .job import Job
+from .observers import Checkpoints, Frames, Snapshots, Trace
+from .problem import Builder, Layout, default_width, with_states
+from .results import Progress, Result
+from .resume import provenance
 
 
-@dataclass
-class BatchResult:
-    """What a batch run did, image by image."""
+class Runner:
+    """Runs a job's batches, one after another, with one set of observers for all its images."""
 
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)  # outputs that already existed
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    interrupted: bool = False
-    seconds: float = 0.0
-    evaluations: int = 0
-    compile_seconds: float = 0.0
+    def __init__(self, job: Job, config: Config, builder: Builder, results: list, progress: Callable,
+                 notify: Callable[[str], None], should_stop: Callable[[], bool] | None,
+                 weights_sha: str | None, weights_path: str | None, total: int) -> None:
+        self.job, self.config, self.builder, self.results = job, config, builder, results
+        self.progress, self.notify, self.should_stop = progress, notify, should_stop
+        self.total = total
+        self.stopped = False
+        self.elapsed = 0.0
+        stages = config.stages()
+        self.iterations = sum(n for _, n in stages)
+        items = dict(enumerate(job.items))
+        totals = {i: self.iterations for i in items}
+        self.finish: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+        outputs = {i: it.output for i, it in items.items() if it.output is not None}
+        self.snapshots = Snapshots(config.save_every, outputs, totals, self.finish, job.quality)
+        frame_every = config.save_every or max(1, self.iterations // 40)
+        self.frames = Frames(frame_every, {i: it.gif for i, it in items.items() if it.gif}, totals, self.finish)
+        self.trace = Trace({i: it.trace for i, it in items.items()}, [s for s, _ in stages])
+        prov = {i: provenance(job, config, it, weights_sha, weights_path) for i, it in items.items()
+                if it.checkpoint is not None}
+        self.checkpoints = Checkpoints(config.checkpoint_every, {i: items[i].checkpoint for i in prov},
+                                       totals, prov)
+        self.observers = [self.snapshots, self.frames, self.trace, self.checkpoints]
+        platform = jax.local_devices()[0].platform
+        kind = getattr(jax.local_devices()[0], "device_kind", "") or platform
+        self.device = platform if kind == platform else f"{platform} ({kind})"
 
     @property
-    def images_per_second(self) -> float:
-        return len(self.written) / self.seconds if self.seconds else 0.0
+    def images_done(self) -> int:
+        return sum(r is not None for r in self.results)
 
-
-def is_batch_spec(spec: str) -> bool:
-    """A directory or a glob pattern names many content images."""
-    return Path(spec).is_dir() or any(c in str(spec) for c in "*?[")
-
-
-def collect(spec: str) -> list[Path]:
-    """The image files a directory holds or a glob pattern matches, sorted."""
-    if Path(spec).is_dir():
-        paths = [p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    else:
-        paths = [Path(p) for p in glob.glob(str(spec)) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
-    paths = sorted(p for p in paths if p.is_file())
-    if not paths:
-        raise InputError(f"{spec}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
-    return paths
-
-
-def share(items: Sequence[Any], process_index: int, process_count: int) -> list[Any]:
-    """This process's share of the work: every process_count-th item, from its index."""
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process index {process_index} out of range for {process_count} processes")
-    return list(items[process_index::process_count])
-
-
-def output_for(path: Path, outdir: Path, suffix: str) -> Path:
-    """Where an input's result goes: OUTDIR/<input stem><suffix>."""
-    return outdir / f"{path.stem}{suffix}"
-
-
-def batch_size_for(config: Config, hw: tuple[int, int], requested: int, devices: int,
-                   count: int) -> int:
-    """The batch size for a bucket: the requested one, or (0) the largest that fits in memory
-    (at most MAX_AUTO_BATCH per device and no more than the bucket needs), a multiple of the
-    device count."""
-    limit = requested or MAX_AUTO_BATCH * devices
-    limit = min(limit, math.ceil(count / devices) * devices) if not requested else limit
-    size = max(devices, limit // devices * devices)
-    if requested:
-        check_memory(config, hw, batch=size // devices)
-        return size
-    while size > devices:
-        try:
-            check_memory(config, hw, batch=size // devices)
-            return size
-        except ConfigError:
-            size -= devices
-    check_memory(config, hw, batch=1)
-    return devices
-
-
-def run_batch(config: Config, contents: Sequence[Path], styles: Sequence[Any], outdir: str | os.PathLike,
-              *, weights: str | os.PathLike | Mapping | None = None,
-              style_blend: Sequence[float] | None = None, batch_size: int = 0,
-              devices: int = 0, suffix: str = ".png", quality: int = 95, bits: int = 8,
-              progress: Callable[[BatchProgress], None] | None = None,
-              message: Callable[[str], None] | None = None,
-              should_stop: Callable[[], bool] | None = None,
-              download_progress: Callable[[int, int], None] | None = None) -> BatchResult:
-    """Stylize every image in `contents` with `styles`, writing OUTDIR/<stem><suffix>.
-
-    Outputs that already exist are skipped (so a preempted job resumes); an image that cannot
-    be read, does not fit, or whose loss becomes non-finite is reported and skipped.
-    """
-    notify = message or (lambda _m: None)
-    report = progress or (lambda _p: None)
-    if config.scales > 1 or config.preserve_colors != "none":
-        raise ConfigError("--scales and --preserve-colors are not available for folders of images "
-                          "yet; run those images one by one")
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"{outdir}: exists and is not a directory; give a directory for a batch run")
-    if not outdir.parent.is_dir():
-        raise InputError(f"{outdir}: parent directory {outdir.parent} does not exist")
-    outdir.mkdir(exist_ok=True)
-    output.check_output(outdir / f"probe{suffix}", tuple(contents) + tuple(styles), bits=bits)
-    result = BatchResult()
-    todo = []
-    for path in contents:
-        target = output_for(path, outdir, suffix)
-        (result.skipped if target.exists() else todo).append(path)
-
-    # Styles (shared by every image) and the weights, once.
-    style_srcs = [imageio.as_rgb(s, f"style {i + 1}") for i, s in enumerate(styles)]
-    style_size, style_what = _style_size(config)
-    style_rgbs = [preprocess.resize_longest(src, style_size, str(s), style_what)
-                  for s, src in zip(styles, style_srcs)]
-    if isinstance(weights, Mapping):
-        params = weights
-    else:
-        params, info = weights_mod.load(weights, progress=download_progress)
-        if info.warning:
-            notify(f"warning: {info.warning}")
-    variables = vgg.prepare_variables(params)
-    objective = losses.Objective.from_config(config)
-    method = solver.Method.from_config(config)
-    style, style_coeffs = losses.style_targets(variables, config, objective,
-                                               [preprocess.to_vgg(s) for s in style_rgbs], style_blend)
-    term_weights = jnp.asarray([config.content_weight, config.style_weight, config.tv_weight], jnp.float32)
-
-    # Decode, check and bucket the content images by their working shape.
-    buckets: dict[tuple[int, int], list[tuple[Path, np.ndarray]]] = defaultdict(list)
-    for path in todo:
-        try:
-            rgb = imageio.load_image(path)
-            hw = preprocess.check_size(rgb.shape[:2], config.size, str(path))
-        except JaxstyleError as e:
-            result.failed.append((path, e.message))
-            notify(f"skipped {e.message}")
-            continue
-        buckets[hw].append((path, rgb))
-
-    n_dev = min(devices or len(jax.local_devices()), len(jax.local_devices()))
-    mesh = Mesh(np.array(jax.local_devices()[:n_dev]), ("batch",))
-    per_image = NamedSharding(mesh, PartitionSpec("batch"))
-    shared = NamedSharding(mesh, PartitionSpec())
-    lr = jnp.float32(config.learning_rate)
-    t_start = time.perf_counter()
-    done_images = len(result.skipped)
-    total_images = len(contents)
-    for hw, items in sorted(buckets.items()):
-        try:
-            size = batch_size_for(config, hw, batch_size, n_dev, len(items))
-        except ConfigError as e:
-            for path, _ in items:
-                result.failed.append((path, f"{path}: {e.message}"))
-            notify(f"skipped {len(items)} image(s) of {hw[1]}x{hw[0]}: {e.message}")
-            continue
-        compiled = None
-        loop_variables = jax.device_put(
-            losses.network_variables(variables, objective, (size // n_dev, *hw, 3)), shared)
-        plain_variables = jax.device_put(variables, shared)
-        for first in range(0, len(items), size):
-            group = items[first:first + size]
-            padded = group + [group[-1]] * (size - len(group))  # same shape: one compilation
-            rgbs = [preprocess.resize(rgb, hw) for _, rgb in padded]
-            content, coeffs = losses.content_targets(variables, config, objective,
-                                                     np.stack([preprocess.to_vgg(c) for c in rgbs]))
-            targets = losses.Targets(jax.device_put(content, per_image), jax.device_put(style, shared),
-                                     jax.device_put(coeffs, per_image),
-                                     jax.device_put(style_coeffs, shared),
-                                     jax.device_put(term_weights, shared))
-            x0 = np.stack([preprocess.to_vgg(_initial_image(config, hw, c, style_rgbs)) for c in rgbs])
-            x0 = jax.device_put(jnp.asarray(x0), per_image)
-            if compiled is None:
-                t = time.perf_counter()
-                compiled = solver.compile_loop(x0, plain_variables, loop_variables, targets, lr,
-                                               objective, method, batched=True, mesh=mesh)
-                result.compile_seconds += time.perf_counter() - t
-            begin, chunk = compiled
-            state = jax.device_put(begin(x0, plain_variables, targets, lr), per_image)
-            it = 0
-            while it < config.iterations and not (should_stop and should_stop()):
-                n = min(max(1, config.iterations // 20), config.iterations - it)
-                state = chunk(state, jnp.int32(n), loop_variables, targets, lr)
-                it += n  # every image still running did n more iterations
-                report(BatchProgress(done_images, total_images, hw, len(group), it, config.iterations,
-                                     time.perf_counter() - t_start))
-                if not bool(jnp.any(state.status == solver.RUNNING)):
-                    break
-            if should_stop and should_stop() and it < config.iterations:
-                result.interrupted = True
+    def batch(self, plans: Sequence[Any], size: int, devices: tuple) -> None:
+        """Run one batch of plans (`run._Plan`), `size` slots split over `devices`, and write its
+        images' files."""
+        config, job = self.config, self.job
+        live = []
+        for p in plans:  # a folder's images are decoded here, batch by batch
+            try:
+                p.sources = p.sources or inputs.decode(p.item, config)
+                live.append(p)
+            except JaxstyleError as e:
+                self.results[p.index] = Result(p.item.name, None, job.mode, config, "failed", message=e.message)
+                self.notify(f"skipped {e.message}")
+        if not live:
+            return
+        stages = config.stages()
+        start = live[0].resumed.stage if live[0].resumed else 0
+        state = {p.index: {"previous": None, "status": "running", "offset": (0, 0), "first": {}, "final": {},
+                           "run": 0} for p in live}
+        for p in live:
+            if p.resumed:
+                state[p.index]["offset"] = p.resumed.offset
+                self.checkpoints.keep.add(p.index)  # its checkpoint is kept up to date to the end
+        compile_seconds = seconds = 0.0
+        for k in range(start, len(stages)):
+            active = [p for p in live if state[p.index]["status"] in ("running", "done", "stalled")]
+            if not active:
                 break
-            images = _rgb(solver.image(state, method))
-            status = np.asarray(state.status)
-            result.evaluations += int(np.sum(np.asarray(state.evaluations)[:len(group)]))
-            for i, (path, _) in enumerate(group):
-                if status[i] == solver.NONFINITE:
-                    msg = f"{path}: the loss became NaN or infinite; try lower weights"
-                    result.failed.append((path, msg))
-                    notify(f"skipped {msg}")
-                    continue
-                result.written.append(output.write_image(images[i], output_for(path, outdir, suffix),
-                                                         quality, bits=bits))
-                done_images += 1
-            report(BatchProgress(done_images, total_images, hw, len(group), config.iterations,
-                                 config.iterations, time.perf_counter() - t_start))
-        if result.interrupted:
-            break
-    result.seconds = time.perf_counter() - t_start
-    return result
+            stage_size, its = stages[k]
+            imgs = [inputs.stage_images(p.sources, p.item, config, stage_size, state[p.index]["previous"])
+                    for p in active]
+            for p, im in zip(active, imgs):
+                self.finish[p.index] = im.finish
+            layout = self._layout(size, active, imgs, devices, k)
+            t = self.builder.compile_seconds
+            if self.builder.pending(layout):
+                self._report("compile", active, k, layout, programs=self.builder.pending(layout))
+            shared = layout.shared_styles
+            problem = self.builder.problem(layout, [im.content for im in imgs], [im.x0 for im in imgs],
+                                           [imgs[0].styles] if shared else [im.styles for im in imgs],
+                                           [self._blend(len(imgs[0].styles))])
+            compile_seconds += self.builder.compile_seconds - t
+            like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), problem.state)
+            resumed = {j: p.resumed.state(like) for j, p in enumerate(active)
+                       if p.resumed is not None and p.resumed.stage == k}
+            problem = with_states(problem, resumed)
+            for j, p in enumerate(active):
+                if k == 0 and j not in resumed:
+                    self.frames.add(p.index, 0, rgb(imgs[j].x0, imgs[j].x0.shape[:2]))
+            slots = [Slot(p.index, p.item.name, state[p.index]["offset"], its) for p in active]
+            outcome = drive(problem, slots, self.observers, stage=k, should_stop=self.should_stop,
+                            on_chunk=lambda info: self._chunk(info, active, k, layout))
+            seconds += outcome.seconds
+            self.elapsed += outcome.seconds
+            for j, p in enumerate(active):
+                s = state[p.index]
+                s["run"] += outcome.iterations[j] - s["offset"][0]
+                s.update(previous=outcome.images[j], status=outcome.status[j],
+                         offset=(outcome.iterations[j], outcome.evaluations[j]), final=outcome.final[j])
+                s["first"] = s["first"] or outcome.first[j]
+            if outcome.interrupted:
+                self.stopped = True
+                break
+        for p in live:
+            self._finish(p, state[p.index], compile_seconds, seconds)
+
+    def _layout(self, size: int, active, imgs, devices: tuple, k: int) -> Layout:
+        shape = preprocess.bucket(imgs[0].content.shape[:2], self.config.bucket)
+        style_shape = tuple(max((preprocess.bucket(s.shape[:2], self.config.bucket)[d]
+                                 for im in imgs for s in im.styles), default=16) for d in (0, 1))
+        shared = self.config.preserve_colors == "none" and self.job.mode != "style"
+        local = size // len(devices)
+        return Layout(size, shape, style_shape, len(imgs[0].styles), shared, devices,
+                      default_width(devices[0].platform, local))
+
+    def _blend(self, n: int) -> np.ndarray:
+        blend = np.asarray(self.job.style_blend if self.job.style_blend is not None else [1.0] * n, np.float64)
+        return (blend / blend.sum()).astype(np.float32)
+
+    def _report(self, phase: str, active, k: int, layout: Layout, programs: int = 0) -> None:
+        self.progress(Progress(phase, self.images_done, self.total, tuple(p.item.name for p in active),
+                               k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape,
+                               0, self.iterations, 0, float("nan"), None, self.elapsed, None, None,
+                               self.device, programs, len(active)))
+
+    def _chunk(self, info: dict, active, k: int, layout: Layout) -> None:
+        its = info["iterations"]
+        it = int(its.min())
+        per = info["seconds_per_iteration"]
+        eta = None
+        if per:
+            rest = self.total - self.images_done - len(active)
+            eta = per * (self.iterations - it + max(rest, 0) / len(active) * self.iterations)
+        terms = {"total": float(info["values"][0]), **dict(zip(("content", "style", "tv"),
+                                                                map(float, info["terms"][0])))}
+        self.progress(Progress("optimize", self.images_done, self.total, tuple(p.item.name for p in active),
+                               k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape, it,
+                               self.iterations, int(info["evaluations"][0]), float(info["values"][0]), terms,
+                               self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active)))
+
+    def _finish(self, p, s: dict, compile_seconds: float, seconds: float) -> None:
+        job, config, item = self.job, self.config, p.item
+        status = s["status"] if s["status"] != "running" else "interrupted"
+        raw = s["previous"]
+        image = self.finish[p.index](raw) if raw is not None else None
+        trace = self.trace.entries.get(p.index, [])
+        if trace and s["final"]:
+            trace[-1].update(s["final"])
+        result = Result(item.name, image, job.mode, config, status, s["offset"][0], s["offset"][1],
+                        s["first"], s["final"], compile_seconds, seconds, s["run"], trace, None,
+                        self.snapshots.written.get(p.index, []), self.checkpoints.written.get(p.index),
+                        message=_message(status, s, config), raw=raw)
+        if status == "non-finite" and job.folder:
+            result.status, result.image = "failed", None
+            result.message = f"{item.content}: {result.message}"
+            self.notify(f"skipped {result.message}")
+        elif item.output is not None and image is not None:
+            result.output = output.write_image(image, item.output, job.quality, bits=job.bits)
+        if image is not None and item.gif is not None:
+            self.frames.add(p.index, s["offset"][0], raw)
+            result.gif = self.frames.write(p.index)
+        if item.trace is not None:
+            result.trace_file = output.write_trace(trace, item.trace, mode=job.mode, config=config, status=status)
+        self.results[p.index] = result
+        self.progress(Progress("done", self.images_done, self.total, (item.name,), len(config.stages()),
+                               len(config.stages()), config.size, image.shape[:2] if image is not None else (0, 0),
+                               s["offset"][0], self.iterations, s["offset"][1], s["final"].get("total", float("nan")),
+                               s["final"] or None, self.elapsed, result.seconds_per_iteration, None, self.device))
+
+
+def _message(status: str, s: dict, config: Config) -> str | None:
+    it = s["offset"][0]
+    if status == "non-finite":
+        hint = ("lower --style-weight/--content-weight or --learning-rate" if config.optimizer == "adam"
+                else "lower --style-weight/--content-weight, or try --optimizer adam")
+        return (f"the loss or its gradient became NaN or infinite after iteration {it}; "
+                f"kept the last image with a finite loss. Try: {hint}")
+    if status == "stalled":
+        loss = s["final"].get("total", float("nan"))
+        return (f"L-BFGS made no progress for {solver.Method.stall_patience} iterations and stopped "
+                f"at iteration {it} (loss {loss:.6g}): converged as far as float32 allows, or stuck; "
+                "more iterations will not help, other weights or --optimizer adam may")
+    return None

@@ -1,13 +1,14 @@
 """Per-iteration throughput benchmark (`jaxstyle bench`).
 
-For each configuration (device, size, dtype, optimizer) it measures, with compilation
-excluded and every timing blocked on its result:
-  - compile_s: compiling the jitted optimizer loop (and, separately, one evaluation);
-  - s_per_eval: one loss+gradient evaluation on its own (median of `repeats`);
-  - s_per_iter, evals_per_iter, evals_per_s: the real L-BFGS/Adam loop in chunks of
-    `iterations`, medians over `repeats` chunks after a 10-iteration warm-up;
-  - flops_per_eval (XLA's cost analysis of the compiled evaluation), achieved FLOP/s and,
-    where the device's peak is known, the fraction of it; peak device or process memory;
+Every configuration (device, size, dtype, optimizer, batch) is measured on the programs a run
+compiles (`problem.Builder`), so the bench measures what users run:
+  - compile_s: compiling them (the targets-and-start program and the loop), `programs` of them;
+  - s_per_iter, s_per_eval, evals_per_iter, evals_per_s: the loop in timed chunks of
+    `iterations` (medians, min and max over `repeats` chunks after a 10-iteration warm-up),
+    each timed from dispatch to its end: one device sync per chunk, never per iteration;
+  - flops_per_eval (XLA's cost analysis of the loop's body: one evaluation and the L-BFGS
+    step), FLOP/s measured inside the loop and, where the device's peak is known, the
+    fraction of it; the loop's memory (XLA's analysis) and the peak device or process memory;
   - optionally, the wall time (compilation included) to reach a target loss.
 `objective="peer"` is exactly the objective of the PyTorch and Keras peers in
 ../shared/peers (raw mean-squared terms, content 1, style 100, init = content, square images).
@@ -28,8 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from . import imageio, losses, memory, preprocess, solver, vgg
+from . import imageio, memory, preprocess, solver, vgg
 from .config import STYLE_LAYERS, Config
+from .problem import Builder, Layout, build_programs, default_width, loop_variables
+from .run import resolve
 
 # Dense peak FLOP/s by device kind substring: (float32 as JAX runs it by default, bfloat16).
 # NVIDIA Ampere/Hopper run float32 convolutions as TF32 by default, so that is their f32 peak.
@@ -37,12 +40,14 @@ from .config import STYLE_LAYERS, Config
 PEAK_FLOPS: tuple[tuple[str, float, float], ...] = (
     ("H200", 494.7e12, 989.4e12),
     ("H100 PCIe", 378e12, 756e12),
+    ("H100 NVL", 417.5e12, 835.5e12),
     ("H100", 494.7e12, 989.4e12),
     ("A100", 156e12, 312e12),
+    ("L40S", 91.6e12, 183.2e12),  # before "L4", which its name contains
     ("L4", 60e12, 121e12),
     ("A10G", 35e12, 70e12),
-    ("T4", 8.1e12, 65e12),  # no TF32 or bf16 tensor cores: f32 is plain FP32, bf16 is FP16's
-    ("V100", 15.7e12, 125e12),
+    ("T4", 8.1e12, 8.1e12),  # Turing: no TF32 and no bfloat16 tensor cores
+    ("V100", 15.7e12, 15.7e12),  # Volta: the same
     ("TPU v2", 22.5e12, 22.5e12),
     ("TPU v3", 61.5e12, 61.5e12),
     ("TPU v4", 275e12, 275e12),
@@ -109,201 +114,141 @@ def _median_spread(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def _block(tree: Any) -> Any:
-    return jax.block_until_ready(tree)
+def _config(case: Case) -> Config:
+    base = PEER_CONFIG if case.objective == "peer" else Config()
+    return base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv,
+                        remat=case.remat, bucket=1 if case.objective == "peer" else 0)
 
 
-def run_case(case: Case, params: dict, content: np.ndarray, style: np.ndarray, *,
+def _layout(config: Config, batch: int, shape: tuple[int, int], style_shape: tuple[int, int],
+            devices: tuple) -> Layout:
+    return Layout(batch, preprocess.bucket(shape, config.bucket), preprocess.bucket(style_shape, config.bucket),
+                  1, True, devices, default_width(devices[0].platform, batch // len(devices)))
+
+
+def run_case(case: Case, params: dict, contents: list[np.ndarray], style: np.ndarray, *,
              iterations: int = 10, repeats: int = 5, target_loss: float | None = None,
              max_target_iterations: int = 1000) -> dict[str, Any]:
-    """Measure one configuration; images are float RGB 0..255 at the case's size."""
-    base = PEER_CONFIG if case.objective == "peer" else Config()
-    config = base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv,
-                          remat=case.remat)
-    device = jax.devices()[0]
-    variables = jax.device_put(vgg.prepare_variables(params))
-    objective = losses.Objective.from_config(config)
-    method = solver.Method.from_config(config)
-    c, s = preprocess.to_vgg(content), preprocess.to_vgg(style)
-    targets = losses.make_targets(variables, config, objective, c, [s])
-    loop_variables = losses.network_variables(variables, objective, c.shape)
-    x0 = jnp.asarray(c)
-    lr = jnp.float32(config.learning_rate)
+    """Measure one configuration through the program a run uses (`problem.Builder`): images are
+    float RGB 0..255 at the case's size, one per batch slot.
 
-    # Compilation, measured on its own: the first evaluation and the loop, as a run does.
-    t = time.perf_counter()
-    begin, chunk = solver.compile_loop(x0, variables, loop_variables, targets, lr, objective, method)
-    compile_s = time.perf_counter() - t
-    state0 = _block(begin(x0, variables, targets, lr))
-    t = time.perf_counter()
-    evaluate = solver.value_and_grad.lower(x0, loop_variables, targets, objective=objective).compile()
-    compile_eval_s = time.perf_counter() - t
-    cost = evaluate.cost_analysis()
+    The loop runs a 10-iteration warm-up (L-BFGS's start-up line searches), then `repeats`
+    chunks of `iterations`, each timed from its dispatch to its end (one device sync per chunk).
+    """
+    config = resolve(_config(case), jax.devices()[0].platform)
+    n_dev = min(case.devices or jax.device_count(), case.batch)
+    if case.batch % n_dev:
+        raise ValueError(f"batch {case.batch} is not a multiple of {n_dev} devices")
+    devices = tuple(jax.devices()[:n_dev])
+    builder = Builder(config, vgg.prepare_variables(params))
+    layout = _layout(config, case.batch, contents[0].shape[:2], style.shape[:2], devices)
+    programs = builder.compile(layout)
+    compile_s = builder.compile_seconds
+    xs = [preprocess.to_vgg(c) for c in contents]
+    problem = builder.problem(layout, xs, xs, [[preprocess.to_vgg(style)]], [np.ones(1, np.float32)])
+    cost = programs.chunk.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-
-    # One evaluation on its own.
-    _block(evaluate(x0, loop_variables, targets))
-    eval_times = []
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")  # the loop body: one evaluation
+    n = case.batch
+    state, summary = problem.chunk(problem.state, np.full(n, 10))
+    summary = jax.device_get(summary)
+    loss0 = float(summary.first[0][0])
+    at = np.asarray(summary.iteration)
+    times, its, evals = [], [], []
     for _ in range(repeats):
+        e0 = np.asarray(summary.evaluations)
         t = time.perf_counter()
-        _block(evaluate(x0, loop_variables, targets))
-        eval_times.append(time.perf_counter() - t)
-    s_per_eval, eval_min, eval_max = _median_spread(eval_times)
-
-    # The loop: a warm-up chunk of 10 iterations (it holds L-BFGS's start-up line searches,
-    # which take 2-3 evaluations where later iterations take about 1), then timed chunks.
-    state = _block(chunk(state0, jnp.int32(10), loop_variables, targets, lr))
-    loss0 = float(state0.value)
-    chunk_times, chunk_iters, chunk_evals = [], [], []
-    for _ in range(repeats):
-        it0, ev0 = int(state.iteration), int(state.evaluations)
-        t = time.perf_counter()
-        state = _block(chunk(state, jnp.int32(iterations), loop_variables, targets, lr))
-        chunk_times.append(time.perf_counter() - t)
-        chunk_iters.append(int(state.iteration) - it0)
-        chunk_evals.append(int(state.evaluations) - ev0)
-        if int(state.status) != solver.RUNNING:
+        state, summary = problem.chunk(state, at + iterations)
+        summary = jax.device_get(summary)
+        times.append(time.perf_counter() - t)
+        done = np.asarray(summary.iteration) - at
+        at = np.asarray(summary.iteration)
+        its.append(int(done.max()))
+        evals.append(int((np.asarray(summary.evaluations) - e0).sum()))
+        if (np.asarray(summary.status) != solver.RUNNING).any():
             break
-    per_iter = [t / max(n, 1) for t, n in zip(chunk_times, chunk_iters)]
-    per_eval_loop = [t / max(n, 1) for t, n in zip(chunk_times, chunk_evals)]
+    per_iter = [t / max(k, 1) for t, k in zip(times, its)]
+    per_eval = [t / max(e, 1) for t, e in zip(times, evals)]
     s_per_iter, iter_min, iter_max = _median_spread(per_iter)
-    evals_per_iter = sum(chunk_evals) / max(sum(chunk_iters), 1)
+    s_per_eval, eval_min, eval_max = _median_spread(per_eval)
+    device = devices[0]
     peak = peak_flops(device, case.dtype)
     mem_mb, mem_kind = peak_memory_mb(device)
+    flops_per_s = flops / s_per_eval if math.isfinite(flops) else None
     result: dict[str, Any] = {
-        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-        "devices": jax.device_count(),
-        "size": case.size,
-        "shape": list(content.shape[:2]),
-        "dtype": case.dtype,
-        "optimizer": case.optimizer,
-        "objective": case.objective,
-        "conv": case.conv,
-        "remat": case.remat,
-        "winograd_layers": sorted(loop_variables.get("winograd", {})),
-        "compile_s": round(compile_s, 3),
-        "compile_eval_s": round(compile_eval_s, 3),
-        "s_per_eval": round(s_per_eval, 5),
-        "s_per_eval_min": round(eval_min, 5),
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "devices": n_dev,
+        "size": case.size, "shape": list(contents[0].shape[:2]), "padded_shape": list(layout.shape),
+        "batch": case.batch, "dtype": case.dtype, "optimizer": case.optimizer, "objective": case.objective,
+        "conv": case.conv, "remat": case.remat,
+        "winograd_layers": sorted(problem.loop_variables.get("winograd", {})),
+        "programs": programs.count, "compile_s": round(compile_s, 3),
+        "s_per_eval": round(s_per_eval, 5), "s_per_eval_min": round(eval_min, 5),
         "s_per_eval_max": round(eval_max, 5),
-        "s_per_eval_loop": round(statistics.median(per_eval_loop), 5),
-        "s_per_iter": round(s_per_iter, 5),
-        "s_per_iter_min": round(iter_min, 5),
-        "s_per_iter_max": round(iter_max, 5),
-        "iter_over_eval": round(s_per_iter / s_per_eval, 4),
-        "evals_per_iter": round(evals_per_iter, 4),
-        "evals_per_s": round(sum(chunk_evals) / sum(chunk_times), 4),
-        "flops_per_eval": flops,
-        "flops_per_s": flops / s_per_eval if math.isfinite(flops) else None,
-        "peak_flops": peak,
-        "fraction_of_peak": (flops / s_per_eval / peak) if peak and math.isfinite(flops) else None,
-        "peak_mem_mb": round(mem_mb, 1),
-        "peak_mem_kind": mem_kind,
-        "repeats": len(chunk_times),
-        "iterations_per_repeat": iterations,
-        "loss0": loss0,
-        "final_loss": float(state.value),
-        "final_iterations": int(state.iteration),
-        "final_evaluations": int(state.evaluations),
+        "s_per_iter": round(s_per_iter, 5), "s_per_iter_min": round(iter_min, 5),
+        "s_per_iter_max": round(iter_max, 5), "iter_over_eval": round(s_per_iter / s_per_eval, 4),
+        "evals_per_iter": round(sum(evals) / max(sum(its) * n, 1), 4),
+        "evals_per_s": round(sum(evals) / sum(times), 4),
+        "image_iterations_per_s": round(n / s_per_iter, 3),
+        "flops_per_eval": flops, "flops_per_s": flops_per_s, "peak_flops": peak,
+        "fraction_of_peak": flops_per_s / peak if peak and flops_per_s else None,
+        "loop_mb": round(programs.loop_bytes() / 2**20, 1),
+        "peak_mem_mb": round(mem_mb, 1), "peak_mem_kind": mem_kind,
+        "repeats": len(times), "iterations_per_repeat": iterations, "loss0": loss0,
+        "final_loss": float(summary.value[0]), "final_iterations": int(summary.iteration[0]),
+        "final_evaluations": int(summary.evaluations[0]),
     }
     if target_loss is not None:
-        result.update(time_to_target(begin, chunk, compile_s, x0, variables, loop_variables,
-                                     targets, lr, target_loss, max_target_iterations))
+        fresh = builder.problem(layout, xs, xs, [[preprocess.to_vgg(style)]], [np.ones(1, np.float32)])
+        result.update(time_to_target(fresh, compile_s, target_loss, max_target_iterations))
     return result
 
 
-def run_batch_case(case: Case, params: dict, contents: list[np.ndarray], style: np.ndarray, *,
-                   iterations: int = 10, repeats: int = 5) -> dict[str, Any]:
-    """Throughput of the batched solver: `len(contents)` images sharded over `case.devices`."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    base = PEER_CONFIG if case.objective == "peer" else Config()
-    config = base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv,
-                          remat=case.remat)
-    n_dev = min(case.devices or jax.device_count(), case.batch)  # a batch of 2 uses 2 devices
-    if case.batch % n_dev:
-        raise ValueError(f"batch {case.batch} is not a multiple of {n_dev} devices")
-    mesh = Mesh(np.array(jax.devices()[:n_dev]), ("batch",))
-    per_image, shared = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
-    variables = jax.device_put(vgg.prepare_variables(params), shared)
-    objective = losses.Objective.from_config(config)
-    method = solver.Method.from_config(config)
-    x = np.stack([preprocess.to_vgg(c) for c in contents])
-    content, coeffs = losses.content_targets(variables, config, objective, x)
-    style_t, style_coeffs = losses.style_targets(variables, config, objective, [preprocess.to_vgg(style)])
-    weights = jnp.asarray([config.content_weight, config.style_weight, config.tv_weight], jnp.float32)
-    targets = losses.Targets(jax.device_put(content, per_image), jax.device_put(style_t, shared),
-                             jax.device_put(coeffs, per_image), jax.device_put(style_coeffs, shared),
-                             jax.device_put(weights, shared))
-    loop_variables = jax.device_put(losses.network_variables(variables, objective,
-                                                             (case.batch // n_dev, *x.shape[1:])), shared)
-    x0 = jax.device_put(jnp.asarray(x), per_image)
-    lr = jnp.float32(config.learning_rate)
-    t = time.perf_counter()
-    begin, chunk = solver.compile_loop(x0, variables, loop_variables, targets, lr, objective, method,
-                                       batched=True, mesh=mesh)
-    compile_s = time.perf_counter() - t
-    state = jax.device_put(_block(begin(x0, variables, targets, lr)), per_image)
-    state = _block(chunk(state, jnp.int32(10), loop_variables, targets, lr))  # warm-up
-    times, evals = [], []
-    for _ in range(repeats):
-        e0 = int(jnp.sum(state.evaluations))
-        t = time.perf_counter()
-        state = _block(chunk(state, jnp.int32(iterations), loop_variables, targets, lr))
-        times.append(time.perf_counter() - t)
-        evals.append(int(jnp.sum(state.evaluations)) - e0)
-    s_per_iter = statistics.median(times) / iterations
-    mem_mb, mem_kind = peak_memory_mb(jax.devices()[0])
-    return {
-        "device": f"{jax.devices()[0].platform}:{getattr(jax.devices()[0], 'device_kind', '')}",
-        "devices": n_dev, "batch": case.batch, "size": case.size, "shape": list(x.shape[1:3]),
-        "dtype": case.dtype, "optimizer": case.optimizer, "objective": case.objective, "conv": case.conv,
-        "compile_s": round(compile_s, 3),
-        "s_per_iter": round(s_per_iter, 5),
-        "s_per_iter_min": round(min(times) / iterations, 5),
-        "s_per_iter_max": round(max(times) / iterations, 5),
-        "image_iterations_per_s": round(case.batch / s_per_iter, 3),
-        "evals_per_s": round(sum(evals) / sum(times), 3),
-        "evals_per_iter": round(sum(evals) / (iterations * len(times) * case.batch), 4),
-        "images_per_s": round(case.batch / s_per_iter / config.iterations, 5),
-        "images_per_s_iterations": config.iterations,
-        "peak_mem_mb": round(mem_mb, 1), "peak_mem_kind": mem_kind, "repeats": len(times),
-        "iterations_per_repeat": iterations,
-    }
+def time_to_target(problem: Any, compile_s: float, target: float, max_iterations: int,
+                   chunk: int = 10) -> dict[str, Any]:
+    """Wall time from the initial image until the first image's loss is at most `target`,
+    compilation included. The loop runs in chunks of `chunk` iterations with one host read
+    each; the iteration that reached the target comes from the chunk's per-iteration record,
+    and its time is interpolated inside the chunk."""
+    t0 = time.perf_counter()
+    state, at, elapsed = problem.state, 0, 0.0
+    reached_at = None
+    evaluations = 0
+    while at < max_iterations:
+        state, summary = problem.chunk(state, np.full(problem.layout.batch, at + chunk))
+        summary = jax.device_get(summary)
+        now = time.perf_counter() - t0
+        # (iteration, evaluations, loss) of the start (first chunk only) and of every iteration.
+        rows = ([(0, 1, float(summary.first[0][0]))] if at == 0 else []) + \
+            [(int(r[0]), int(r[1]), float(r[2])) for r in np.asarray(summary.history[0]) if np.isfinite(r[0])]
+        hit = next((k for k, r in enumerate(rows) if r[2] <= target), None)
+        if hit is not None:
+            reached_at = (rows[hit][0], elapsed + (now - elapsed) * (hit + 1) / len(rows))
+            evaluations = rows[hit][1]
+            break
+        elapsed = now
+        at = int(summary.iteration[0])
+        evaluations = int(summary.evaluations[0])
+        if int(summary.status[0]) != solver.RUNNING:
+            break
+    reached = reached_at is not None
+    return {"target_loss": target, "target_reached": reached,
+            "time_to_target_s": round(compile_s + reached_at[1], 3) if reached else None,
+            "target_iterations": reached_at[0] if reached else at, "target_evaluations": evaluations}
 
 
-def _abstract_targets(objective: losses.Objective, hw: tuple[int, int]) -> losses.Targets:
-    """Shapes (no data) of the targets for an image of `hw`."""
-    shapes = {}
-    h, w = hw
-    for name, _, cout in vgg.CONV_LAYERS:
-        if name.endswith("conv1") and name != "block1_conv1":
-            h, w = h // 2, w // 2
-        shapes[name] = (h, w, cout)
-    f32 = jnp.float32
-    return losses.Targets(
-        tuple(jax.ShapeDtypeStruct(shapes[n], f32) for n in objective.content_layers),
-        tuple(jax.ShapeDtypeStruct((shapes[n][2],) * 2, f32) for n in objective.style_layers),
-        jax.ShapeDtypeStruct((len(objective.content_layers),), f32),
-        jax.ShapeDtypeStruct((len(objective.style_layers),), f32),
-        jax.ShapeDtypeStruct((3,), f32))
-
-
-def loop_bytes(config: Config, params: dict, size: int) -> int:
-    """Bytes XLA's memory analysis gives for the compiled loop at `size` (compiled from shapes
-    only, so nothing that large is allocated): temporaries, arguments and outputs."""
-    objective = losses.Objective.from_config(config)
-    method = solver.Method.from_config(config)
+def loop_bytes(config: Config, params: dict, size: int, platform: str | None = None) -> int:
+    """Device bytes XLA's memory analysis gives for the compiled loop of one 4:3 image at `size`
+    (compiled from shapes only, so nothing that large is allocated)."""
+    config = resolve(config.replace(size=size), platform or jax.devices()[0].platform)
     hw = preprocess.fit_size((3, 4), size)
-    variables = vgg.prepare_variables(params)
-    loop_variables = losses.network_variables(variables, objective, (*hw, 3))
-    x0 = jax.ShapeDtypeStruct((*hw, 3), jnp.float32)
-    targets = _abstract_targets(objective, hw)
-    _, chunk = solver.compile_loop(x0, variables, loop_variables, targets, jnp.float32(1.0),
-                                   objective, method)
-    m = chunk.memory_analysis()
-    return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+    variables = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32),
+                             vgg.prepare_variables(params))
+    builder = Builder(config, variables)
+    layout = _layout(config, 1, hw, hw, tuple(jax.devices()[:1]))
+    loop = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32),
+                        loop_variables(vgg.prepare_variables(params), builder.objective, layout))
+    programs = build_programs(builder.objective, builder.method, layout, variables, loop, builder.weights)
+    return programs.loop_bytes()
 
 
 def largest_size(config: Config, params: dict, available: int, low: int = 256,
@@ -315,7 +260,7 @@ def largest_size(config: Config, params: dict, available: int, low: int = 256,
     lo, hi = low // 64, high // 64
     while lo <= hi:
         mid = (lo + hi) // 2
-        need = loop_bytes(config.replace(size=mid * 64), params, mid * 64)
+        need = loop_bytes(config, params, mid * 64)
         if need <= budget:
             best, lo = (mid * 64, need), mid + 1
         else:
@@ -323,50 +268,28 @@ def largest_size(config: Config, params: dict, available: int, low: int = 256,
     return best
 
 
-def time_to_target(begin: Callable, chunk: Callable, compile_s: float, x0: jax.Array,
-                   variables: Any, loop_variables: Any, targets: Any, lr: jax.Array,
-                   target: float, max_iterations: int) -> dict[str, Any]:
-    """Wall time from the initial image until the loss is at most `target`, compile included."""
-    t = time.perf_counter()
-    state = begin(x0, variables, targets, lr)
-    while int(state.iteration) < max_iterations:
-        state = _block(chunk(state, jnp.int32(1), loop_variables, targets, lr))
-        if float(state.value) <= target or int(state.status) != solver.RUNNING:
-            break
-    seconds = time.perf_counter() - t
-    reached = float(state.value) <= target
-    return {"target_loss": target, "target_reached": reached,
-            "time_to_target_s": round(compile_s + seconds, 3) if reached else None,
-            "target_iterations": int(state.iteration), "target_evaluations": int(state.evaluations)}
-
-
 def run(cases: Iterable[Case], params: dict, content: str | Path | None = None,
         style: str | Path | None = None, **kwargs: Any) -> Iterable[dict[str, Any]]:
     """Measure each case in turn (images from the given paths, or synthetic ones)."""
     for case in cases:
-        if case.batch > 1 or case.devices > 1:
-            shape = (case.size, case.size) if case.objective == "peer" else \
-                preprocess.fit_size((3, 4), case.size)
-            images = [preprocess.resize(synthetic_image(case.size, 10 + i), shape) for i in range(case.batch)]
-            s = square_image(style, case.size) if style else synthetic_image(case.size, 2)
-            yield run_batch_case(case, params, images, s, iterations=kwargs.get("iterations", 10),
-                                 repeats=kwargs.get("repeats", 5))
-            continue
         if case.objective == "peer":
             c = square_image(content, case.size) if content else synthetic_image(case.size, 1)
             s = square_image(style, case.size) if style else synthetic_image(case.size, 2)
         else:
             c = (preprocess.resize_longest(imageio.load_image(content), case.size)
-                 if content else synthetic_image(case.size, 1))
+                 if content else preprocess.resize(synthetic_image(case.size, 1),
+                                                   preprocess.fit_size((3, 4), case.size)))
             s = (preprocess.resize_longest(imageio.load_image(style), case.size)
                  if style else synthetic_image(case.size, 2))
-        yield run_case(case, params, c, s, **kwargs)
+        contents = [c] + [preprocess.resize(synthetic_image(case.size, 10 + i), c.shape[:2])
+                          for i in range(case.batch - 1)]
+        yield run_case(case, params, contents, s, **kwargs)
 
 
 BATCH_COLUMNS = (("device", "device", "{}"), ("devices", "devices", "{}"), ("batch", "batch", "{}"),
                  ("size", "size", "{}"), ("compile_s", "compile s", "{:.2f}"),
                  ("s_per_iter", "s/iter", "{:.4f}"), ("image_iterations_per_s", "image-its/s", "{:.2f}"),
-                 ("evals_per_s", "evals/s", "{:.2f}"), ("images_per_s", "images/s (300 its)", "{:.4f}"),
+                 ("evals_per_s", "evals/s", "{:.2f}"), ("loop_mb", "loop MiB", "{:.0f}"),
                  ("peak_mem_mb", "peak MiB", "{:.0f}"))
 COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"),
            ("optimizer", "opt", "{}"), ("conv", "conv", "{}"), ("remat", "remat", "{}"),
@@ -378,8 +301,8 @@ COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype"
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of benchmark results (batch runs get their own columns)."""
-    single = [r for r in rows if "batch" not in r]
-    batched = [r for r in rows if "batch" in r]
+    single = [r for r in rows if r.get("batch", 1) == 1]
+    batched = [r for r in rows if r.get("batch", 1) > 1]
     parts = [_table(single, COLUMNS)] if single else []
     parts += [_table(batched, BATCH_COLUMNS)] if batched else []
     return "\n\n".join(parts)

@@ -1,6 +1,6 @@
 """Checkpoints: everything needed to continue a run exactly where it stopped.
 
-A checkpoint is an .npz file holding every array of the solver's loop state (the image, the
+A checkpoint is an .npz file holding every array of one image's loop state (the image, the
 L-BFGS history, counters) and a JSON header with the configuration, the mode, the inputs and
 their SHA-256, the weights' SHA-256, the seed, and a digest of the arrays. Resuming rebuilds
 the targets from the same inputs and continues the same compiled loop, so the final image
@@ -47,9 +47,9 @@ class Checkpoint:
 
 
 def default_path(output: str | os.PathLike) -> Path:
-    """`out.png` -> `out.ckpt.npz`, beside the result."""
+    """`out.png` -> `out.png.ckpt.npz`, beside the result (`out.jpg` gets its own)."""
     output = Path(output)
-    return output.with_name(f"{output.stem}.ckpt.npz")
+    return output.with_name(f"{output.name}.ckpt.npz")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

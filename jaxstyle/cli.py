@@ -14,9 +14,9 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
-from . import pipeline, runtime
+from . import runtime
 from . import weights as weights_mod
-from .config import PRESETS, STYLE_PRESETS, Config
+from .config import PRESETS, RUN_ONLY, STYLE_PRESETS, Config
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError
 
 
@@ -84,10 +84,14 @@ def _settings(mode: str, options: dict[str, Any], preset: str | None = None) -> 
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM ask the run to stop at the next chunk boundary; a second one aborts."""
+    """SIGINT, SIGTERM and SIGHUP ask the run to stop at the next chunk boundary (saving the image
+    and a checkpoint); a second one aborts."""
 
-    def __init__(self) -> None:
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __init__(self, say: Callable[[str], None]) -> None:
         self.signal: int | None = None
+        self.say = say
 
     def __call__(self) -> bool:
         return self.signal is not None
@@ -96,11 +100,11 @@ class _StopFlag:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
-        click.echo(f"\n{signal.Signals(signum).name}: stopping after the current chunk "
-                   "(press Ctrl-C again to abort without saving)", err=True)
+        self.say(f"{signal.Signals(signum).name}: stopping after the current chunk "
+                 "(press Ctrl-C again to abort without saving)")
 
     def __enter__(self) -> "_StopFlag":
-        self._previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous = {s: signal.signal(s, self.handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -140,83 +144,108 @@ KEEP_FREED_SHARE = 0.25
 
 def _malloc_policy(config: Config, size: int | None = None, batch: int = 1) -> bool:
     """Keep freed memory for reuse when a run of `config` (at `size`, a square bound) is small."""
-    from . import memory
+    import jax
 
+    from . import memory
+    from .problem import memory_need
+
+    if jax.local_devices()[0].platform != "cpu":
+        return False  # the setting is for XLA:CPU's host allocations
     size = size or config.size
-    need = pipeline.memory_need(config, (size, size), batch).total
+    need = memory_need(config, (size, size), batch, 1, "cpu").total
     free = memory.available()
     return bool(free and need <= KEEP_FREED_SHARE * free and runtime.keep_freed_memory())
 
 
-def _execute(mode: str, options: dict[str, Any], content, styles, output: str,
-             weights: str | None, style_blend, files: dict[str, Any], resume: str | None = None,
-             preset: str | None = None) -> None:
-    config = _settings(mode, options, preset)
+def _say(text: str) -> None:
+    try:
+        click.echo(text, err=True)
+    except (OSError, ValueError):
+        pass  # a closed stderr must not stop a run
+
+
+def _execute(job: Any) -> None:
+    """Run a job with a progress line and signal handling, then summarize (and exit on failures)."""
+    from .progress import ProgressPrinter
+    from .run import run
+
     _compilation_cache()
-    _malloc_policy(config)
-    if resume is not None:
-        from . import checkpoint
-        made_in = checkpoint.load(resume).mode
-        if made_in != mode:
-            raise JaxstyleError(f"{resume}: checkpoint is from `jaxstyle {made_in}`, not `jaxstyle {mode}`")
-        _report(lambda **kw: pipeline.resume(resume, output_path=output, weights=weights,
-                                             config=config, content=content, styles=styles,
-                                             **files, **kw))
-    else:
-        _report(lambda **kw: pipeline.run(mode, config, content, styles, output_path=output,
-                                          weights=weights, style_blend=style_blend, **files, **kw))
-
-
-def _monitored(start: Callable[..., Any], printer: Any) -> Any:
-    """start(progress=, should_stop=, message=, download_progress=) with a progress printer and
-    SIGINT/SIGTERM turned into a stop request."""
-    with _StopFlag() as stop:
+    _malloc_policy(job.config, batch=job.config.batch_size or 1)
+    printer = ProgressPrinter(precision=job.config.dtype)
+    with _StopFlag(lambda m: printer.message(m)) as stop:
         try:
-            return start(progress=printer, should_stop=stop,
-                         message=lambda m: click.echo(f"jaxstyle: {m}", err=True),
-                         download_progress=_download_bar())
+            results = run(job, progress=printer, should_stop=stop,
+                          message=lambda m: printer.message(f"jaxstyle: {m}"),
+                          download_progress=_download_bar())
         finally:
             printer.close()
+    if job.folder:
+        _summarize_folder(job, results)
+    else:
+        _summarize(results[0])
 
 
-def _report(start: Callable[..., pipeline.Result]) -> None:
-    """Run with a progress line and signal handling, then summarize (and exit on failures)."""
-    from .progress import ProgressPrinter
-
-    result = _monitored(start, ProgressPrinter())
-    click.echo(f"wrote {result.output} ({result.image.shape[1]}x{result.image.shape[0]}): "
-               f"{result.iterations} iterations, {result.evaluations} evaluations, "
-               f"loss {result.initial['total']:.4g} -> {result.final['total']:.4g}, "
-               f"{result.seconds_per_iteration:.3g} s/iteration, "
-               f"{result.evaluations_per_iteration:.2f} evaluations/iteration, "
-               f"compile {result.compile_seconds:.1f}s", err=True)
+def _summarize(result: Any) -> None:
+    size = f" ({result.image.shape[1]}x{result.image.shape[0]})" if result.image is not None else ""
+    what = f"wrote {result.output}{size}" if result.output else f"finished{size}"
+    _say(f"{what}: {result.iterations} iterations, {result.evaluations} evaluations, "
+         f"loss {result.initial.get('total', float('nan')):.4g} -> {result.final.get('total', float('nan')):.4g}, "
+         f"{result.seconds_per_iteration:.3g} s/iteration, "
+         f"{result.evaluations_per_iteration:.2f} evaluations/iteration, "
+         f"compile {result.compile_seconds:.1f}s")
     if result.snapshots:
-        click.echo(f"snapshots: {result.snapshots[0].parent}/{result.snapshots[0].name} ... "
-                   f"({len(result.snapshots)})", err=True)
+        _say(f"snapshots: {result.snapshots[0].parent}/{result.snapshots[0].name} ... ({len(result.snapshots)})")
     if result.checkpoint and result.status != "interrupted":
-        click.echo(f"checkpoint: {result.checkpoint}", err=True)
+        _say(f"checkpoint: {result.checkpoint}")
     for label, path in (("animation", result.gif), ("trace", result.trace_file)):
         if path:
-            click.echo(f"{label}: {path}", err=True)
+            _say(f"{label}: {path}")
     if result.status == "non-finite":
         raise NumericalError(result.message)
     if result.status == "stalled":
-        click.echo(f"jaxstyle: {result.message}", err=True)
+        _say(f"jaxstyle: {result.message}")
     if result.status == "interrupted":
-        click.echo(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
-                   f"{result.output}, the checkpoint in {result.checkpoint}; continue with "
-                   f"`jaxstyle resume {result.checkpoint}`", err=True)
+        _say(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
+             f"{result.output}, the checkpoint in {result.checkpoint}; continue with "
+             f"`jaxstyle resume {result.checkpoint}`")
         sys.exit(EXIT_INTERRUPTED)
 
 
+def _summarize_folder(job: Any, results: list) -> None:
+    count = {k: sum(r.status == k for r in results) for k in ("skipped", "failed", "interrupted")}
+    written = [r for r in results if r.output is not None and r.status in ("done", "stalled", "interrupted")
+               and r.image is not None]
+    outdir = job.items[0].output.parent if job.items and job.items[0].output else "(no files)"
+    rate = f", {len(written) / results.seconds * 60:.2f} images/min" if results.seconds and written else ""
+    _say(f"{len(written)} written, {count['skipped']} already done, {count['failed']} failed, into "
+         f"{outdir} in {results.seconds:.1f}s{rate} (compile {results.compile_seconds:.1f}s, "
+         f"{results.programs} programs)")
+    for r in results:
+        if r.status == "failed":
+            _say(f"jaxstyle: failed: {r.message}")
+    if count["interrupted"]:
+        _say("jaxstyle: interrupted; finished images are written, and the others continue from their "
+             "checkpoints when the same command runs again")
+        sys.exit(EXIT_INTERRUPTED)
+    if count["failed"]:
+        sys.exit(1)
+
+
 def _common(fn: Callable) -> Callable:
+    fn = click.option("--distributed", is_flag=True,
+                      help="Call jax.distributed.initialize() first (TPU pod slices, GPU clusters); each "
+                           "process then makes its share of a folder's images.")(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif"]), default="png",
+                      show_default=True, help="Format of the results when the input is a folder or a pattern.")(fn)
     fn = click.option("--resume", type=str, default=None,
                       help="Continue from this checkpoint; the inputs and settings must be the ones "
                            "it was made with (iterations, --save-every, --checkpoint-every may differ).")(fn)
     fn = click.option("--trace", "trace_path", type=str, default=None,
-                      help="Write a JSON trace of every iteration (loss terms, evaluations, seconds).")(fn)
+                      help="Write a JSON trace of every iteration (loss terms, evaluations, seconds); "
+                           "a folder of them for a folder of images.")(fn)
     fn = click.option("--gif", "gif_path", type=str, default=None,
-                      help="Write an animated GIF of the image approaching the target.")(fn)
+                      help="Write an animated GIF of the image approaching the target; a folder of "
+                           "them for a folder of images.")(fn)
     fn = click.option("--bit-depth", "bits", type=click.Choice(["8", "16"]), default="8",
                       show_default=True, help="Bits per channel of the result (16: PNG or TIFF).")(fn)
     fn = click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
@@ -225,12 +254,59 @@ def _common(fn: Callable) -> Callable:
                       help="VGG16 notop weights (Keras h5). Default: $JAXSTYLE_WEIGHTS, the "
                            "user cache, then a download of Keras' official file.")(fn)
     fn = click.option("-o", "--output", required=True, type=str,
-                      help="Result image; the format follows the extension.")(fn)
+                      help="Result image (the format follows the extension), or a folder for a "
+                           "folder of images.")(fn)
     return fn
 
 
-def _files(quality: int, bits: str, gif_path: str | None, trace_path: str | None) -> dict[str, Any]:
-    return {"quality": quality, "bits": int(bits), "gif_path": gif_path, "trace_path": trace_path}
+def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: dict[str, Any],
+         style_blend=None, preset: str | None = None) -> Any:
+    """The job a command line asks for: one image, or a folder or pattern of them."""
+    from . import job as job_mod
+
+    config = _settings(mode, options, preset)
+    many = job_mod.is_folder_spec(images)
+    if files["distributed"]:
+        import jax
+        jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
+    if files["resume"] is not None:
+        if many:
+            raise JaxstyleError("--resume takes one image's checkpoint; a folder run continues each image "
+                                "from the checkpoint beside its result by itself")
+        from .checkpoint import load
+        from .resume import job_from
+        ck = load(files["resume"])
+        if ck.mode != mode:
+            raise JaxstyleError(f"{files['resume']}: checkpoint is from `jaxstyle {ck.mode}`, not `jaxstyle {mode}`")
+        ck_config = ck.config
+        for f in dataclasses.fields(Config):  # the command line's settings must be the checkpoint's
+            if f.name not in RUN_ONLY and getattr(config, f.name) != getattr(ck_config, f.name) \
+                    and not (f.name == "bucket" and config.bucket == 0):
+                raise JaxstyleError(f"{files['resume']}: checkpoint was made with --{f.name.replace('_', '-')} "
+                                    f"{_show(getattr(ck_config, f.name))}, not {_show(getattr(config, f.name))}; "
+                                    "resuming would not continue the same run")
+        return job_from(files["resume"], {k: getattr(config, k) for k in RUN_ONLY}, output=files["output"],
+                        gif=files["gif"], trace=files["trace"], quality=files["quality"],
+                        bits=files["bits"], weights=files["weights"])
+    common = dict(style_blend=style_blend, quality=files["quality"], bits=files["bits"],
+                  weights=files["weights"])
+    if many:
+        import jax
+        paths = job_mod.collect(images)
+        mine = job_mod.share(paths, jax.process_index(), jax.process_count())
+        if jax.process_count() > 1:
+            _say(f"process {jax.process_index()} of {jax.process_count()}: {len(mine)} of {len(paths)} images")
+        return job_mod.many(mode, config, mine, styles, outdir=files["output"], suffix=f".{files['fmt']}",
+                            gif_dir=files["gif"], trace_dir=files["trace"], **common)
+    content = None if mode == "style" else images
+    own = (images,) if mode == "style" else styles
+    return job_mod.single(mode, config, content, own, output_path=files["output"], gif=files["gif"],
+                          trace=files["trace"], **common)
+
+
+def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed) -> dict[str, Any]:
+    return {"output": output, "weights": weights, "quality": quality, "bits": int(bits), "gif": gif_path,
+            "trace": trace_path, "resume": resume, "fmt": fmt, "distributed": distributed}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -248,62 +324,18 @@ def cli() -> None:
 @click.option("--preset", type=click.Choice(sorted(STYLE_PRESETS)), default=None,
               help="Named layers and weights: the original write-up's two settings, or Gatys et al.'s; "
                    "options given explicitly still win.")
-@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif"]), default="png",
-              show_default=True, help="Format of the results when CONTENT is a folder or a pattern.")
-@click.option("--distributed", is_flag=True,
-              help="Call jax.distributed.initialize() first (TPU pod slices, GPU clusters); each "
-                   "process then stylizes its share of a folder.")
 @config_options("transfer")
-def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None,
-             quality: int, bits: str, gif_path, trace_path, resume: str | None, style_blend,
-             preset: str | None, fmt: str, distributed: bool, **options: Any) -> None:
+def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None, quality: int,
+             bits: str, gif_path, trace_path, resume: str | None, fmt: str, distributed: bool,
+             style_blend, preset: str | None, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (several STYLE images are blended).
 
     CONTENT may be a directory or a glob pattern ('photos/*.jpg'): every image is stylized into
-    the directory given by -o, in batches compiled once per image shape and sharded over the
+    the directory given by -o, in batches compiled once per shape bucket and sharded over the
     available devices.
     """
-    from . import batch
-    if batch.is_batch_spec(content):
-        _batch(content, styles, output, weights, style_blend, _settings("transfer", options, preset),
-               int(bits), quality, fmt, distributed)
-        return
-    _execute("transfer", options, content, styles, output, weights, style_blend,
-             _files(quality, bits, gif_path, trace_path), resume, preset)
-
-
-def _batch(spec: str, styles, outdir: str, weights, style_blend, config: Config, bits: int,
-           quality: int, fmt: str, distributed: bool) -> None:
-    """The folder/glob form of `transfer`."""
-    import jax
-
-    from . import batch
-    from .progress import BatchPrinter
-    if distributed:
-        jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
-    _compilation_cache()
-    _malloc_policy(config, batch=config.batch_size or 8)
-    paths = batch.collect(spec)
-    mine = batch.share(paths, jax.process_index(), jax.process_count())
-    if jax.process_count() > 1:
-        click.echo(f"process {jax.process_index()} of {jax.process_count()}: {len(mine)} of "
-                   f"{len(paths)} images", err=True)
-    result = _monitored(lambda **kw: batch.run_batch(
-        config, mine, styles, outdir, weights=weights, style_blend=style_blend,
-        batch_size=config.batch_size, devices=config.devices, suffix=f".{fmt}", quality=quality,
-        bits=bits, **kw), BatchPrinter())
-    click.echo(f"{len(result.written)} written, {len(result.skipped)} already done, "
-               f"{len(result.failed)} failed, into {outdir} in {result.seconds:.1f}s "
-               f"({result.images_per_second * 60:.2f} images/min, compile {result.compile_seconds:.1f}s)",
-               err=True)
-    for path, why in result.failed:
-        click.echo(f"jaxstyle: failed: {why}", err=True)
-    if result.interrupted:
-        click.echo("jaxstyle: interrupted; finished images are written and are skipped when the same "
-                   "command runs again", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    if result.failed:
-        sys.exit(1)
+    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed)
+    _execute(_job("transfer", content, styles, options, files, style_blend, preset))
 
 
 @cli.command()
@@ -311,10 +343,10 @@ def _batch(spec: str, styles, outdir: str, weights, style_blend, config: Config,
 @_common
 @config_options("content")
 def content(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-            trace_path, resume: str | None, **options: Any) -> None:
-    """Reconstruct IMAGE from its VGG16 activations, starting from noise."""
-    _execute("content", options, image, (), output, weights, None,
-             _files(quality, bits, gif_path, trace_path), resume)
+            trace_path, resume: str | None, fmt: str, distributed: bool, **options: Any) -> None:
+    """Reconstruct IMAGE (or each image of a folder) from its VGG16 activations, from noise."""
+    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed)
+    _execute(_job("content", image, (), options, files))
 
 
 @cli.command()
@@ -322,10 +354,11 @@ def content(image: str, output: str, weights: str | None, quality: int, bits: st
 @_common
 @config_options("style")
 def style(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-          trace_path, resume: str | None, **options: Any) -> None:
-    """Reconstruct the style (texture) of IMAGE from its Gram matrices, starting from noise."""
-    _execute("style", options, None, (image,), output, weights, None,
-             _files(quality, bits, gif_path, trace_path), resume)
+          trace_path, resume: str | None, fmt: str, distributed: bool, **options: Any) -> None:
+    """Reconstruct the style (texture) of IMAGE (or of each image of a folder) from its Gram
+    matrices, starting from noise."""
+    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed)
+    _execute(_job("style", image, (), options, files))
 
 
 @cli.command("resume")
@@ -347,11 +380,10 @@ def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, it
                save_every: int | None, checkpoint_every: int | None, quality: int, bits: str,
                gif_path: str | None, trace_path: str | None) -> None:
     """Continue a run from CHECKPOINT, with the inputs and settings stored in it."""
-    _compilation_cache()
+    from .resume import job_from
     changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every}
-    _report(lambda **kw: pipeline.resume(checkpoint_path, output_path=output, weights=weights,
-                                         changes=changes, **_files(quality, bits, gif_path, trace_path),
-                                         **kw))
+    _execute(job_from(checkpoint_path, changes, output=output, gif=gif_path, trace=trace_path,
+                      quality=quality, bits=int(bits), weights=weights))
 
 
 @cli.command("weights")

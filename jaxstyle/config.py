@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .vgg import LAYER_NAMES
+from .layers import LAYER_NAMES
 
 MODES = ("transfer", "content", "style")
 OPTIMIZERS = ("lbfgs", "adam")
 DTYPES = ("float32", "bfloat16")
 CONVS = ("auto", "direct", "winograd")
+POOLINGS = ("max", "avg")
 COLOR_MODES = ("none", "luminance", "covariance", "histogram")
 INITS = ("content", "noise", "style")  # or a path to an image file
 MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
@@ -104,6 +105,13 @@ class Config:
     remat: bool = field(default=False, metadata=_meta(
         "Recompute each VGG block's activations in the backward pass instead of storing them: "
         "larger images fit, at the cost of more compute."))
+    pooling: str = field(default="max", metadata=_meta(
+        "Pooling between VGG blocks: max (VGG16's own) or avg (Gatys et al.'s choice for image "
+        "synthesis: smoother gradients).", choices=POOLINGS))
+    bucket: int = field(default=0, metadata=_meta(
+        "Round each image's working height and width up to a multiple of N pixels (the padding is "
+        "masked out of every loss), so images of similar shapes share one compiled program "
+        "(0: automatic, 16 on a CPU, 64 on a GPU or TPU, where compiling costs more)."))
     conv: str = field(default="auto", metadata=_meta(
         "Convolution algorithm: direct, winograd (F(4x4,3x3): 4x fewer multiplies), or auto "
         "(Winograd on CPU for the deep layers where it measured faster).", choices=CONVS))
@@ -199,6 +207,10 @@ def _validate(c: Config) -> None:
         raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}")
     if c.preserve_colors not in COLOR_MODES:
         raise ConfigError(f"--preserve-colors must be one of {', '.join(COLOR_MODES)}, got {c.preserve_colors!r}")
+    if c.pooling not in POOLINGS:
+        raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {c.pooling!r}")
+    if not isinstance(c.bucket, int) or isinstance(c.bucket, bool) or not 0 <= c.bucket <= 1024:
+        raise ConfigError(f"--bucket must be an integer from 0 to 1024, got {c.bucket!r}")
     if c.conv not in CONVS:
         raise ConfigError(f"--conv must be one of {', '.join(CONVS)}, got {c.conv!r}")
     if c.dtype not in DTYPES:

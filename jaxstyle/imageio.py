@@ -51,6 +51,23 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: corrupt or truncated image ({e})") from None
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file as `load_image` will return it (EXIF rotation applied),
+    from its header only. Any problem raises InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        return load_image(path).shape[:2]  # the usual message for a missing file or a directory
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                orientation = img.getexif().get(0x0112, 1)
+    except Exception:
+        return load_image(path).shape[:2]  # decoding gives the precise message
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
 def to_rgb_array(img: Image.Image) -> np.ndarray:
     """Float32 RGB (H, W, 3), 0..255, from a PIL image of any mode."""
     mode = img.mode

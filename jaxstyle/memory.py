@@ -1,10 +1,11 @@
 """How much memory a run needs, estimated before compiling, and whether the device has it.
 
 The model is calibrated on XLA's own memory analysis of the compiled loop (float32, CPU):
-its temporary buffers were 2.54-2.63x the bytes of the activations of the layers the
-objective reaches, at 128, 256 and 512 pixels, with direct and Winograd convolutions. The
-rest is counted exactly: the L-BFGS history (2·memory images), the loop state passed in and
-out, the weights and their derived kernels.
+besides the loop state, its temporary buffers were 2.3-2.8x the bytes of the activations of
+the layers the objective reaches, at 256, 512 and 1024 pixels, with direct and Winograd
+convolutions (1.2-1.7x with `--remat`). The rest is counted exactly: the L-BFGS history
+(2·memory images), the loop state going into and out of a step, the weights and their derived
+kernels.
 """
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from typing import Any
 
 import jax
 
-from . import vgg
+from .layers import CONV_LAYERS, deepest, upto
 from .errors import ConfigError
 
-TEMP_PER_ACTIVATION_BYTE = 2.7  # measured 2.54-2.63 (see the module docstring), plus a margin
-# With every block rematerialized (`--remat`), measured 1.11 (512 px) and 1.46 (1024 px).
-TEMP_PER_ACTIVATION_BYTE_REMAT = 1.6
+TEMP_PER_ACTIVATION_BYTE = 3.0  # measured 2.3-2.8 (see the module docstring), plus a margin
+TEMP_PER_ACTIVATION_BYTE_REMAT = 2.0  # every block rematerialized: measured 1.2-1.7
 RUNTIME_BYTES = 400 * 2**20  # JAX, XLA and Python themselves
 
 
@@ -40,12 +40,11 @@ class Estimate:
 
 def activation_count(hw: tuple[int, int], layers: tuple[str, ...], batch: int = 1) -> int:
     """Number of activation values of the network up to the deepest of `layers`."""
-    last = vgg.deepest(layers)
-    if last is None:
+    if deepest(layers) is None:
         return 0
     h, w = hw
     total = 0
-    for name, _, cout in vgg.CONV_LAYERS[: vgg.layer_index(last) + 1]:
+    for name, _, cout in upto(layers):
         if name.endswith("conv1") and name != "block1_conv1":
             h, w = h // 2, w // 2
         total += h * w * cout
@@ -54,15 +53,19 @@ def activation_count(hw: tuple[int, int], layers: tuple[str, ...], batch: int = 
 
 def estimate(hw: tuple[int, int], layers: tuple[str, ...], *, lbfgs_memory: int, optimizer: str,
              dtype: str = "float32", winograd: bool = True, batch: int = 1,
-             remat: bool = False) -> Estimate:
-    """Memory for optimizing a (hw) image (or a batch of them) through `layers`."""
+             remat: bool = False, width: int = 1) -> Estimate:
+    """Memory for optimizing a batch of `batch` (hw) images through `layers` on one device,
+    `width` of them side by side."""
     act_bytes = 2 if dtype == "bfloat16" else 4
     per_byte = TEMP_PER_ACTIVATION_BYTE_REMAT if remat else TEMP_PER_ACTIVATION_BYTE
-    activations = int(per_byte * act_bytes * activation_count(hw, layers, batch))
+    activations = int(per_byte * act_bytes * activation_count(hw, layers, width))
     pixels = hw[0] * hw[1] * 3 * batch
-    images = (2 * lbfgs_memory + 6) if optimizer == "lbfgs" else 6  # history, or Adam's moments
-    optimizer_bytes = 2 * 4 * pixels * images  # the loop state in and out
-    kernels = sum(9 * cin * cout for _, cin, cout in vgg.CONV_LAYERS)
+    # Per image: the point, its gradient, the direction, the image reported, the trial point
+    # and L-BFGS's history (2 images per pair plus the last point and gradient), or Adam's
+    # moments; XLA's while loop holds its state twice (what goes in and what comes out of a step).
+    images = (2 * lbfgs_memory + 7) if optimizer == "lbfgs" else 7
+    optimizer_bytes = 2 * 4 * pixels * images
+    kernels = sum(9 * cin * cout for _, cin, cout in CONV_LAYERS)
     weights = 4 * 2 * kernels + (4 * 8 * kernels if winograd else 0)  # kernels, flipped, Winograd
     return Estimate(activations, optimizer_bytes, weights)
 

@@ -68,3 +68,21 @@ def noise_image(hw: tuple[int, int], seed: int) -> np.ndarray:
     """Uniform RGB noise on 0..255, repeatable for a given seed on any machine."""
     rng = np.random.default_rng(seed)
     return rng.uniform(0.0, 255.0, (*hw, 3)).astype(np.float32)
+
+
+def bucket(hw: tuple[int, int], step: int) -> tuple[int, int]:
+    """The padded (height, width) an (hw) image is optimized at: each side rounded up to a
+    multiple of `step`, so images of similar shapes share one compiled program."""
+    return tuple(-(-d // step) * step for d in hw)  # type: ignore[return-value]
+
+
+def pad_image(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An (h, w, 3) network-space image continued to (H, W) by mirroring it at its right and
+    bottom edges. The network never sees the padding (it is masked), but the optimizer's
+    frequency-domain preconditioner does: a mirrored continuation adds no artificial edge."""
+    ph, pw = shape[0] - x.shape[0], shape[1] - x.shape[1]
+    while ph > 0 or pw > 0:  # a pad wider than the image mirrors in several steps
+        dh, dw = min(ph, x.shape[0]), min(pw, x.shape[1])
+        x = np.pad(x, ((0, dh), (0, dw), (0, 0)), mode="symmetric")
+        ph, pw = ph - dh, pw - dw
+    return np.ascontiguousarray(x, np.float32)

@@ -1,90 +1,135 @@
-"""Human-readable progress: a live bar on a terminal, periodic plain lines elsewhere."""
+"""The one progress printer: a line updated in place on a terminal (fitted to its width), plain
+lines at a readable interval elsewhere (CI, a log file)."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
 
-from .pipeline import Progress
+from .results import Progress
 
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-class ProgressPrinter:
-    """Callable that renders `Progress` events to a stream (stderr by default)."""
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
-    def __init__(self, stream: TextIO | None = None, width: int = 24, interval: float = 0.1,
-                 plain_interval: float = 10.0) -> None:
+
+class ProgressPrinter:
+    """Callable that renders `Progress` reports to a stream (stderr by default).
+
+    It never raises: a closed or broken stream (a terminal that went away, `| head`) must not
+    stop a run, so write errors silence the printer instead.
+    """
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.1, plain_interval: float = 10.0,
+                 width: int | None = None, precision: str = "float32") -> None:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.width = width
         self.interval = interval if self.tty else plain_interval
+        self.fixed_width = width
+        self.precision = precision
         self._last = 0.0
         self._line_open = False
+        self._broken = False
+        self._stage: tuple | None = None
+
+    @property
+    def width(self) -> int:
+        if self.fixed_width:
+            return self.fixed_width
+        return max(shutil.get_terminal_size((80, 24)).columns - 1, 20)
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
         if p.phase == "compile":
-            where = f"stage {p.stage}/{p.stages} ({p.size} px): " if p.stages > 1 else ""
-            self._write(f"{where}compiling the optimization loop...", final=True)
+            self._write(self.header(p), final=True)
             return
-        if p.phase == "optimize" and now - self._last < self.interval and p.iteration < p.iterations:
+        stage = (p.names, p.stage)
+        new_stage, self._stage = stage != self._stage, stage
+        if p.phase == "optimize" and not new_stage and now - self._last < self.interval:
             return
         self._last = now
         self._write(self.line(p), final=(p.phase == "done" or not self.tty))
 
+    def header(self, p: Progress) -> str:
+        """The line before compiling: where, how precise, how big, how many programs."""
+        what = p.names[0] if len(p.names) == 1 else f"{len(p.names)} images"
+        stage = f", stage {p.stage}/{p.stages}" if p.stages > 1 else ""
+        return self._fit(f"jaxstyle: {p.device}, {self.precision}, {p.shape[1]}x{p.shape[0]}{stage}: "
+                         f"compiling {p.programs} program{'s' * (p.programs != 1)} for {what}...")
+
     def line(self, p: Progress) -> str:
-        """One status line: bar, iteration, losses, speed."""
-        frac = p.iteration / p.iterations if p.iterations else 1.0
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + "-" * (self.width - filled)
-        parts = [f"[{bar}] {p.iteration}/{p.iterations}", f"loss {_fmt(p.loss)}"]
-        if p.stages > 1:
-            parts.insert(1, f"stage {p.stage}/{p.stages} {p.size}px")
-        if p.terms:
-            t = p.terms
-            parts.append(f"content {_fmt(t['content'])} style {_fmt(t['style'])} tv {_fmt(t['tv'])}"
-                         + ("" if p.terms_iteration == p.iteration else f" (at it {p.terms_iteration})"))
-        if p.seconds_per_iteration:
-            evals = p.evaluations / max(p.iteration, 1)
-            eta = p.seconds_per_iteration * max(p.iterations - p.iteration, 0)
-            parts.append(f"{p.seconds_per_iteration:.3g} s/it, {evals:.2f} eval/it"
-                         + (f", {eta:.0f}s left" if p.phase == "optimize" else ""))
+        """One status line, most important parts first, cut to the width."""
         if p.phase == "done":
-            parts.append(f"{p.elapsed:.1f}s")
-        return " | ".join(parts)
+            left = f"done {p.names[0]}" + (f" ({p.images_done}/{p.images_total})" if p.images_total > 1 else "")
+            speed = f"{p.seconds_per_iteration:.3g} s/it" if p.seconds_per_iteration else ""
+            return self._fit(" | ".join(x for x in (left, f"{p.iteration} its", f"loss {_fmt(p.loss)}", speed) if x))
+        count = f"{p.iteration}/{p.iterations}"
+        if p.images_total > 1:
+            count = f"img {p.images_done + 1}-{p.images_done + p.batch}/{p.images_total} it {count}" \
+                if p.batch > 1 else f"img {p.images_done + 1}/{p.images_total} it {count}"
+        must = [count, f"loss {_fmt(p.loss)}"]
+        if p.seconds_per_iteration:
+            must.append(f"{p.seconds_per_iteration:.3g} s/it")
+        if p.eta is not None:
+            must.append(f"ETA {_duration(p.eta)}")
+        extra = []
+        if p.stages > 1:
+            extra.append(f"stage {p.stage}/{p.stages} {p.size}px")
+        if p.terms:
+            extra.append(f"c {_fmt(p.terms['content'])} s {_fmt(p.terms['style'])} tv {_fmt(p.terms['tv'])}")
+        text = " | ".join(must)
+        room = self.width - len(text)
+        for part in extra:  # optional parts only where they fit
+            if len(part) + 3 <= room:
+                text += " | " + part
+                room -= len(part) + 3
+        bar_room = room - 3
+        if bar_room >= 8:
+            n = min(bar_room, 30)
+            done = p.iteration / p.iterations if p.iterations else 1.0
+            if p.images_total > 1:
+                done = (p.images_done + done * p.batch) / p.images_total
+            filled = int(round(min(done, 1.0) * n))
+            text = f"[{'#' * filled}{'-' * (n - filled)}] " + text
+        return self._fit(text)
+
+    def _fit(self, text: str) -> str:
+        return text if len(text) <= self.width else text[: self.width - 1] + "…"
 
     def _write(self, text: str, final: bool) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
-            self._line_open = not final
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        if self._broken:
+            return
+        try:
+            if self.tty:
+                self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
+                self._line_open = not final
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            self._broken = True
+
+    def message(self, text: str) -> None:
+        """A line of its own (a warning, a skipped image), above the live line."""
+        self.close()
+        self._write(text, final=True)
 
     def close(self) -> None:
         """End an open live line (after an interruption, say)."""
-        if self._line_open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._line_open = False
-
-
-class BatchPrinter(ProgressPrinter):
-    """Renders a batch run's progress: images done, and the current batch's iterations."""
-
-    def __call__(self, p) -> None:  # p: batch.BatchProgress
-        now = time.monotonic()
-        last = p.iteration >= p.iterations
-        if now - self._last < self.interval and not last:
-            return
-        self._last = now
-        frac = p.images_done / p.images_total if p.images_total else 1.0
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + "-" * (self.width - filled)
-        rate = p.images_done / p.seconds * 60 if p.seconds and p.images_done else 0.0
-        self._write(f"[{bar}] {p.images_done}/{p.images_total} images | {p.bucket[1]}x{p.bucket[0]}, "
-                    f"batch of {p.batch_images}: iteration {p.iteration}/{p.iterations} | "
-                    f"{rate:.2f} images/min", final=not self.tty)
+        if self._line_open and not self._broken:
+            try:
+                self.stream.write("\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._broken = True
+        self._line_open = False

@@ -1,15 +1,24 @@
-"""The optimizer loop: optax L-BFGS (or Adam) on the image, jitted, run in chunks.
+"""The optimizer loop: L-BFGS (optax's direction, our line search) or Adam, one evaluation per step.
 
-One call of `run_chunk` performs up to `n` iterations inside a `lax.while_loop` and returns
-to the host, which saves snapshots and reports progress between chunks. The loop stops
-early, with a status, when the loss or gradient becomes non-finite (the last image with a
-finite loss is kept) or when L-BFGS stops making progress.
+One program serves one image and a batch. Each step of the loop evaluates the loss and its
+gradient once, at the point the method names (the L-BFGS line search's trial step, or Adam's
+current point), then updates the method's state; so the compiled loop holds one copy of the
+network, and the loss terms come out of that same evaluation for free (`value_and_grad` with
+the terms as auxiliary output). The very first evaluation (at the initial image) happens
+inside the loop too: a new problem needs no separate start program.
+
+A batch maps the one-image loop over its images (`lax.map`, in groups of `width` images that
+run side by side under `vmap`), each image with its own L-BFGS history, line search and
+stopping point; `shard_map` splits a batch over a device `Mesh` (axis "batch"). The loop runs
+in chunks: each call continues every image up to its own iteration `until`, so the host
+decides where chunks end (snapshots, checkpoints) and queues the next before reading this one.
+The loop stops an image early when its loss or gradient becomes non-finite (the last image
+with a finite loss is kept) or when L-BFGS stops making progress.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -17,12 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import losses
+from . import linesearch, losses
 from .config import Config
 from .losses import Objective, Targets
 
-RUNNING, NONFINITE, STALLED = 0, 1, 2
-STATUS_NAMES = {RUNNING: "running", NONFINITE: "non-finite", STALLED: "stalled"}
+RUNNING, NONFINITE, STALLED, IDLE = 0, 1, 2, 3
+STATUS_NAMES = {RUNNING: "running", NONFINITE: "non-finite", STALLED: "stalled", IDLE: "idle"}
+HISTORY = 64  # iterations a chunk records (loss and terms of each): the longest chunk
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,10 @@ class Method:
     lbfgs_memory: int = Config.lbfgs_memory
     linesearch_steps: int = Config.linesearch_steps
     stall_patience: int = 5  # L-BFGS iterations without a decrease before we call it stalled
-    # optax caps L-BFGS's first step at unit length; the solver works on u = x / scale so that
-    # this step changes pixels by at most `first_step` (RMS, 0..255 units). Without it the line
-    # search spends ~13 evaluations growing a step of ~0.002 per pixel; 10 measured best.
+    # optax's first L-BFGS direction has at most unit length; the solver works on
+    # u = x / scale so that this step changes pixels by at most `first_step` (RMS, 0..255
+    # units). Without it the line search spends ~13 evaluations growing a step of ~0.002 per
+    # pixel; 10 measured best.
     first_step: float = 10.0
     # L-BFGS on u with x = scale · L(u), where L damps spatial frequency f (cycles per pixel)
     # by (1 + (f / precondition)²)^(-1/2) via an FFT: preconditioned L-BFGS. 0 turns it off.
@@ -48,8 +59,7 @@ class Method:
                    precondition=config.precondition)
 
     def scale(self, shape: tuple[int, ...]) -> float:
-        """x = scale · L(u) between the image x and the optimized variable u (1 for Adam); for a
-        batch (leading axes) the scale is the one of each image."""
+        """x = scale · L(u) between the image x (H, W, 3) and the optimized variable u (1 for Adam)."""
         return 1.0 if self.optimizer == "adam" else self.first_step * math.sqrt(math.prod(shape[-3:]))
 
     def _filter(self, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -75,116 +85,58 @@ class Method:
             u = jnp.fft.irfft2(jnp.fft.rfft2(u, axes=(-3, -2)) / d, s=x.shape[-3:-1], axes=(-3, -2))
         return u
 
-    def transform(self, learning_rate: jax.Array | float) -> optax.GradientTransformationExtraArgs:
-        """The optax transformation; Adam's learning rate is a traced value, not a constant."""
-        if self.optimizer == "adam":
-            return optax.adam(learning_rate)
-        return optax.lbfgs(
-            memory_size=self.lbfgs_memory,
-            linesearch=optax.scale_by_zoom_linesearch(
-                max_linesearch_steps=self.linesearch_steps, initial_guess_strategy="one"),
-        )
+    def lbfgs(self) -> optax.GradientTransformation:
+        return optax.scale_by_lbfgs(memory_size=self.lbfgs_memory)
 
 
 class LoopState(NamedTuple):
-    """Everything the loop carries; a pytree, so it can be checkpointed and resumed."""
+    """Everything one image's loop carries; a pytree, so it can be checkpointed and resumed."""
 
-    u: jax.Array  # current image divided by `Method.scale` (see `image`)
-    opt_state: Any
+    u: jax.Array  # the current point, the image divided by `Method.scale` (see `image`)
+    value: jax.Array  # float32 loss at u (Adam: at the point before its last step)
+    grad: jax.Array  # the gradient there
+    terms: jax.Array  # (3,) unweighted content, style and tv terms there
+    first: jax.Array  # (4,) total, content, style, tv at the initial image
+    direction: jax.Array  # L-BFGS: the search direction; Adam: the last point with a finite loss
+    opt: Any  # optax state: scale_by_lbfgs's history, or Adam's moments
+    search: linesearch.Search
     iteration: jax.Array  # int32, iterations done
     evaluations: jax.Array  # int32, loss+gradient evaluations done
-    value: jax.Array  # float32, loss at `x` (L-BFGS) or before the last Adam step
-    last_good: jax.Array  # the last image known to have a finite loss and gradient
     stall: jax.Array  # int32, consecutive L-BFGS iterations without a decrease
-    status: jax.Array  # int32, RUNNING / NONFINITE / STALLED
+    status: jax.Array  # int32, RUNNING / NONFINITE / STALLED / IDLE (a batch's empty slot)
 
 
-def init_state(x0: jax.Array, method: Method, learning_rate: float = 1.0) -> LoopState:
-    """The loop state before any evaluation, from an image in network input space.
+class Summary(NamedTuple):
+    """What a chunk reports per image besides its new state (which the next chunk takes over)."""
 
-    L-BFGS also needs the loss and gradient at x0 in its state: use `start`, which adds them.
-    """
-    x0 = method.from_image(jnp.asarray(x0, jnp.float32))
-    # Strong dtypes throughout, so the state returned by `run_chunk` has the same types as this
-    # one and the second chunk does not recompile (optax's initial info scalars are weakly typed).
-    opt_state = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)),
-                             method.transform(learning_rate).init(x0))
-    zero = jnp.zeros((), jnp.int32)
-    return LoopState(x0, opt_state, zero, zero, jnp.asarray(jnp.inf, jnp.float32), x0, zero, zero)
-
-
-def _objective_fn(objective: Objective, method: Method, shape: tuple[int, ...]):
-    def fn(u, variables, targets):
-        return losses.total(method.to_image(u), variables, targets, objective)
-
-    return fn
+    iteration: jax.Array
+    evaluations: jax.Array
+    value: jax.Array
+    terms: jax.Array  # (3,)
+    first: jax.Array  # (4,)
+    status: jax.Array
+    image: jax.Array  # the current image, network input space (H, W, 3)
+    history: jax.Array  # (HISTORY, 6): iteration, evaluations, total, content, style, tv per iteration
 
 
-def _start(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array,
-           objective: Objective, method: Method) -> LoopState:
-    state = init_state(x0, method, learning_rate)
+def init_state(x0: jax.Array, method: Method, active: jax.Array | bool = True) -> LoopState:
+    """The loop state at the initial image x0 (network input space) before any evaluation;
+    an inactive one (a batch's empty slot) is IDLE and never runs."""
+    u = method.from_image(jnp.asarray(x0, jnp.float32))
+    f32, i32 = jnp.float32, jnp.int32
+    zero = jnp.zeros((), i32)
     if method.optimizer == "adam":
-        return state
-    value, grad = jax.value_and_grad(_objective_fn(objective, method, x0.shape))(
-        state.u, variables, targets)
-    ok = _finite(value, grad)
-    opt_state = optax.tree.set(state.opt_state, value=value.astype(jnp.float32), grad=grad)
-    return state._replace(opt_state=opt_state, evaluations=jnp.ones((), jnp.int32),
-                          value=value.astype(jnp.float32),
-                          status=jnp.where(ok, RUNNING, NONFINITE).astype(jnp.int32))
-
-
-@partial(jax.jit, static_argnames=("objective", "method"))
-def start(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array, *,
-          objective: Objective, method: Method) -> LoopState:
-    """The initial loop state, with L-BFGS's first loss and gradient evaluated and stored.
-
-    Evaluating here, once, keeps a second copy of the network (optax's `cond` around the
-    first evaluation) out of the compiled loop, which halves its compile time.
-    """
-    return _start(x0, variables, targets, learning_rate, objective, method)
-
-
-# In batched targets the content activations and their coefficients are per image (leading
-# axis); the style Gram targets and the term weights are shared by the whole batch.
-def _per_image(targets: Targets) -> tuple:
-    return targets.content, targets.content_coeffs
-
-
-def _with_image(targets: Targets, part: tuple) -> Targets:
-    return targets._replace(content=part[0], content_coeffs=part[1])
-
-
-def _over_images(fn, mesh, batched, variables, targets, *rest):
-    """Apply fn(image_part..., variables, image_targets) to each image of a batch.
-
-    Images run one after another inside the compiled program (`lax.map`), so each one's loop
-    is exactly the single-image loop: vmapping it instead would turn optax's line-search `cond`
-    into running both branches (two network evaluations per step) and batch the weights into
-    slow grouped convolutions. With a `mesh`, `shard_map` gives each device its share of the
-    batch along the "batch" axis.
-    """
-    def local(batched, variables, targets, *rest):
-        def one(item):
-            part, image_targets = item
-            return fn(part, variables, _with_image(targets, image_targets), *rest)
-        return jax.lax.map(one, (batched, _per_image(targets)))
-
-    if mesh is None:
-        return local(batched, variables, targets, *rest)
-    from jax.sharding import PartitionSpec as P
-    target_specs = Targets(P("batch"), P(), P("batch"), P(), P())
-    return jax.shard_map(local, mesh=mesh,
-                         in_specs=(P("batch"), P(), target_specs) + (P(),) * len(rest),
-                         out_specs=P("batch"), check_vma=False)(batched, variables, targets, *rest)
-
-
-@partial(jax.jit, static_argnames=("objective", "method", "mesh"))
-def start_batch(x0: jax.Array, variables: Any, targets: Targets, learning_rate: jax.Array, *,
-                objective: Objective, method: Method, mesh: Any = None) -> LoopState:
-    """`start` for a batch of images (leading axis), each with its own state."""
-    return _over_images(lambda x, v, t, lr: _start(x, v, t, lr, objective, method),
-                        mesh, x0, variables, targets, learning_rate)
+        opt = optax.adam(1.0).init(u)
+        direction = u
+    else:
+        opt = method.lbfgs().init(u)
+        direction = jnp.zeros_like(u)
+    # Strong dtypes throughout, so every chunk returns exactly the types it was given.
+    opt = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), opt)
+    status = jnp.where(active, RUNNING, IDLE).astype(i32)
+    inf = jnp.asarray(jnp.inf, f32)
+    return LoopState(u, inf, jnp.zeros_like(u), jnp.zeros((3,), f32), jnp.full((4,), jnp.nan, f32),
+                     direction, opt, linesearch.begin(inf, 0.0), zero, zero, zero, status)
 
 
 def image(state: LoopState, method: Method) -> jax.Array:
@@ -192,111 +144,127 @@ def image(state: LoopState, method: Method) -> jax.Array:
     return method.to_image(state.u)
 
 
-def _finite(value: jax.Array, grad: jax.Array) -> jax.Array:
+def _evaluate(u: jax.Array, variables: Any, targets: Targets, objective: Objective, method: Method):
+    def fn(v):
+        t = losses.terms(method.to_image(v), variables, targets, objective)
+        return t.total, jnp.stack([t.content, t.style, t.tv])
+
+    (value, terms), grad = jax.value_and_grad(fn, has_aux=True)(u)
+    value = value.astype(jnp.float32)
     # The sum of the gradient is non-finite iff some element is (or it overflows, equally bad).
-    return jnp.isfinite(value) & jnp.isfinite(jnp.sum(grad))
+    finite = jnp.isfinite(value) & jnp.isfinite(jnp.sum(grad))
+    return value, terms.astype(jnp.float32), grad, finite
 
 
-def _lbfgs_step(state: LoopState, fn, fn_kwargs, method: Method, learning_rate):
-    opt = method.transform(learning_rate)
-    # The loss and gradient at the current point are in the state: from `start`, then from
-    # the line search's last evaluation (optax.value_and_grad_from_state without its `cond`).
-    value = optax.tree.get(state.opt_state, "value")
-    grad = optax.tree.get(state.opt_state, "grad")
-    updates, opt_state = opt.update(grad, state.opt_state, state.u, value=value, grad=grad,
-                                    value_fn=fn, **fn_kwargs)
-    new_value = optax.tree.get(opt_state, "value").astype(jnp.float32)
-    ok = _finite(new_value, optax.tree.get(opt_state, "grad"))
-    steps = optax.tree.get(opt_state, "num_linesearch_steps").astype(jnp.int32)
-    stall = jnp.where(new_value < value, 0, state.stall + 1).astype(jnp.int32)
-    status = jnp.where(~ok, NONFINITE, jnp.where(stall >= method.stall_patience, STALLED, RUNNING))
-    # Every accepted point has a finite loss and gradient, so on failure it simply stays.
-    u = jnp.where(ok, optax.apply_updates(state.u, updates), state.u)
-    return LoopState(u, opt_state, state.iteration + ok.astype(jnp.int32),
-                     state.evaluations + steps, jnp.where(ok, new_value, value),
-                     u, stall, status.astype(jnp.int32))
+def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopState:
+    fresh = s.evaluations == 0
+    point = jnp.where(fresh, s.u, s.u + s.search.step * s.direction)
+    value, terms, grad, finite = _evaluate(point, variables, targets, objective, method)
+    slope = jnp.vdot(grad, s.direction).astype(jnp.float32)
+    accept, fail, search = linesearch.advance(s.search, s.value, value, slope, finite,
+                                              method.linesearch_steps)
+    accept = jnp.where(fresh, finite, accept)
+    fail = ~fresh & fail
+    bad_start = fresh & ~finite
+    # A new direction after a step (or at the start), or from the steepest descent again after
+    # a failed search or a fallback step (taken without the curvature condition, its pair could
+    # spoil the history): a restart forgets the history by zeroing its weights.
+    restart = fail | (accept & s.search.last)
+    u = jnp.where(accept, point, s.u)
+    g = jnp.where(accept, grad, s.grad)
+
+    def new_direction(opt):
+        opt = opt._replace(count=jnp.where(restart, 0, opt.count).astype(opt.count.dtype),
+                           weights_memory=jnp.where(restart, 0.0, opt.weights_memory))
+        precond, opt = method.lbfgs().update(g, opt, u)
+        return -precond, opt
+
+    direction, opt = jax.lax.cond(accept | fail, new_direction, lambda o: (s.direction, o), s.opt)
+    new_value = jnp.where(accept, value, s.value)
+    stepped = (accept & ~fresh) | fail
+    stall = jnp.where(stepped, jnp.where(accept & (value < s.value), 0, s.stall + 1), s.stall)
+    search = jax.tree.map(lambda a, b: jnp.where(accept | fail, a, b),
+                          linesearch.begin(new_value, jnp.vdot(g, direction)), search)
+    status = jnp.where(bad_start, NONFINITE, jnp.where(stall >= method.stall_patience, STALLED, RUNNING))
+    first = jnp.where(fresh, jnp.concatenate([value[None], terms]), s.first)
+    return LoopState(u, new_value, g, jnp.where(accept, terms, s.terms), first, direction, opt, search,
+                     s.iteration + stepped.astype(jnp.int32), s.evaluations + 1, stall.astype(jnp.int32),
+                     status.astype(jnp.int32))
 
 
-def _adam_step(state: LoopState, fn, fn_kwargs, method: Method, learning_rate):
-    opt = method.transform(learning_rate)
-    value, grad = jax.value_and_grad(fn)(state.u, **fn_kwargs)
-    ok = _finite(value, grad)
-    updates, opt_state = opt.update(grad, state.opt_state, state.u)
-    status = jnp.where(ok, RUNNING, NONFINITE).astype(jnp.int32)
+def _adam_step(s: LoopState, variables, targets, objective, method, learning_rate) -> LoopState:
+    value, terms, grad, finite = _evaluate(s.u, variables, targets, objective, method)
+    updates, opt = optax.adam(learning_rate).update(grad, s.opt, s.u)
     # Adam evaluates this point only now: when it is not finite, go back to the last one that was.
-    u = jnp.where(ok, optax.apply_updates(state.u, updates), state.last_good)
-    last_good = jnp.where(ok, state.u, state.last_good)
-    return LoopState(u, opt_state, state.iteration + ok.astype(jnp.int32), state.evaluations + 1,
-                     value.astype(jnp.float32), last_good, state.stall, status)
+    u = jnp.where(finite, optax.apply_updates(s.u, updates), s.direction)
+    last_good = jnp.where(finite, s.u, s.direction)
+    first = jnp.where(s.evaluations == 0, jnp.concatenate([value[None], terms]), s.first)
+    return LoopState(u, value, grad, terms, first, last_good, opt, s.search,
+                     s.iteration + finite.astype(jnp.int32), s.evaluations + 1, s.stall,
+                     jnp.where(finite, RUNNING, NONFINITE).astype(jnp.int32))
 
 
-def _chunk(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
-           learning_rate: jax.Array, objective: Objective, method: Method) -> LoopState:
-    fn = _objective_fn(objective, method, state.u.shape)
-    fn_kwargs = {"variables": variables, "targets": targets}
-    step = _adam_step if method.optimizer == "adam" else _lbfgs_step
-    stop_at = state.iteration + n
-
-    def cond(s: LoopState):
-        return (s.iteration < stop_at) & (s.status == RUNNING)
-
-    def body(s: LoopState):
-        return step(s, fn, fn_kwargs, method, learning_rate)
-
-    return jax.lax.while_loop(cond, body, state)
-
-
-@partial(jax.jit, static_argnames=("objective", "method"))
-def run_chunk(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
-              learning_rate: jax.Array, *, objective: Objective, method: Method) -> LoopState:
-    """Up to `n` more iterations, stopping early when the status leaves RUNNING.
+def run_one(state: LoopState, until: jax.Array, variables: Any, targets: Targets,
+            learning_rate: jax.Array, objective: Objective, method: Method) -> tuple[LoopState, Summary]:
+    """One image: iterate until `until` iterations are done or the status leaves RUNNING.
 
     A state that has already stopped comes back unchanged, so the host may queue the next
     chunk before it has looked at this one's result.
     """
-    return _chunk(state, n, variables, targets, learning_rate, objective, method)
+    def step(s):
+        if method.optimizer == "adam":
+            return _adam_step(s, variables, targets, objective, method, learning_rate)
+        return _lbfgs_step(s, variables, targets, objective, method)
+
+    def cond(carry):
+        s, _ = carry
+        return (s.iteration < until) & (s.status == RUNNING)
+
+    def body(carry):
+        s, history = carry
+        n = step(s)
+        row = jnp.concatenate([jnp.stack([n.iteration, n.evaluations]).astype(jnp.float32),
+                               n.value[None], n.terms])
+        at = jnp.where(n.iteration > s.iteration, n.iteration - state.iteration - 1, HISTORY)
+        return n, history.at[at].set(row, mode="drop")
+
+    history = jnp.full((HISTORY, 6), jnp.nan, jnp.float32)
+    s, history = jax.lax.while_loop(cond, body, (state, history))
+    return s, Summary(s.iteration, s.evaluations, s.value, s.terms, s.first, s.status,
+                      image(s, method), history)
 
 
-@partial(jax.jit, static_argnames=("objective", "method", "mesh"))
-def run_chunk_batch(state: LoopState, n: jax.Array, variables: Any, targets: Targets,
-                    learning_rate: jax.Array, *, objective: Objective, method: Method,
-                    mesh: Any = None) -> LoopState:
-    """`run_chunk` for a batch: every image has its own L-BFGS state, line search and stop."""
-    return _over_images(lambda s, v, t, n, lr: _chunk(s, n, v, t, lr, objective, method),
-                        mesh, state, variables, targets, n, learning_rate)
+def run_batch(state: LoopState, until: jax.Array, variables: Any, targets: Targets,
+              learning_rate: jax.Array, objective: Objective, method: Method,
+              width: int = 1) -> tuple[LoopState, Summary]:
+    """`run_one` for every image of a batch (leading axis), `width` at a time side by side."""
+    def one(item):
+        s, n, t = item
+        return run_one(s, n, variables, t, learning_rate, objective, method)
+
+    return each(one, (state, until, targets), width)
 
 
-def compile_loop(x0: jax.Array, variables: Any, loop_variables: Any, targets: Targets,
-                 learning_rate: jax.Array, objective: Objective, method: Method,
-                 batched: bool = False, mesh: Any = None):
-    """Compiled `start` (with `variables`) and `run_chunk` (with `loop_variables`), ready to call
-    as start(x0, variables, targets, lr) and chunk(state, n, loop_variables, targets, lr);
-    `batched` compiles the batch versions (x0 and per-image targets with a leading axis),
-    split over `mesh`'s "batch" axis when given."""
-    if batched:
-        start_fn = partial(start_batch, objective=objective, method=method, mesh=mesh)
-        chunk_fn = partial(run_chunk_batch, objective=objective, method=method, mesh=mesh)
-    else:
-        start_fn = partial(start, objective=objective, method=method)
-        chunk_fn = partial(run_chunk, objective=objective, method=method)
-    begin = start_fn.func.lower(x0, variables, targets, learning_rate, **start_fn.keywords).compile()
-    state = jax.eval_shape(start_fn, x0, variables, targets, learning_rate)
-    if mesh is not None:
-        from jax.sharding import NamedSharding, PartitionSpec
-        sharding = NamedSharding(mesh, PartitionSpec("batch"))
-        state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), state)
-    chunk = chunk_fn.func.lower(state, jnp.int32(1), loop_variables, targets, learning_rate,
-                                **chunk_fn.keywords).compile()
-    return begin, chunk
+def each(fn, items: Any, width: int = 1) -> Any:
+    """fn applied to every image of `items` (pytrees with a leading batch axis), `width` images
+    at a time side by side (`vmap`), or one after another.
 
+    One after another runs in a loop whose trip count XLA cannot see: a batch of one then
+    compiles to the same per-image code as a batch of many, so an image's result does not depend
+    on the batch it ran in (with a static count XLA removes a one-trip loop and fuses the lone
+    image differently, which changes float32 rounding).
+    """
+    if width > 1:
+        return jax.lax.map(fn, items, batch_size=width)
+    first = jax.tree.leaves(items)[0]
+    b = first.shape[0]
+    probe = first.reshape(-1)[0].astype(jnp.int32)
+    count = jnp.minimum(b, jnp.maximum(probe, b))  # always b, but not a constant
+    out = jax.eval_shape(lambda: fn(jax.tree.map(lambda a: a[0], items)))
+    buffers = jax.tree.map(lambda a: jnp.zeros((b, *a.shape), a.dtype), out)
 
-@partial(jax.jit, static_argnames=("objective",))
-def loss_terms(x: jax.Array, variables: Any, targets: Targets, *, objective: Objective) -> losses.Terms:
-    """Every loss term at x (a forward pass only), for progress reports."""
-    return losses.terms(x, variables, targets, objective)
+    def body(i, acc):
+        result = fn(jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), items))
+        return jax.tree.map(lambda buf, r: jax.lax.dynamic_update_index_in_dim(buf, r, i, 0), acc, result)
 
-
-@partial(jax.jit, static_argnames=("objective",))
-def value_and_grad(x: jax.Array, variables: Any, targets: Targets, *, objective: Objective):
-    """Loss and its gradient with respect to the image (used by tests and the benchmark)."""
-    return jax.value_and_grad(losses.total)(x, variables, targets, objective)
+    return jax.lax.fori_loop(0, count, body, buffers)

@@ -20,35 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# (name, in_channels, out_channels) for every 3x3 convolution; a 2x2/2 max pool ends each block.
-CONV_LAYERS: tuple[tuple[str, int, int], ...] = (
-    ("block1_conv1", 3, 64), ("block1_conv2", 64, 64),
-    ("block2_conv1", 64, 128), ("block2_conv2", 128, 128),
-    ("block3_conv1", 128, 256), ("block3_conv2", 256, 256), ("block3_conv3", 256, 256),
-    ("block4_conv1", 256, 512), ("block4_conv2", 512, 512), ("block4_conv3", 512, 512),
-    ("block5_conv1", 512, 512), ("block5_conv2", 512, 512), ("block5_conv3", 512, 512),
-)
-LAYER_NAMES: tuple[str, ...] = tuple(name for name, _, _ in CONV_LAYERS)
-LAYER_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    name: ((3, 3, cin, cout), (cout,)) for name, cin, cout in CONV_LAYERS
-}
+from .layers import CONV_LAYERS, LAYER_NAMES, LAYER_SHAPES, deepest, layer_index, upto  # noqa: F401
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
-
-
-def layer_index(name: str) -> int:
-    """Position of a conv layer in the network (0 for block1_conv1)."""
-    return LAYER_NAMES.index(name)
-
-
-def pools_before(name: str) -> int:
-    """Number of 2x2 max pools between the image and the output of layer `name`."""
-    return int(name[len("block")]) - 1
-
-
-def deepest(layers: Sequence[str]) -> str | None:
-    """The requested layer furthest from the input, or None for no layers."""
-    return max(layers, key=layer_index) if layers else None
 
 
 def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -80,12 +54,11 @@ def _output_transform(m: list[jax.Array]) -> list[jax.Array]:
     return [m0 + a + e, b + 2 * f, a + 4 * e, b + 8 * f + m5]
 
 
-@jax.jit
-def winograd_kernel(kernel: jax.Array) -> jax.Array:
+def winograd_kernel(kernel: np.ndarray) -> np.ndarray:
     """The (6, 6, in, out) Winograd transform of a (3, 3, in, out) kernel, as `winograd_conv`
-    wants it: element [b, a] is (G k Gᵀ)[a, b]."""
-    gk = jnp.tensordot(jnp.asarray(_G), kernel, axes=(1, 0))  # (6a, 3, in, out)
-    return jnp.transpose(jnp.tensordot(gk, jnp.asarray(_G), axes=(1, 1)), (3, 0, 1, 2))
+    wants it: element [b, a] is (G k Gᵀ)[a, b]. Computed on the host, once per run."""
+    gk = np.tensordot(_G, np.asarray(kernel, np.float32), axes=(1, 0))  # (6a, 3, in, out)
+    return np.ascontiguousarray(np.transpose(np.tensordot(gk, _G, axes=(1, 1)), (3, 0, 1, 2)))
 
 
 def winograd_conv(x: jax.Array, u: jax.Array) -> jax.Array:
@@ -202,9 +175,54 @@ def max_pool(x: jax.Array) -> jax.Array:
     Written as reshape + max: its gradient is a fused elementwise mask, which is much faster
     on XLA:CPU than the select-and-scatter that `reduce_window`'s gradient becomes.
     """
+    return _windows(x).max(axis=(2, 4))
+
+
+def avg_pool(x: jax.Array) -> jax.Array:
+    """2x2 stride-2 average pool, 'VALID', NHWC (Gatys et al. used it for image synthesis)."""
+    return _windows(x).mean(axis=(2, 4))
+
+
+def _windows(x: jax.Array) -> jax.Array:
     n, h, w, c = x.shape
     x = x[:, : h - h % 2, : w - w % 2]
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return x.reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+def region(x: jax.Array, hw: jax.Array | None, pools: int = 0) -> jax.Array | None:
+    """(N, H, W, 1) booleans: True inside each image's real region of x (N, H, W, C), `hw`
+    (N, 2) halved `pools` times (a pool's floor included); None when `hw` is None.
+
+    Images padded to a shape bucket run the network masked after every layer, so each layer's
+    activations equal those of the unpadded image, where 'SAME' convolutions pad with zeros.
+    """
+    if hw is None:
+        return None
+    h, w = hw[:, 0] >> pools, hw[:, 1] >> pools
+    rows = jnp.arange(x.shape[1])[None, :] < h[:, None]
+    cols = jnp.arange(x.shape[2])[None, :] < w[:, None]
+    return (rows[:, :, None] & cols[:, None, :])[..., None]
+
+
+def mask(x: jax.Array, hw: jax.Array | None, pools: int = 0) -> jax.Array:
+    """x with zeros outside each image's real region (see `region`)."""
+    keep = region(x, hw, pools)
+    return x if keep is None else jnp.where(keep, x, jnp.zeros((), x.dtype))
+
+
+@jax.custom_jvp
+def masked_relu(y: jax.Array, keep: jax.Array) -> jax.Array:
+    """ReLU, and zero outside `keep`: one array for the backward pass to keep, the output (a
+    separate mask after the ReLU made XLA keep three arrays per layer instead of two)."""
+    return jnp.where(keep & (y > 0), y, jnp.zeros((), y.dtype))
+
+
+@masked_relu.defjvp
+def _masked_relu_jvp(primals, tangents):
+    y, keep = primals
+    dy, _ = tangents
+    out = masked_relu(y, keep)
+    return out, jnp.where(out > 0, dy, jnp.zeros((), dy.dtype))
 
 
 class Conv3x3(nn.Module):
@@ -219,7 +237,7 @@ class Conv3x3(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, keep: jax.Array | None = None) -> jax.Array:
         kernel = self.param("kernel", nn.initializers.he_normal(), (3, 3, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         kernel_bwd = self.variable("backward", "kernel", lambda: backward_kernel(kernel)).value
@@ -228,8 +246,8 @@ class Conv3x3(nn.Module):
         backward = (self.get_variable("winograd", "backward")
                     if self.has_variable("winograd", "backward") else kernel_bwd)
         d = self.dtype
-        y = conv3x3(x.astype(d), kernel.astype(d), forward.astype(d), backward.astype(d))
-        return nn.relu(y + bias.astype(d))
+        y = conv3x3(x.astype(d), kernel.astype(d), forward.astype(d), backward.astype(d)) + bias.astype(d)
+        return nn.relu(y) if keep is None else masked_relu(y, keep)
 
 
 class VGG16Features(nn.Module):
@@ -237,53 +255,62 @@ class VGG16Features(nn.Module):
 
     With `remat`, each block is rematerialized (see `remat_block`): only its input is kept for
     the backward pass, which recomputes the block's inner activations, trading compute for
-    memory.
+    memory. `pooling` is "max" (VGG16's own) or "avg".
     """
 
     layers: tuple[str, ...]
     dtype: Any = jnp.float32
     remat: bool = False
+    pooling: str = "max"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+    def __call__(self, x: jax.Array, hw: jax.Array | None = None) -> dict[str, jax.Array]:
         last = deepest(self.layers)
         if last is None:
             return {}
         blocks: dict[int, list[tuple[str, int]]] = {}
-        for name, _, cout in CONV_LAYERS[: layer_index(last) + 1]:
+        for name, _, cout in upto(self.layers):
             blocks.setdefault(int(name[len("block")]), []).append((name, cout))
         out: dict[str, jax.Array] = {}
+        x = mask(x, hw)
         for i, convs in enumerate(blocks.values()):
             spec = _BlockSpec(tuple(convs), tuple(n for n, _ in convs if n in self.layers),
-                              pool=i + 1 < len(blocks), dtype=self.dtype)
+                              pool=self.pooling if i + 1 < len(blocks) else None, dtype=self.dtype,
+                              pools=i)
             if self.remat:
                 names = {n for n, _ in convs}
                 own = {col: {n: v for n, v in tree.items() if n in names}
                        for col, tree in self.variables.items()}
-                x, taps = remat_block(own, x, spec)
+                x, taps = remat_block(own, x, hw, spec)
             else:
-                x, taps = _block(self, x, spec)
+                x, taps = _block(self, x, hw, spec)
             out.update(zip(spec.wanted, taps))
         return out
 
 
 class _BlockSpec(NamedTuple):
-    """One VGG block: its convolutions, which of them to return, whether a pool ends it."""
+    """One VGG block: its convolutions, which of them to return, the pool that ends it (None,
+    "max" or "avg"), and how many pools come before it."""
 
     convs: tuple[tuple[str, int], ...]
     wanted: tuple[str, ...]
-    pool: bool
+    pool: str | None
     dtype: Any
+    pools: int
 
 
-def _block(module: nn.Module, x: jax.Array, spec: _BlockSpec) -> tuple[jax.Array, tuple]:
+def _block(module: nn.Module, x: jax.Array, hw: jax.Array | None,
+           spec: _BlockSpec) -> tuple[jax.Array, tuple]:
     """One VGG block's convolutions (children of `module`, named by layer), then its pool."""
     taps = []
+    keep = region(x, hw, spec.pools)
     for name, cout in spec.convs:
-        x = Conv3x3(cout, dtype=spec.dtype, name=name, parent=module)(x)
+        x = Conv3x3(cout, dtype=spec.dtype, name=name, parent=module)(x, keep)
         if name in spec.wanted:
             taps.append(x)
-    return (max_pool(x) if spec.pool else x), tuple(taps)
+    if spec.pool is not None:
+        x = mask((max_pool if spec.pool == "max" else avg_pool)(x), hw, spec.pools + 1)
+    return x, tuple(taps)
 
 
 class _Block(nn.Module):
@@ -292,16 +319,16 @@ class _Block(nn.Module):
     spec: _BlockSpec
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, tuple]:
-        return _block(self, x, self.spec)
+    def __call__(self, x: jax.Array, hw: jax.Array | None) -> tuple[jax.Array, tuple]:
+        return _block(self, x, hw, self.spec)
 
 
-def _apply_block(variables: Mapping[str, Any], x: jax.Array, spec: _BlockSpec):
-    return _Block(spec).apply(variables, x)
+def _apply_block(variables: Mapping[str, Any], x: jax.Array, hw: jax.Array | None, spec: _BlockSpec):
+    return _Block(spec).apply(variables, x, hw)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def remat_block(variables: Mapping[str, Any], x: jax.Array, spec: _BlockSpec):
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def remat_block(variables: Mapping[str, Any], x: jax.Array, hw: jax.Array | None, spec: _BlockSpec):
     """A VGG block whose backward pass recomputes its activations from its input.
 
     Not `jax.checkpoint`: XLA:CPU drops the optimization barriers that keep its recomputation
@@ -309,40 +336,49 @@ def remat_block(variables: Mapping[str, Any], x: jax.Array, spec: _BlockSpec):
     forward pass, so every activation stays alive and nothing is saved. Here the
     recomputation's input depends on the incoming cotangent, which nothing can merge away.
     """
-    return _apply_block(variables, x, spec)
+    return _apply_block(variables, x, hw, spec)
 
 
-def _remat_fwd(variables, x, spec):
-    return _apply_block(variables, x, spec), (variables, x)
+def _remat_fwd(variables, x, hw, spec):
+    return _apply_block(variables, x, hw, spec), (variables, x, hw)
 
 
 def _remat_bwd(spec, residuals, g):
-    variables, x = residuals
+    variables, x, hw = residuals
     # An element of every cotangent (some may be constant zeros): finite unless the gradient
     # is already lost, in which case NaN just propagates.
     probe = sum(leaf.reshape(-1)[0].astype(jnp.float32) for leaf in jax.tree_util.tree_leaves(g))
     x = jnp.where(jnp.isfinite(probe), x, jnp.asarray(jnp.nan, x.dtype))
-    _, vjp = jax.vjp(lambda v, xx: _apply_block(v, xx, spec), variables, x)
-    return vjp(g)
+    _, vjp = jax.vjp(lambda v, xx: _apply_block(v, xx, hw, spec), variables, x)
+    dv, dx = vjp(g)
+    return dv, dx, None if hw is None else np.zeros(hw.shape, jax.dtypes.float0)
 
 
 remat_block.defvjp(_remat_fwd, _remat_bwd)
 
 
 def prepare_variables(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
-    """Flax variables for `VGG16Features` from {layer: {"kernel", "bias"}} arrays."""
-    params = {name: {"kernel": jnp.asarray(p["kernel"]), "bias": jnp.asarray(p["bias"])}
+    """Flax variables for `VGG16Features` from {layer: {"kernel", "bias"}} arrays (host arrays
+    stay host arrays: nothing is computed on a device here)."""
+    params = {name: {"kernel": np.asarray(p["kernel"], np.float32), "bias": np.asarray(p["bias"], np.float32)}
               for name, p in params.items()}
     backward = {name: {"kernel": backward_kernel(p["kernel"])} for name, p in params.items()}
     return {"params": params, "backward": backward}
 
 
 def features(variables: Mapping[str, Any], image: jax.Array, layers: Sequence[str],
-             dtype: Any = jnp.float32, remat: bool = False) -> dict[str, jax.Array]:
-    """Activations of `layers` for one preprocessed image (H, W, 3) or a batch (N, H, W, 3)."""
+             dtype: Any = jnp.float32, remat: bool = False, pooling: str = "max",
+             hw: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Activations of `layers` for one preprocessed image (H, W, 3) or a batch (N, H, W, 3).
+
+    `hw` ((2,) or (N, 2) integers) is each image's real size when it is padded to a bucket:
+    the activations outside it are zero, inside they equal the unpadded image's.
+    """
     batched = image.ndim == 4
     x = image if batched else image[None]
-    out = VGG16Features(tuple(layers), dtype=dtype, remat=remat).apply(variables, x)
+    if hw is not None and not batched:
+        hw = hw[None]
+    out = VGG16Features(tuple(layers), dtype=dtype, remat=remat, pooling=pooling).apply(variables, x, hw)
     return out if batched else {k: v[0] for k, v in out.items()}
 
 

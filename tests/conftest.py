@@ -104,3 +104,41 @@ def shared_images() -> Path:
     if not (IMAGES / "tubingen.jpg").is_file():
         pytest.skip(f"shared test images not found in {IMAGES}")
     return IMAGES
+
+
+def run_one(mode, config, content, styles, *, output_path=None, weights=None, progress=None,
+            should_stop=None, **files):
+    """One image through the run path (what the CLI and the API call), in-process."""
+    from jaxstyle import job, run
+    j = job.single(mode, config, content, list(styles), output_path=output_path, weights=weights, **files)
+    return run.run(j, progress=progress, should_stop=should_stop)[0]
+
+
+class _Programs:
+    """Counts XLA programs compiled (or loaded from the persistent cache) while active."""
+
+    active: list = []
+    registered = False
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> "_Programs":
+        from jax import monitoring
+        if not _Programs.registered:
+            def listener(name, seconds, **kw):
+                # One per program a run asks XLA for, compiled or loaded from the persistent cache.
+                if name == "/jax/core/compile/backend_compile_duration":
+                    for counter in _Programs.active:
+                        counter.count += 1
+            monitoring.register_event_duration_secs_listener(listener)
+            _Programs.registered = True
+        _Programs.active.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _Programs.active.remove(self)
+
+
+def count_programs() -> _Programs:
+    return _Programs()

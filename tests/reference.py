@@ -71,6 +71,19 @@ def maxpool2x2_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return gx
 
 
+def avgpool2x2(x: np.ndarray) -> np.ndarray:
+    """2x2 stride-2 VALID average pool (odd trailing row/column dropped)."""
+    return _pool_windows(x).mean(axis=-1)
+
+
+def avgpool2x2_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Spread g (H//2, W//2, C) evenly over each window of x."""
+    h2, w2, c = g.shape
+    gx = np.zeros(x.shape)
+    gx[:2 * h2, :2 * w2, :] = np.repeat(np.repeat(g / 4.0, 2, axis=0), 2, axis=1)
+    return gx
+
+
 def gram(f: np.ndarray) -> np.ndarray:
     """Gram matrix F^T F / (H*W*C) of a feature map f (H, W, C), F = (H*W, C)."""
     h, w, c = f.shape
@@ -105,7 +118,7 @@ def tv_grad(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Network
 # --------------------------------------------------------------------------- #
-def _run(params: dict, x: np.ndarray, upto: str | None):
+def _run(params: dict, x: np.ndarray, upto: str | None, pooling: str = "max"):
     """Forward pass; returns (activations, tape) where tape records each op's input."""
     if upto is not None and upto not in CONV_LAYERS:
         raise ValueError(f"unknown conv layer {upto!r}")
@@ -114,7 +127,7 @@ def _run(params: dict, x: np.ndarray, upto: str | None):
     for name in LAYERS:
         tape.append((name, h))
         if name == POOL:
-            h = maxpool2x2(h)
+            h = maxpool2x2(h) if pooling == "max" else avgpool2x2(h)
             continue
         kernel, bias = (np.asarray(a, dtype=np.float64) for a in params[name])
         h = np.maximum(conv3x3(h, kernel, bias), 0.0)
@@ -124,9 +137,10 @@ def _run(params: dict, x: np.ndarray, upto: str | None):
     return acts, tape
 
 
-def forward(params: dict, x: np.ndarray, upto: str | None = None) -> dict[str, np.ndarray]:
+def forward(params: dict, x: np.ndarray, upto: str | None = None,
+            pooling: str = "max") -> dict[str, np.ndarray]:
     """Post-ReLU activations of every conv layer up to and including ``upto``."""
-    return _run(params, x, upto)[0]
+    return _run(params, x, upto, pooling)[0]
 
 
 def _deepest(layers) -> str | None:
@@ -138,7 +152,7 @@ def _terms_and_act_grads(x, params, spec):
     """Loss terms (unweighted) plus dTotal/dA_l for each used layer."""
     layers = list(spec["content_layers"]) + list(spec["style_layers"])
     upto = _deepest(layers)
-    acts, tape = _run(params, x, upto) if upto else ({}, [])
+    acts, tape = _run(params, x, upto, spec.get("pooling", "max")) if upto else ({}, [])
     cw, sw = float(spec["content_weight"]), float(spec["style_weight"])
     act_grads = {name: np.zeros(acts[name].shape) for name in layers}
 
@@ -177,7 +191,8 @@ def loss_and_grad(x: np.ndarray, params: dict, spec: dict):
         if name in act_grads:
             g = act_grads[name] if g is None else g + act_grads[name]
         if name == POOL:
-            g = maxpool2x2_grad(g, op_input)
+            pool_grad = maxpool2x2_grad if spec.get("pooling", "max") == "max" else avgpool2x2_grad
+            g = pool_grad(g, op_input)
         else:
             g = g * (acts[name] > 0.0)  # ReLU: zero gradient at exactly 0
             g = conv3x3_input_grad(g, np.asarray(params[name][0], dtype=np.float64))

@@ -109,7 +109,7 @@ def _cases(corpus, image_dir, out_dir):
         ("missing output dir", ["transfer", c, s, "-o", out_dir / "nodir" / "o.png"], EXIT_ERROR,
          "output directory"),
         ("unwritable output dir", ["transfer", c, s, "-o", ro / "o.png"], EXIT_ERROR, "is not writable"),
-        ("output is an input", ["transfer", c, s, "-o", s], EXIT_ERROR, "output path is also an input"),
+        ("output is an input", ["transfer", c, s, "-o", s], EXIT_ERROR, "is an input; refusing to overwrite it"),
         ("output is a directory", ["transfer", c, s, "-o", out_dir], EXIT_ERROR, "is a directory"),
         ("unknown extension", ["transfer", c, s, "-o", out_dir / "o.xyz"], EXIT_ERROR, "cannot write .xyz"),
         ("no extension", ["transfer", c, s, "-o", out_dir / "result"], EXIT_ERROR,

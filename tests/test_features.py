@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 import jaxstyle
-from jaxstyle import color, imageio, pipeline, preprocess
+from conftest import run_one
+from jaxstyle import color, imageio, inputs, preprocess, resume
 from jaxstyle.config import PRESETS, STYLE_PRESETS
+from jaxstyle.job import Item
 from test_cli import _losses, run_cli
 
 
@@ -43,17 +45,17 @@ def test_colour_matching_runs(image_dir, synthetic_h5, method):
     assert result.status == "done" and result.image.shape == (24, 32, 3)
 
 
-def test_style_scale_changes_the_style_targets(image_dir, synthetic_params):
+def test_style_scale_changes_the_style_images(image_dir, synthetic_h5):
     config = PRESETS["transfer"].replace(size=64)
-    a = pipeline.prepare("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
-                         weights=synthetic_params)
-    b = pipeline.prepare("transfer", config.replace(style_scale=0.5), image_dir / "content.png",
-                         [image_dir / "style.png"], weights=synthetic_params)
-    diff = [float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(a.targets.style, b.targets.style)]
-    assert max(diff) > 0
+    item = Item("content.png", image_dir / "content.png", (image_dir / "style.png",))
+    src = inputs.decode(item, config)
+    a = inputs.stage_images(src, item, config, 64)
+    b = inputs.stage_images(src, item, config.replace(style_scale=0.5), 64)
+    assert max(a.styles[0].shape[:2]) == 64 and max(b.styles[0].shape[:2]) == 32
+    assert a.content.shape == b.content.shape == (48, 64, 3)
     with pytest.raises(jaxstyle.JaxstyleError, match=r"style.png: at --size 64 with --style-scale 0.05 \(3 px\)"):
-        pipeline.prepare("transfer", config.replace(style_scale=0.05), image_dir / "content.png",
-                         [image_dir / "style.png"], weights=synthetic_params)
+        run_one("transfer", config.replace(style_scale=0.05), image_dir / "content.png",
+                [image_dir / "style.png"], weights=synthetic_h5)
 
 
 def test_coarse_to_fine_runs_every_stage_and_traces_them(tmp_path, image_dir, synthetic_h5):
@@ -74,15 +76,14 @@ def test_coarse_to_fine_runs_every_stage_and_traces_them(tmp_path, image_dir, sy
 
 def test_coarse_to_fine_interrupt_and_resume_equals_uninterrupted(tmp_path, image_dir, synthetic_h5):
     config = PRESETS["transfer"].replace(size=64, scales=2, scale_iterations=(6, 6), save_every=2)
-    whole = pipeline.run("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
-                         weights=synthetic_h5, output_path=tmp_path / "w.png")
+    whole = run_one("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
+                    weights=synthetic_h5, output_path=tmp_path / "w.png")
     seen = {"it": 0}
-    part = pipeline.run("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
-                        weights=synthetic_h5, output_path=tmp_path / "p.png",
-                        progress=lambda p: seen.update(it=p.iteration),
-                        should_stop=lambda: seen["it"] >= 8)
+    part = run_one("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
+                   weights=synthetic_h5, output_path=tmp_path / "p.png",
+                   progress=lambda p: seen.update(it=p.iteration), should_stop=lambda: seen["it"] >= 8)
     assert part.status == "interrupted" and 8 <= part.iterations < 12
-    resumed = pipeline.resume(part.checkpoint)
+    resumed = jaxstyle.resume(part.checkpoint)
     assert resumed.iterations == 12 and resumed.status == "done"
     np.testing.assert_array_equal(resumed.image, whole.image)
 

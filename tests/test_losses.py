@@ -10,6 +10,15 @@ import reference as ref
 from jaxstyle import losses, solver, vgg
 from jaxstyle.config import Config
 
+
+def terms_at(x, variables, targets, objective):
+    return jax.jit(losses.terms, static_argnums=3)(jnp.asarray(x), variables, targets, objective)
+
+
+def value_and_grad(x, variables, targets, objective):
+    fn = jax.jit(jax.value_and_grad(losses.total), static_argnums=3)
+    return fn(jnp.asarray(x), variables, targets, objective)
+
 H, W = 36, 28  # odd sizes after pooling exercise the 'VALID' floor
 
 
@@ -56,8 +65,7 @@ def test_loss_terms_and_gradient_match_float64_reference(synthetic_params, varia
     content, style, x = _images()
     config = Config(content_layers=("block2_conv2", "block4_conv2"), content_layer_weights=(0.3, 0.7),
                     content_weight=2.0, style_weight=50.0, tv_weight=0.01, normalize=normalize)
-    objective = losses.Objective.from_config(config)
-    targets = losses.make_targets(variables, config, objective, content, [style])
+    objective, targets = losses.targets_for(variables, config, content, [style])
 
     # The reference builds its own targets and coefficients in float64.
     rp = _ref_params(synthetic_params)
@@ -79,10 +87,10 @@ def test_loss_terms_and_gradient_match_float64_reference(synthetic_params, varia
                 tv_weight=config.tv_weight)
     want_total, want_terms, want_grad = ref.loss_and_grad(x.astype(np.float64), rp, spec)
 
-    got_terms = solver.loss_terms(jnp.asarray(x), variables, targets, objective=objective)
+    got_terms = terms_at(x, variables, targets, objective)
     for k in ("content", "style", "tv", "total"):
         np.testing.assert_allclose(float(getattr(got_terms, k)), want_terms[k], rtol=2e-4, err_msg=k)
-    value, grad = solver.value_and_grad(jnp.asarray(x), variables, targets, objective=objective)
+    value, grad = value_and_grad(x, variables, targets, objective)
     np.testing.assert_allclose(float(value), want_total, rtol=2e-4)
     grad = np.asarray(grad, np.float64)
     rel = np.linalg.norm(grad - want_grad) / np.linalg.norm(want_grad)
@@ -132,10 +140,9 @@ def test_style_blend_mixes_gram_targets(variables):
     a, b, _ = _images(5)
     config = Config(content_layers=(), content_layer_weights=(), content_weight=0.0,
                     style_weight=1.0, normalize=False)
-    objective = losses.Objective.from_config(config)
-    ta = losses.make_targets(variables, config, objective, None, [a])
-    tb = losses.make_targets(variables, config, objective, None, [b])
-    tab = losses.make_targets(variables, config, objective, None, [a, b], style_blend=[3.0, 1.0])
+    _, ta = losses.targets_for(variables, config, None, [a], shape=(H, W))
+    _, tb = losses.targets_for(variables, config, None, [b], shape=(H, W))
+    _, tab = losses.targets_for(variables, config, None, [a, b], style_blend=[3.0, 1.0], shape=(H, W))
     for ga, gb, gab in zip(ta.style, tb.style, tab.style):
         np.testing.assert_allclose(np.asarray(gab), 0.75 * np.asarray(ga) + 0.25 * np.asarray(gb),
                                    rtol=1e-5, atol=1e-6)
@@ -172,9 +179,8 @@ def test_winograd_plan_follows_the_policy():
 def test_winograd_network_matches_float64_reference(synthetic_params, variables):
     content, style, x = _images(11)
     config = Config(content_layers=("block4_conv2",), style_weight=10.0, tv_weight=0.0, conv="winograd")
-    objective = losses.Objective.from_config(config)
-    targets = losses.make_targets(variables, config, objective, content, [style])
-    wino = losses.network_variables(variables, objective, x.shape)
+    objective, targets = losses.targets_for(variables, config, content, [style])
+    wino = vgg.add_winograd(variables, vgg.winograd_plan(objective.layers, x.shape, "winograd", "cpu"))
     assert len(wino["winograd"]) == 13
     rp = _ref_params(synthetic_params)
     cf, sf = ref.forward(rp, content.astype(np.float64)), ref.forward(rp, style.astype(np.float64))
@@ -185,7 +191,7 @@ def test_winograd_network_matches_float64_reference(synthetic_params, variables)
                 style_coeffs=[w / np.mean(t ** 2) for w, t in zip(config.style_layer_weights, s_t)],
                 style_targets=s_t, content_weight=1.0, style_weight=10.0, tv_weight=0.0)
     want_total, _, want_grad = ref.loss_and_grad(x.astype(np.float64), rp, spec)
-    value, grad = solver.value_and_grad(jnp.asarray(x), wino, targets, objective=objective)
+    value, grad = value_and_grad(x, wino, targets, objective)
     np.testing.assert_allclose(float(value), want_total, rtol=1e-4)
     grad = np.asarray(grad, np.float64)
     assert np.linalg.norm(grad - want_grad) / np.linalg.norm(want_grad) < 1e-4
@@ -195,3 +201,56 @@ def test_gram_traces_for_activations_past_two_to_the_31():
     # 8192 x 8192 x 64 = 2**32 values: the normalizer must not be passed as an int32.
     out = jax.eval_shape(losses.gram, jax.ShapeDtypeStruct((8192, 8192, 64), jnp.float32))
     assert out.shape == (64, 64) and out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_a_padded_image_has_the_unpadded_losses_and_gradient(synthetic_params, variables, pooling):
+    """Images padded to a shape bucket are masked after every layer: their losses and gradient
+    are the float64 reference's on the unpadded image, and nothing flows into the padding."""
+    content, style, x = _images(21)
+    config = Config(content_layers=("block2_conv2", "block4_conv2"), content_layer_weights=(0.3, 0.7),
+                    style_weight=50.0, tv_weight=0.01, pooling=pooling)
+    objective = losses.Objective.from_config(config)
+    weights = losses.LossWeights.from_config(config, objective)
+    shape = (H + 13, W + 7)  # odd pads: every pool floors differently inside and outside
+
+    def pad(a, value=0.0):
+        out = np.full((*shape, 3), value, np.float32)
+        out[:H, :W] = a
+        return out
+
+    hw = jnp.asarray([H, W], jnp.int32)
+    s_hw = jnp.asarray([[H, W]], jnp.int32)
+    grams = jax.jit(losses.style_grams, static_argnums=4)(variables, jnp.asarray(pad(style, 77.0))[None], s_hw,
+                                                           jnp.ones((1,)), objective)
+    targets = jax.jit(losses.make_targets, static_argnums=5)(variables, jnp.asarray(pad(content, -50.0)), hw,
+                                                             grams, weights, objective)
+    rp = _ref_params(synthetic_params)
+    cf = ref.forward(rp, content.astype(np.float64), pooling=pooling)
+    sf = ref.forward(rp, style.astype(np.float64), pooling=pooling)
+    c_t = [cf[n] for n in config.content_layers]
+    s_t = [ref.gram(sf[n]) for n in config.style_layers]
+    spec = dict(content_layers=list(config.content_layers), content_targets=c_t,
+                content_coeffs=[w / np.mean(t ** 2) for w, t in zip(config.content_layer_weights, c_t)],
+                style_layers=list(config.style_layers), style_targets=s_t,
+                style_coeffs=[w / np.mean(t ** 2) for w, t in zip(config.style_layer_weights, s_t)],
+                content_weight=1.0, style_weight=50.0, tv_weight=0.01, pooling=pooling)
+    want_total, want_terms, want_grad = ref.loss_and_grad(x.astype(np.float64), rp, spec)
+    padded = pad(x, 200.0)  # whatever the padding holds, the network never sees it
+    got = terms_at(padded, variables, targets, objective)
+    for k in ("content", "style", "tv", "total"):
+        np.testing.assert_allclose(float(getattr(got, k)), want_terms[k], rtol=2e-4, err_msg=k)
+    _, grad = value_and_grad(padded, variables, targets, objective)
+    grad = np.asarray(grad, np.float64)
+    inside = grad[:H, :W]
+    assert np.linalg.norm(inside - want_grad) / np.linalg.norm(want_grad) < 1e-4
+    assert np.abs(grad[H:]).max() == 0 and np.abs(grad[:, W:]).max() == 0
+
+
+def test_average_pooling_features_match_reference_and_differ_from_max(synthetic_params, variables):
+    x = _images(8)[0]
+    got = vgg.features(variables, jnp.asarray(x), ("block3_conv1",), pooling="avg")["block3_conv1"]
+    want = ref.forward(_ref_params(synthetic_params), x.astype(np.float64), pooling="avg")["block3_conv1"]
+    assert np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want) < 1e-5
+    other = vgg.features(variables, jnp.asarray(x), ("block3_conv1",))["block3_conv1"]
+    assert np.linalg.norm(np.asarray(other) - np.asarray(got)) > 0.05 * np.linalg.norm(np.asarray(got))

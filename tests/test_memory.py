@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import time
 
-import jax.numpy as jnp
-import numpy as np
+import jax
 import pytest
 
-from jaxstyle import losses, memory, preprocess, solver, vgg
+from jaxstyle import memory, problem, vgg
 from jaxstyle.config import Config
 from jaxstyle.errors import ConfigError
 from test_cli import run_cli
@@ -15,19 +14,12 @@ from test_cli import run_cli
 
 @pytest.mark.parametrize("conv,remat", [("direct", False), ("auto", False), ("auto", True)])
 def test_estimate_is_close_to_xla_memory_analysis(synthetic_params, conv, remat):
-    variables = vgg.prepare_variables(synthetic_params)
     hw = (96, 72)
-    config = Config(size=96, conv=conv, remat=remat)
-    objective = losses.Objective.from_config(config)
-    x = np.ones((*hw, 3), np.float32)
-    targets = losses.make_targets(variables, config, objective, preprocess.to_vgg(x), [preprocess.to_vgg(x)])
-    loop_variables = losses.network_variables(variables, objective, x.shape)
-    _, chunk = solver.compile_loop(jnp.asarray(x), variables, loop_variables, targets, jnp.float32(1),
-                                   objective, solver.Method.from_config(config))
-    m = chunk.memory_analysis()
-    xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-    est = memory.estimate(hw, objective.layers, lbfgs_memory=config.lbfgs_memory, optimizer="lbfgs",
-                          winograd="winograd" in loop_variables, remat=remat)
+    config = Config(size=96, conv=conv, remat=remat, bucket=8)
+    builder = problem.Builder(config, vgg.prepare_variables(synthetic_params))
+    layout = problem.Layout(1, hw, hw, 1, True, tuple(jax.devices()[:1]))
+    xla = builder.compile(layout).loop_bytes()
+    est = problem.memory_need(config, hw, 1, 1, "cpu")
     assert 0.9 * xla <= est.total - est.runtime <= 1.4 * xla, (est, xla)
 
 

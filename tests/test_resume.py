@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import jaxstyle
-from jaxstyle import checkpoint, pipeline
+from conftest import run_one
+from jaxstyle import checkpoint
 from jaxstyle.config import PRESETS
 from jaxstyle.errors import EXIT_INTERRUPTED, EXIT_NUMERICAL, InputError
 
@@ -38,19 +39,20 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path, image_dir, syn
     # few long chunks), so the stop request lands mid-run.
     config = PRESETS["transfer"].replace(size=40, iterations=14, save_every=5)
     args = ("transfer", config, image_dir / "content.png", [image_dir / "style.png"])
-    whole = pipeline.run(*args, output_path=tmp_path / "whole.png", weights=synthetic_h5)
+    whole = run_one(*args, output_path=tmp_path / "whole.png", weights=synthetic_h5)
     assert whole.status == "done" and whole.iterations == 14
 
     progress, should_stop = _stop_after(5)
-    part = pipeline.run(*args, output_path=tmp_path / "part.png", weights=synthetic_h5,
-                        progress=progress, should_stop=should_stop)
+    part = run_one(*args, output_path=tmp_path / "part.png", weights=synthetic_h5,
+                   progress=progress, should_stop=should_stop)
     assert part.status == "interrupted" and 5 <= part.iterations < 14
-    assert part.checkpoint == tmp_path / "part.ckpt.npz" and part.checkpoint.is_file()
+    assert part.checkpoint == tmp_path / "part.png.ckpt.npz" and part.checkpoint.is_file()
     assert (tmp_path / "part.png").is_file()  # the image so far
     ck = checkpoint.load(part.checkpoint)
-    assert ck.iteration == part.iterations and ck.mode == "transfer" and ck.config == config
+    assert ck.iteration == part.iterations and ck.mode == "transfer"
+    assert ck.config == config.replace(bucket=16)  # automatic settings are stored as they were resolved
 
-    resumed = pipeline.resume(part.checkpoint, weights=synthetic_h5)
+    resumed = jaxstyle.resume(part.checkpoint, weights=synthetic_h5)
     assert resumed.status == "done" and resumed.iterations == 14
     assert resumed.output == tmp_path / "part.png"
     np.testing.assert_array_equal(resumed.image, whole.image)
@@ -61,20 +63,20 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path, image_dir, syn
 
 def test_checkpoint_every_and_extending_a_finished_run(tmp_path, image_dir, synthetic_h5):
     config = PRESETS["content"].replace(size=32, iterations=8, checkpoint_every=3)
-    first = pipeline.run("content", config, image_dir / "content.png", (),
-                         output_path=tmp_path / "c.png", weights=synthetic_h5)
+    first = run_one("content", config, image_dir / "content.png", (),
+                    output_path=tmp_path / "c.png", weights=synthetic_h5)
     assert first.checkpoint is not None and checkpoint.load(first.checkpoint).iteration == 8
     longer = jaxstyle.resume(first.checkpoint, weights=synthetic_h5, iterations=12)
-    straight = pipeline.run("content", config.replace(iterations=12), image_dir / "content.png", (),
-                            weights=synthetic_h5)
+    straight = run_one("content", config.replace(iterations=12), image_dir / "content.png", (),
+                       weights=synthetic_h5)
     assert longer.iterations == 12
     np.testing.assert_array_equal(longer.image, straight.image)
 
 
 def test_corrupted_or_foreign_checkpoints_are_refused(tmp_path, image_dir, synthetic_h5):
     config = PRESETS["transfer"].replace(size=32, iterations=3, checkpoint_every=1)
-    result = pipeline.run("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
-                          output_path=tmp_path / "o.png", weights=synthetic_h5)
+    result = run_one("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
+                     output_path=tmp_path / "o.png", weights=synthetic_h5)
     good = result.checkpoint.read_bytes()
 
     bad = tmp_path / "flipped.ckpt.npz"
@@ -92,16 +94,18 @@ def test_corrupted_or_foreign_checkpoints_are_refused(tmp_path, image_dir, synth
     with pytest.raises(InputError, match="not a readable jaxstyle checkpoint"):
         checkpoint.load(other)
 
-    with pytest.raises(InputError, match="made with --style-weight 10.0, not 20.0"):
-        pipeline.resume(result.checkpoint, weights=synthetic_h5, config=config.replace(style_weight=20.0))
+    # The same output with other settings: the checkpoint beside it is not thrown away.
+    with pytest.raises(InputError, match="made with --style-weight 10.0, not 20.0; continue it with"):
+        run_one("transfer", config.replace(style_weight=20.0), image_dir / "content.png",
+                [image_dir / "style.png"], output_path=tmp_path / "o.png", weights=synthetic_h5)
 
     changed = tmp_path / "content.png"
     changed.write_bytes((image_dir / "content.png").read_bytes())
-    moved = pipeline.run("transfer", config, changed, [image_dir / "style.png"],
-                         output_path=tmp_path / "m.png", weights=synthetic_h5)
+    moved = run_one("transfer", config, changed, [image_dir / "style.png"],
+                    output_path=tmp_path / "m.png", weights=synthetic_h5)
     Image.open(image_dir / "style2.png").resize((64, 48)).save(changed)
     with pytest.raises(InputError, match="input content differs"):
-        pipeline.resume(moved.checkpoint, weights=synthetic_h5)
+        jaxstyle.resume(moved.checkpoint, weights=synthetic_h5)
 
 
 def test_cli_resume_checks_mode_and_settings(capsys, tmp_path, image_dir, synthetic_h5):
@@ -110,7 +114,7 @@ def test_cli_resume_checks_mode_and_settings(capsys, tmp_path, image_dir, synthe
                            "--weights", synthetic_h5, "--size", 32, "--iterations", 4,
                            "--checkpoint-every", 2)
     assert code == 0, err
-    ck = tmp_path / "o.ckpt.npz"
+    ck = tmp_path / "o.png.ckpt.npz"
     assert f"checkpoint: {ck}" in err
     code, _, err = run_cli(capsys, "content", image_dir / "content.png", "-o", out, "--weights", synthetic_h5,
                            "--resume", ck)
@@ -147,7 +151,7 @@ def test_signal_saves_image_and_checkpoint_and_resume_matches(tmp_path, image_di
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "Traceback" not in err
-    ck = tmp_path / "sig.ckpt.npz"
+    ck = tmp_path / "sig.png.ckpt.npz"
     assert f"checkpoint in {ck}" in err and out.is_file() and ck.is_file()
     stopped_at = checkpoint.load(ck).iteration
     assert 3 <= stopped_at < 150

@@ -1,0 +1,233 @@
+"""The loop driver: runs a problem's compiled loop in chunks and tells observers what happened.
+
+The device never waits for the host: each chunk is queued before the previous one's results
+are read (a running image always reaches the iteration it was sent to, so the host knows where
+the next chunk starts without asking). Chunks end where an observer wants to see an image
+(`Observer.next_stop`), at the end of the stage, or after about `CHUNK_SECONDS` of work. Only
+where an observer needs an image's whole loop state (a checkpoint) does the host copy it
+before queuing the next chunk, since the next chunk takes the state over (it is donated).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from . import solver
+from .problem import Problem
+
+CHUNK_SECONDS = 0.5  # aim for chunks about this long: progress stays live, dispatch stays cheap
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One image of a batch at one stage: who it is and where its iterations stand."""
+
+    item: int  # the image's position in the job
+    name: str
+    offset: tuple[int, int] = (0, 0)  # iterations and evaluations of the stages before this one
+    end: int = 0  # the stage ends when the loop's own iteration count reaches this
+
+
+@dataclass
+class Report:
+    """What an observer learns about one image after a chunk (the same record for progress,
+    snapshots, GIF frames, the trace and checkpoints).
+
+    Iterations and evaluations count across stages. `image()` is the current image as float
+    RGB 0..255 at the image's real size (fetched from the device only when asked); `state()`
+    the image's loop state on the host, where an observer asked for it (`needs_state`).
+    """
+
+    item: int
+    name: str
+    stage: int  # from 0
+    iteration: int
+    evaluations: int
+    loss: float
+    terms: Mapping[str, float]
+    status: str  # "running", "done", "stalled", "non-finite" or "interrupted"
+    final: bool  # the image's last report of this stage
+    history: list[dict]  # one entry per iteration done in this chunk
+    image: Callable[[], np.ndarray] = field(repr=False)
+    state: Callable[[], Any] = field(repr=False)
+    first: Mapping[str, float] = field(default_factory=dict)  # the loss terms at the stage's start
+
+
+class Observer:
+    """Something that watches images as the loop goes (progress, snapshots, checkpoints...).
+
+    `next_stop(item, iteration)` names the next global iteration after `iteration` at which it
+    must see image `item` (None: no such wish); the driver ends a chunk there. `needs_state`
+    says whether it will want the loop state at that iteration. `observe` gets every report.
+    """
+
+    def next_stop(self, item: int, iteration: int) -> int | None:
+        return None
+
+    def needs_state(self, item: int, iteration: int) -> bool:
+        return False
+
+    def observe(self, report: Report) -> None:
+        pass
+
+
+TERMS = ("content", "style", "tv")
+
+
+def terms_dict(total: float, terms: Sequence[float]) -> dict[str, float]:
+    return {"total": float(total), **{k: float(v) for k, v in zip(TERMS, terms)}}
+
+
+@dataclass
+class Outcome:
+    """How a batch ended at one stage, per slot."""
+
+    images: list[np.ndarray]  # float RGB 0..255 at each image's real size (network output)
+    status: list[str]
+    iterations: list[int]  # global
+    evaluations: list[int]  # global
+    first: list[dict[str, float]]
+    final: list[dict[str, float]]
+    seconds: float
+    interrupted: bool
+
+
+def rgb(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A network-space image (padded) as float RGB 0..255 at its real size."""
+    from .preprocess import from_vgg
+    return np.clip(from_vgg(np.asarray(x)[: hw[0], : hw[1]]), 0.0, 255.0)
+
+
+def drive(problem: Problem, slots: Sequence[Slot], observers: Sequence[Observer], *,
+          stage: int = 0, should_stop: Callable[[], bool] | None = None,
+          on_chunk: Callable[[dict], None] | None = None) -> Outcome:
+    """Run `problem` until every slot has reached its `end` or stopped, reporting to observers.
+
+    After a stop request the chunk already queued finishes, then every image still running gets
+    a final report with status "interrupted" (its state readable). `on_chunk` gets a small
+    dict after each chunk (iterations, evaluations, losses, speed) for the progress line.
+    """
+    n = len(slots)
+    state = problem.state
+    its, evals, status = (np.asarray(a, np.int64)[:n].copy() for a in
+                          jax.device_get((state.iteration, state.evaluations, state.status)))
+    ends = np.asarray([s.end for s in slots], np.int64)
+    running = (status == solver.RUNNING) & (its < ends)
+    t_start = time.perf_counter()
+    timing: dict[str, Any] = {"per_iteration": None, "read": t_start}
+
+    def plan(at: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Each image's next `until` (a batch's padding slots stay where they are), and whether
+        an observer needs the loop state there."""
+        per = timing["per_iteration"]
+        length = 1 if per is None else max(1, int(CHUNK_SECONDS / max(per, 1e-6)))
+        length = min(length, solver.HISTORY)
+        until = np.zeros(problem.layout.batch, np.int64)
+        until[:n] = at
+        need = False
+        for i in np.flatnonzero(live):
+            g = slots[i].offset[0]
+            stop = min(ends[i], at[i] + length)
+            for ob in observers:
+                nxt = ob.next_stop(slots[i].item, g + int(at[i]))
+                if nxt is not None and g + at[i] < nxt < g + stop:
+                    stop = nxt - g
+            until[i] = stop
+            need |= any(ob.needs_state(slots[i].item, g + int(stop)) for ob in observers)
+        return until, need
+
+    def dispatch(at: np.ndarray, live: np.ndarray):
+        nonlocal state
+        until, need = plan(at, live)
+        state, summary = problem.chunk(state, until)
+        return until[:n], need, summary
+
+    def fetch() -> list[Any]:
+        leaves = jax.device_get(state)
+        return [jax.tree.map(lambda a, i=i: np.asarray(a[i]), leaves) for i in range(n)]
+
+    inflight = dispatch(its, running) if running.any() else None
+    stop_requested = False
+    summary = None
+    while inflight is not None:
+        until, need, summary = inflight
+        predicted = np.where(running, until, its)
+        live = running & (predicted < ends)
+        fetched = fetch() if need else None  # before the next chunk takes the state over
+        stop_requested = stop_requested or bool(should_stop and should_stop())
+        inflight = dispatch(predicted, live) if live.any() and not stop_requested else None
+        current = jax.device_get(summary)  # blocks until this chunk is done
+        now = time.perf_counter()
+        new_its = np.asarray(current.iteration, np.int64)[:n]
+        if (new_its - its).max(initial=0) > 0:  # the device was busy since the last read
+            timing["per_iteration"] = (now - timing["read"]) / (new_its - its).max()
+        timing["read"] = now
+        its, evals = new_its, np.asarray(current.evaluations, np.int64)[:n]
+        status = np.asarray(current.status)[:n]
+        last = inflight is None
+        if last and fetched is None:
+            fetched = fetch()  # nothing takes this state over: it stays readable
+        ended = running & ((status != solver.RUNNING) | (its >= ends) | last)
+        for i in np.flatnonzero(running):
+            name = _status_name(int(status[i]), its[i], ends[i], stopping=last)
+            _report(observers, problem, slots[i], stage, i, current, fetched, bool(ended[i]),
+                    name if ended[i] else "running")
+        running &= ~ended
+        if on_chunk is not None:
+            on_chunk({"iterations": its + np.asarray([s.offset[0] for s in slots]),
+                      "evaluations": evals + np.asarray([s.offset[1] for s in slots]),
+                      "values": np.asarray(current.value)[:n], "terms": np.asarray(current.terms)[:n],
+                      "seconds_per_iteration": timing["per_iteration"], "elapsed": now - t_start})
+    seconds = time.perf_counter() - t_start
+    current = jax.device_get(summary) if summary is not None else None
+    images, first, final, names = [], [], [], []
+    for i, slot in enumerate(slots):
+        if current is None:  # nothing ran: already at the end (a resumed, finished image)
+            x = jax.device_get(solver.image(jax.tree.map(lambda a, i=i: a[i], problem.state), problem.method))
+            loop = jax.device_get(jax.tree.map(lambda a, i=i: a[i], problem.state))
+            images.append(rgb(x, problem.hw[i]))
+            first.append(terms_dict(loop.first[0], loop.first[1:]))
+            final.append(terms_dict(loop.value, loop.terms))
+        else:
+            images.append(rgb(current.image[i], problem.hw[i]))
+            first.append(terms_dict(current.first[i][0], current.first[i][1:]))
+            final.append(terms_dict(current.value[i], current.terms[i]))
+        names.append(_status_name(int(status[i]), its[i], ends[i], stopping=True))
+    return Outcome(images, names, [int(its[i]) + s.offset[0] for i, s in enumerate(slots)],
+                   [int(evals[i]) + s.offset[1] for i, s in enumerate(slots)], first, final, seconds,
+                   stop_requested and any(s == "interrupted" for s in names))
+
+
+def _status_name(code: int, it: int, end: int, stopping: bool) -> str:
+    if code == solver.NONFINITE:
+        return "non-finite"
+    if code == solver.STALLED:
+        return "stalled"
+    if it >= end:
+        return "done"
+    return "interrupted" if stopping else "running"
+
+
+def _report(observers: Sequence[Observer], problem: Problem, slot: Slot, stage: int, i: int,
+            current, fetched: list | None, final: bool, status: str) -> None:
+    hw = problem.hw[i]
+    history = [{"iteration": int(row[0]) + slot.offset[0], "evaluations": int(row[1]) + slot.offset[1],
+                **terms_dict(row[2], row[3:])}
+               for row in np.asarray(current.history[i]) if np.isfinite(row[0])]
+
+    def state():
+        if fetched is None:
+            raise RuntimeError("the loop state was not kept at this iteration (see Observer.needs_state)")
+        return fetched[i]
+
+    report = Report(slot.item, slot.name, stage, slot.offset[0] + int(current.iteration[i]),
+                    slot.offset[1] + int(current.evaluations[i]), float(current.value[i]),
+                    terms_dict(current.value[i], current.terms[i]), status, final, history,
+                    lambda: rgb(current.image[i], hw), state,
+                    terms_dict(current.first[i][0], current.first[i][1:]))
+    for ob in observers:
+        ob.observe(report)

@@ -1,0 +1,136 @@
+"""What a run does beside optimizing: snapshots, animation frames, the trace and checkpoints.
+
+Each is a small `driver.Observer` with its own interval, keyed by the job's image index, so
+the same objects serve one image and a folder, and they can be tested with hand-made reports
+(nothing here compiles anything). Chunk boundaries come from their `next_stop`; none of them
+forces one-iteration chunks: the trace reads the per-iteration losses each chunk records.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import checkpoint as ckpt_mod
+from . import output
+from .driver import Observer, Report
+
+Finish = Callable[[np.ndarray], np.ndarray]  # applied to every image written (colour recombination)
+
+
+def _next_multiple(every: int, iteration: int, total: int) -> int | None:
+    if not every:
+        return None
+    nxt = (iteration // every + 1) * every
+    return nxt if nxt < total else None
+
+
+class Snapshots(Observer):
+    """`OUT_0010.png`-style snapshots of each image every `every` iterations (before the last)."""
+
+    def __init__(self, every: int, outputs: Mapping[int, Path], totals: Mapping[int, int],
+                 finish: Mapping[int, Finish], quality: int = 95) -> None:
+        self.every, self.outputs, self.totals, self.finish, self.quality = every, outputs, totals, finish, quality
+        self.written: dict[int, list[Path]] = {i: [] for i in outputs}
+
+    def next_stop(self, item: int, iteration: int) -> int | None:
+        return _next_multiple(self.every, iteration, self.totals[item]) if item in self.outputs else None
+
+    def observe(self, r: Report) -> None:
+        if r.item not in self.outputs or not self.every or r.iteration % self.every \
+                or not 0 < r.iteration < self.totals[r.item]:
+            return
+        path = output.snapshot_path(self.outputs[r.item], r.iteration)
+        if path not in self.written[r.item]:
+            self.written[r.item].append(output.write_image(self.finish[r.item](r.image()), path, self.quality))
+
+
+class Frames(Observer):
+    """Frames for an animated GIF of each image: every `every` iterations and at the end."""
+
+    def __init__(self, every: int, items: Mapping[int, Path], totals: Mapping[int, int],
+                 finish: Mapping[int, Finish]) -> None:
+        self.every, self.paths, self.totals, self.finish = every, items, totals, finish
+        self.frames: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in items}
+
+    def add(self, item: int, iteration: int, rgb: np.ndarray) -> None:
+        """A frame from outside the loop (the initial image)."""
+        if item in self.frames and (not self.frames[item] or self.frames[item][-1][0] != iteration):
+            self.frames[item].append((iteration, self.finish[item](rgb)))
+
+    def next_stop(self, item: int, iteration: int) -> int | None:
+        return _next_multiple(self.every, iteration, self.totals[item]) if item in self.paths else None
+
+    def observe(self, r: Report) -> None:
+        if r.item in self.paths and (r.iteration % self.every == 0 or r.final):
+            self.add(r.item, r.iteration, r.image())
+
+    def write(self, item: int) -> Path | None:
+        """Write item's GIF (atomically); None when it has no frames or no path."""
+        frames = self.frames.get(item)
+        return output.write_gif(frames, self.paths[item]) if frames else None
+
+
+class Trace(Observer):
+    """Every iteration's loss terms and evaluation count, with the seconds since the run began
+    (interpolated inside a chunk: the loop records losses, not times)."""
+
+    def __init__(self, items: Mapping[int, Path | None], sizes: list[int]) -> None:
+        self.items, self.sizes = items, sizes
+        self.entries: dict[int, list[dict]] = {i: [] for i in items}
+        self.start = time.perf_counter()
+        self.last: dict[int, float] = {}
+
+    def observe(self, r: Report) -> None:
+        if r.item not in self.entries:
+            return
+        entries = self.entries[r.item]
+        if not entries and r.stage == 0 and r.iteration - len(r.history) == 0:
+            # The run began here: the initial image's losses are iteration 0.
+            entries.append({"stage": 1, "size": self.sizes[0], "iteration": 0, "evaluations": 1,
+                            "seconds": 0.0, **r.first})
+        now = time.perf_counter() - self.start
+        before = self.last.get(r.item, 0.0)
+        rows = r.history
+        for k, row in enumerate(rows):
+            seconds = before + (now - before) * (k + 1) / len(rows)
+            self.entries[r.item].append({"stage": r.stage + 1, "size": self.sizes[r.stage], **row,
+                                         "seconds": round(seconds, 4)})
+        self.last[r.item] = now
+
+
+class Checkpoints(Observer):
+    """Resumable checkpoints of each image: every `every` iterations, when the run is
+    interrupted, and at the end when `every` is set or the image started from a checkpoint (a
+    checkpoint, once there, always holds the latest state: the run can be extended later)."""
+
+    def __init__(self, every: int, paths: Mapping[int, Path], totals: Mapping[int, int],
+                 provenance: Mapping[int, dict[str, Any]]) -> None:
+        self.every, self.paths, self.totals, self.provenance = every, paths, totals, provenance
+        self.written: dict[int, Path] = {}
+        self.keep: set[int] = set()  # images whose checkpoint is written at the end too
+
+    def next_stop(self, item: int, iteration: int) -> int | None:
+        return _next_multiple(self.every, iteration, self.totals[item]) if item in self.paths else None
+
+    def needs_state(self, item: int, iteration: int) -> bool:
+        if item not in self.paths:
+            return False
+        at_end = iteration >= self.totals[item] and (bool(self.every) or item in self.keep)
+        return at_end or bool(self.every) and iteration % self.every == 0
+
+    def observe(self, r: Report) -> None:
+        if r.item not in self.paths:
+            return
+        periodic = self.every and r.iteration % self.every == 0 and r.iteration < self.totals[r.item] \
+            and not r.final
+        kept = self.every or r.item in self.keep
+        at_end = r.final and (r.status == "interrupted" or (kept and r.status in ("done", "stalled")
+                                                             and r.iteration >= self.totals[r.item]))
+        if periodic or at_end:
+            state = r.state()
+            offset = (r.iteration - int(state.iteration), r.evaluations - int(state.evaluations))
+            self.written[r.item] = ckpt_mod.save(self.paths[r.item], state, stage=r.stage, offset=offset,
+                                                 **self.provenance[r.item])

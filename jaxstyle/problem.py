@@ -1,0 +1,299 @@
+"""A batch of images at one coarse-to-fine stage, ready to optimize: its layout, its two compiled
+programs, and the device arrays they take.
+
+Every run goes through here, one image or a thousand, and so does `jaxstyle bench`: a single
+image is a batch of one. Images are padded to a shape bucket (`preprocess.bucket`) and the
+network masks the padding, so one layout (batch size, padded shape, devices) serves every
+image that falls into it. A layout compiles two programs:
+  - `prepare`: the content activations and blended style Gram matrices (the targets), the
+    per-layer coefficients, and each image's initial loop state (a forward pass only);
+  - `chunk`: the optimizer loop (`solver.run_batch`), continuing every image up to its own
+    iteration; its state argument is donated, so the loop state is never held twice.
+Both are `shard_map`s over a device `Mesh` with a "batch" axis, compiled ahead of time from
+shapes alone, so the same code compiles for a device that is not here (a TPU topology).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from . import losses, solver, vgg
+from .preprocess import pad_image
+from .losses import LossWeights, Objective, Targets
+from .solver import LoopState, Method, Summary
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The static shape of a batch: what its programs are compiled for."""
+
+    batch: int  # images per call, over all devices (a multiple of the device count)
+    shape: tuple[int, int]  # padded (height, width) of every image
+    style_shape: tuple[int, int]  # padded (height, width) of every style image
+    styles: int  # style images per image
+    shared_styles: bool  # one set of style images for the whole batch (else one per image)
+    devices: tuple[Any, ...]  # the devices the batch is split over
+    width: int = 1  # images of a device's share that run side by side (vmap); 1: one by one
+
+    @property
+    def platform(self) -> str:
+        return self.devices[0].platform
+
+    @property
+    def mesh(self) -> Mesh:
+        return Mesh(np.array(self.devices), ("batch",))
+
+    def sharding(self, spec: P) -> NamedSharding:
+        return NamedSharding(self.mesh, spec)
+
+
+def default_width(platform: str, local_batch: int) -> int:
+    """Images of a device's share run side by side on accelerators (they fill the device); on a
+    CPU, one after another (side by side they only wait for each other's extra line-search
+    evaluations, and an image that has stopped would still be computed)."""
+    return 1 if platform == "cpu" else local_batch
+
+
+@dataclass
+class Programs:
+    """A layout's compiled programs."""
+
+    prepare: Any
+    chunk: Any
+    compile_seconds: float
+    count: int = 2
+
+    def loop_bytes(self) -> int:
+        """Device bytes the compiled loop needs: temporaries, arguments and outputs (XLA's analysis)."""
+        m = self.chunk.memory_analysis()
+        return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+
+
+def _spec_tree(tree: Any, spec: P) -> Any:
+    return jax.tree.map(lambda _: spec, tree)
+
+
+def _prepare(variables, content, content_hw, x0, active, styles, style_hw, blend, weights, *,
+             objective: Objective, method: Method, shared: bool, width: int):
+    """(per device) Targets and initial loop states for a device's share of a batch."""
+    b = content.shape[0]
+    grams_of = partial(losses.style_grams, variables, objective=objective)
+    if shared:
+        grams = grams_of(styles[0], style_hw[0], blend[0])
+        grams = tuple(jnp.broadcast_to(g, (b, *g.shape)) for g in grams)
+    else:
+        grams = solver.each(lambda a: grams_of(*a), (styles, style_hw, blend), width)
+
+    def one(item):
+        c, hw, g = item
+        return losses.make_targets(variables, c, hw, g, weights, objective)
+
+    targets = solver.each(one, (content, content_hw, grams), width)
+    # The initial states of the whole share at once: the FFT of the preconditioner batches.
+    return targets, jax.vmap(lambda x, a: solver.init_state(x, method, a))(x0, active)
+
+
+def _chunk(state, until, variables, targets, learning_rate, *, objective, method, width):
+    return solver.run_batch(state, until, variables, targets, learning_rate, objective, method, width)
+
+
+def abstract_inputs(objective: Objective, layout: Layout, weights: LossWeights) -> tuple:
+    """Shapes and shardings of `prepare`'s data arguments (all but the variables)."""
+    b, (h, w), (hs, ws) = layout.batch, layout.shape, layout.style_shape
+    per, rep = layout.sharding(P("batch")), layout.sharding(P())
+    bs = 1 if layout.shared_styles else b
+    sty = rep if layout.shared_styles else per
+    f32, i32 = jnp.float32, jnp.int32
+    s = jax.ShapeDtypeStruct
+    return (s((b, h, w, 3), f32, sharding=per), s((b, 2), i32, sharding=per),
+            s((b, h, w, 3), f32, sharding=per), s((b,), bool, sharding=per),
+            s((bs, layout.styles, hs, ws, 3), f32, sharding=sty),
+            s((bs, layout.styles, 2), i32, sharding=sty), s((bs, layout.styles), f32, sharding=sty),
+            jax.tree.map(lambda a: s(np.shape(a), f32, sharding=rep), weights))
+
+
+def _abstract(tree: Any, sharding: NamedSharding) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding), tree)
+
+
+def build_programs(objective: Objective, method: Method, layout: Layout, variables: Any,
+                   loop_variables: Any, weights: LossWeights) -> Programs:
+    """Compile `prepare` and `chunk` for `layout` from shapes alone (`variables` and
+    `loop_variables` may be arrays or ShapeDtypeStructs)."""
+    mesh = layout.mesh
+    per, rep = P("batch"), P()
+    sty = rep if layout.shared_styles else per
+    prep = jax.shard_map(
+        partial(_prepare, objective=objective, method=method, shared=layout.shared_styles,
+                width=layout.width),
+        mesh=mesh, in_specs=(_spec_tree(variables, rep), per, per, per, per, sty, sty, sty,
+                             _spec_tree(weights, rep)),
+        out_specs=per, check_vma=False)
+    t = time.perf_counter()
+    data = abstract_inputs(objective, layout, weights)
+    var_abs = _abstract(variables, layout.sharding(rep))
+    prepare = jax.jit(prep).lower(var_abs, *data).compile()
+    targets_abs, state_abs = jax.eval_shape(prep, var_abs, *data)
+    targets_abs = _abstract(targets_abs, layout.sharding(per))
+    state_abs = _abstract(state_abs, layout.sharding(per))
+    loop_abs = _abstract(loop_variables, layout.sharding(rep))
+    chunk_fn = jax.shard_map(
+        partial(_chunk, objective=objective, method=method, width=layout.width), mesh=mesh,
+        in_specs=(per, per, _spec_tree(loop_variables, rep), per, rep), out_specs=per,
+        check_vma=False)
+    until = jax.ShapeDtypeStruct((layout.batch,), jnp.int32, sharding=layout.sharding(per))
+    lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=layout.sharding(rep))
+    chunk = jax.jit(chunk_fn, donate_argnums=(0,)).lower(state_abs, until, loop_abs, targets_abs, lr).compile()
+    return Programs(prepare, chunk, time.perf_counter() - t)
+
+
+def loop_variables(variables: Any, objective: Objective, layout: Layout) -> Any:
+    """The variables the loop takes: `variables` plus the Winograd kernels `objective.conv` calls
+    for on this layout's platform and shape (transformed on the host, once per run)."""
+    plan = vgg.winograd_plan(objective.layers, (layout.width, *layout.shape, 3), objective.conv,
+                             layout.platform, objective.dtype)
+    return vgg.add_winograd(variables, plan)
+
+
+def pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An (h, w, 3) array in the top-left corner of a zero (H, W, 3) one."""
+    out = np.zeros((*shape, 3), np.float32)
+    out[: image.shape[0], : image.shape[1]] = image
+    return out
+
+
+@dataclass
+class Problem:
+    """One batch at one stage: its programs, its device arrays, and its initial loop state."""
+
+    layout: Layout
+    objective: Objective
+    method: Method
+    programs: Programs
+    loop_variables: Any  # on the devices
+    targets: Targets  # on the devices, per image
+    state: LoopState  # the initial state, per image
+    learning_rate: jax.Array
+    hw: list[tuple[int, int]] = field(default_factory=list)  # each slot's real size
+
+    def chunk(self, state: LoopState, until: np.ndarray) -> tuple[LoopState, Summary]:
+        """Queue one chunk: every image continues to its `until` iteration (the state is donated)."""
+        until = jax.device_put(np.asarray(until, np.int32), self.layout.sharding(P("batch")))
+        return self.programs.chunk(state, until, self.loop_variables, self.targets, self.learning_rate)
+
+
+class Builder:
+    """Builds one run's problems: the objective, method and weights from its `Config`, each
+    layout's programs compiled once, the network's variables put on the devices once."""
+
+    def __init__(self, config: Any, variables: Any) -> None:
+        self.objective = Objective.from_config(config)
+        self.method = Method.from_config(config)
+        self.weights = LossWeights.from_config(config, self.objective)
+        self.learning_rate = config.learning_rate
+        self.variables = variables  # on the host
+        self.programs: dict[Layout, Programs] = {}
+        self._device: dict[Any, Any] = {}
+        self.compile_seconds = 0.0
+
+    def pending(self, layout: Layout) -> int:
+        """Programs `problem(layout, ...)` would have to compile."""
+        return 0 if layout in self.programs else 2
+
+    def _variables(self, layout: Layout) -> tuple[Any, Any]:
+        plain_key = layout.devices
+        if plain_key not in self._device:
+            self._device[plain_key] = jax.device_put(self.variables, layout.sharding(P()))
+        plain = self._device[plain_key]
+        loop = loop_variables(self.variables, self.objective, layout)
+        extra = {k: v for k, v in loop.items() if k not in plain}
+        key = (layout.devices, layout.shape, layout.width)
+        if extra and key not in self._device:
+            self._device[key] = jax.device_put(extra, layout.sharding(P()))
+        return plain, {**plain, **(self._device[key] if extra else {})}
+
+    def compile(self, layout: Layout) -> Programs:
+        """The layout's programs (compiled now unless they were already)."""
+        if layout not in self.programs:
+            plain, loop = self._variables(layout)
+            self.programs[layout] = build_programs(self.objective, self.method, layout, plain, loop,
+                                                   self.weights)
+            self.compile_seconds += self.programs[layout].compile_seconds
+        return self.programs[layout]
+
+    def problem(self, layout: Layout, contents: Sequence[np.ndarray], x0s: Sequence[np.ndarray],
+                styles: Sequence[Sequence[np.ndarray]], blends: Sequence[np.ndarray]) -> Problem:
+        """A batch ready to run (see `make_problem`)."""
+        programs = self.compile(layout)
+        plain, loop = self._variables(layout)
+        return make_problem(self.objective, self.method, layout, programs, plain, loop, self.weights,
+                            self.learning_rate, contents, x0s, styles, blends)
+
+
+def make_problem(objective: Objective, method: Method, layout: Layout, programs: Programs,
+                 variables: Any, loop_vars: Any, weights: LossWeights, learning_rate: float,
+                 contents: Sequence[np.ndarray], x0s: Sequence[np.ndarray],
+                 styles: Sequence[Sequence[np.ndarray]], blends: Sequence[np.ndarray]) -> Problem:
+    """Run `prepare` on a batch: contents and initial images (network input space, real size),
+    one list of style images per image (or one shared list) with its blend weights. Slots past
+    the given images are padding: they start IDLE and cost no iterations."""
+    b = layout.batch
+    n = len(contents)
+    per, rep = layout.sharding(P("batch")), layout.sharding(P())
+    empty = np.zeros((*layout.shape, 3), np.float32)
+    hw = [tuple(c.shape[:2]) for c in contents]
+    content = np.stack([pad(c, layout.shape) for c in contents] + [empty] * (b - n))
+    x0 = np.stack([pad_image(x, layout.shape) for x in x0s] + [empty] * (b - n))
+    content_hw = np.asarray(hw + [layout.shape] * (b - n), np.int32)
+    active = np.arange(b) < n
+    count = 1 if layout.shared_styles else b
+    style_sets = list(styles) + [styles[-1]] * (count - len(styles))
+    blend_sets = list(blends) + [blends[-1]] * (count - len(blends))
+    style_arr = np.zeros((count, layout.styles, *layout.style_shape, 3), np.float32)
+    style_hw = np.zeros((count, layout.styles, 2), np.int32)
+    blend = np.zeros((count, layout.styles), np.float32)
+    for g, (group, bl) in enumerate(zip(style_sets, blend_sets)):
+        for k, s in enumerate(group):
+            style_arr[g, k] = pad(s, layout.style_shape)
+            style_hw[g, k] = s.shape[:2]
+        blend[g, : len(group)] = np.asarray(bl, np.float32)[: len(group)]
+    sty = rep if layout.shared_styles else per
+    args = (jax.device_put(content, per), jax.device_put(content_hw, per), jax.device_put(x0, per),
+            jax.device_put(active, per), jax.device_put(style_arr, sty), jax.device_put(style_hw, sty),
+            jax.device_put(blend, sty), jax.device_put(weights, rep))
+    targets, state = programs.prepare(variables, *args)
+    return Problem(layout, objective, method, programs, loop_vars, targets, state,
+                   jax.device_put(np.float32(learning_rate), rep), hw)
+
+
+def with_states(problem: Problem, states: dict[int, Any]) -> Problem:
+    """`problem` with the loop states of some slots replaced (resumed from checkpoints)."""
+    if not states:
+        return problem
+    host = jax.device_get(problem.state)
+    leaves, treedef = jax.tree.flatten(host)
+    leaves = [np.array(a) for a in leaves]
+    for slot, state in states.items():
+        for a, b in zip(leaves, jax.tree.leaves(state)):
+            a[slot] = b
+    state = jax.device_put(jax.tree.unflatten(treedef, leaves), problem.layout.sharding(P("batch")))
+    return Problem(problem.layout, problem.objective, problem.method, problem.programs,
+                   problem.loop_variables, problem.targets, state, problem.learning_rate, problem.hw)
+
+
+def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, platform: str):
+    """The memory estimate (`memory.estimate`) for a device holding `batch` images of a padded
+    `shape` under `config`, `width` of them side by side, on `platform`."""
+    from . import memory
+    objective = Objective.from_config(config)
+    plan = vgg.winograd_plan(objective.layers, (width, *shape, 3), objective.conv, platform, objective.dtype)
+    return memory.estimate(shape, objective.layers, lbfgs_memory=config.lbfgs_memory,
+                           optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
+                           batch=batch, remat=config.remat, width=width)

@@ -1,0 +1,187 @@
+"""One run, one image or a thousand: job -> shape buckets and batches -> stages -> the loop
+driver -> results.
+
+Images whose padded shapes agree at every stage form a group; a group runs in batches of one
+compiled layout (`problem.Builder` compiles each layout once); each batch goes through the
+coarse-to-fine stages, each stage starting from the previous result upsampled. Observers
+(snapshots, GIF frames, the trace, checkpoints) watch every image the same way whatever the
+batch. A single image is a group of one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+
+from . import imageio, inputs, memory, preprocess, vgg
+from . import weights as weights_mod
+from .config import Config
+from .batch import Runner
+from .errors import ConfigError, JaxstyleError
+from .job import Item, Job
+from .problem import Builder, default_width, memory_need
+from .results import Progress, Result, Results
+from .resume import Resumed, find as find_checkpoint
+
+MAX_AUTO_BATCH = 8  # images per device a folder batch holds at most on an accelerator
+
+
+def resolve(config: Config, platform: str) -> Config:
+    """`config` with its automatic settings made concrete for `platform`."""
+    return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64))
+
+
+@dataclass
+class _Plan:
+    """One image's way through the run."""
+
+    index: int
+    item: Item
+    hws: list[tuple[int, int]]  # real (h, w) at each stage
+    style_shapes: list[tuple[int, int]]  # source shapes of its styles
+    resumed: Resumed | None = None
+    sources: inputs.Sources | None = None  # decoded up front for a single image
+
+    def key(self, config: Config, shared: bool) -> tuple:
+        b = config.bucket
+        styles = []
+        for size, _ in config.stages():
+            longest, _ = inputs.style_size(config, size)
+            shapes = [preprocess.bucket(preprocess.fit_size(s, longest), b) for s in self.style_shapes]
+            styles.append(tuple(max(d) for d in zip(*shapes)))
+        start = self.resumed.stage if self.resumed else 0
+        return (tuple(preprocess.bucket(hw, b) for hw in self.hws), tuple(styles), shared, start)
+
+
+def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
+        message: Callable[[str], None] | None = None, should_stop: Callable[[], bool] | None = None,
+        download_progress: Callable[[int, int], None] | None = None) -> Results:
+    """Make every image of `job`; one Result per item, in order."""
+    notify = message or (lambda _m: None)
+    devices = tuple(jax.local_devices())
+    devices = devices[: job.config.devices or len(devices)]
+    config = resolve(job.config, devices[0].platform)
+    results: list[Result | None] = [None] * len(job.items)
+    plans: list[_Plan] = []
+    for i, item in enumerate(job.items):
+        try:
+            if job.folder and item.output is not None and item.output.exists() and \
+                    not (item.checkpoint and item.checkpoint.exists()):
+                results[i] = Result(item.name, None, job.mode, config, "skipped", output=item.output)
+                continue
+            plan = _plan(job, config, i, item)
+            if job.folder and plan.resumed and plan.resumed.finished(config) and item.output.exists():
+                results[i] = Result(item.name, None, job.mode, config, "skipped", output=item.output)
+                continue
+            plans.append(plan)
+        except JaxstyleError as e:
+            if not job.folder:
+                raise
+            results[i] = _failed(job, config, item, e.message)
+            notify(f"skipped {e.message}")
+    shared = config.preserve_colors == "none" and job.mode != "style"
+    groups: dict[tuple, list[_Plan]] = {}
+    for p in plans:
+        groups.setdefault(p.key(config, shared), []).append(p)
+    sizes = {k: _batch_size(config, k, len(g), devices) for k, g in groups.items()}
+    for key, group in list(groups.items()):  # every size is checked before any work
+        try:
+            _check_memory(config, key, sizes[key], devices)
+        except JaxstyleError as e:
+            if not job.folder:
+                raise
+            for p in groups.pop(key):
+                results[p.index] = _failed(job, config, p.item, e.message)
+            notify(f"skipped {len(group)} image(s): {e.message}")
+    if not groups:
+        return Results(r for r in results if r is not None)
+    params, weights_sha, weights_path = _weights(job, notify, download_progress)
+    for p in plans:  # a folder's output folders are made only once the run is known to start
+        for path in (p.item.output, p.item.gif, p.item.trace):
+            if path is not None:
+                path.parent.mkdir(exist_ok=True)
+    for p in plans:
+        if p.resumed is not None:
+            p.resumed.check_weights(weights_sha)
+    builder = Builder(config, vgg.prepare_variables(params))
+    runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
+                    should_stop, weights_sha, weights_path, total=len(job.items))
+    for key, group in groups.items():
+        size = sizes[key]
+        for first in range(0, len(group), size):
+            if runner.stopped:
+                for p in group[first:]:
+                    results[p.index] = Result(p.item.name, None, job.mode, config, "interrupted")
+                continue
+            runner.batch(group[first:first + size], size, _devices_for(size, devices))
+    out = Results(r for r in results if r is not None)
+    out.compile_seconds, out.seconds = builder.compile_seconds, runner.elapsed
+    out.programs = 2 * len(builder.programs)
+    return out
+
+
+def _plan(job: Job, config: Config, index: int, item: Item) -> _Plan:
+    resumed = find_checkpoint(job, config, item)
+    if job.folder:  # headers only: a folder's images are decoded batch by batch
+        content = imageio.image_size(item.content) if item.content is not None else None
+        styles = [imageio.image_size(s) if isinstance(s, (str, Path)) else imageio.as_rgb(s).shape[:2]
+                  for s in item.styles]
+        sources = None
+    else:
+        sources = inputs.decode(item, config)
+        content = sources.content.shape[:2] if sources.content is not None else None
+        styles = [s.shape[:2] for s in sources.styles]
+    hws = inputs.check_sizes(item, (content, styles), config)
+    return _Plan(index, item, hws, styles, resumed, sources)
+
+
+def _failed(job: Job, config: Config, item: Item, why: str) -> Result:
+    return Result(item.name, None, job.mode, config, "failed", message=why, output=item.output)
+
+
+def _batch_size(config: Config, key: tuple, count: int, devices: tuple) -> int:
+    """Images per batch: the requested number, or as many as the memory estimate allows (one per
+    device on a CPU, where images run one after another anyway), a multiple of the devices."""
+    n = len(devices)
+    if config.batch_size:
+        return max(config.batch_size, 1)
+    if devices[0].platform == "cpu":
+        return min(n, count)
+    per = MAX_AUTO_BATCH
+    while per > 1:
+        try:
+            _check_memory(config, key, per * n, devices)
+            break
+        except ConfigError:
+            per -= 1
+    return min(per * n, math.ceil(count / n) * n)
+
+
+def _devices_for(size: int, devices: tuple) -> tuple:
+    n = max(d for d in range(1, min(len(devices), size) + 1) if size % d == 0)
+    return devices[:n]
+
+
+def _check_memory(config: Config, key: tuple, size: int, devices: tuple) -> memory.Estimate:
+    used = _devices_for(size, devices)
+    shape = key[0][-1]
+    local = size // len(used)
+    need = memory_need(config, shape, local, default_width(used[0].platform, local), used[0].platform)
+    kind = getattr(used[0], "device_kind", "") or used[0].platform
+    name = used[0].platform if kind == used[0].platform else f"{used[0].platform} ({kind})"
+    memory.check(need, config.size, memory.available(used[0]), name,
+                 "use a smaller --size" if config.remat else "use a smaller --size or --remat")
+    return need
+
+
+def _weights(job: Job, notify, download_progress) -> tuple[Any, str | None, str | None]:
+    if isinstance(job.weights, Mapping):
+        return job.weights, None, None
+    params, info = weights_mod.load(job.weights, progress=download_progress)
+    if info.warning:
+        notify(f"warning: {info.warning}")
+    return params, info.sha256, str(info.path.resolve())
+
