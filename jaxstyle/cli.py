@@ -278,10 +278,13 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
         ck = load(files["resume"])
         if ck.mode != mode:
             raise JaxstyleError(f"{files['resume']}: checkpoint is from `jaxstyle {ck.mode}`, not `jaxstyle {mode}`")
+        import jax
+
+        from .run import resolve
         ck_config = ck.config
+        config = resolve(config, jax.local_devices()[0].platform)
         for f in dataclasses.fields(Config):  # the command line's settings must be the checkpoint's
-            if f.name not in RUN_ONLY and getattr(config, f.name) != getattr(ck_config, f.name) \
-                    and not (f.name == "bucket" and config.bucket == 0):
+            if f.name not in RUN_ONLY and getattr(config, f.name) != getattr(ck_config, f.name):
                 raise JaxstyleError(f"{files['resume']}: checkpoint was made with --{f.name.replace('_', '-')} "
                                     f"{_show(getattr(ck_config, f.name))}, not {_show(getattr(config, f.name))}; "
                                     "resuming would not continue the same run")
@@ -439,9 +442,13 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
 @click.option("--largest", is_flag=True,
               help="Instead of timing: the largest size whose compiled loop fits in the device's "
                    "available memory, with and without --remat (XLA's memory analysis).")
+@click.option("--target", "target_name", type=str, default=None,
+              help="Plan for a device that is not here instead of timing: tpu-v5e-1, tpu-v2-8, tpu-v4, "
+                   "tpu-v6e-1 (compiled for real with libtpu: `pip install 'jax[tpu]'`), or t4, l4, "
+                   "a100-40gb, h100 (from the memory estimate).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
 def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices, weights, synthetic_weights, content, style,
-          iterations, repeats, target_loss, largest, as_json) -> None:
+          iterations, repeats, target_loss, largest, target_name, as_json) -> None:
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
 
@@ -449,6 +456,17 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
 
     from . import bench as bench_mod
     from . import memory, vgg
+
+    if target_name is not None:  # shapes only: no weights, no timing
+        from . import targets
+        for size in sizes:
+            for dtype in dtypes:
+                config = Config(dtype=dtype, conv=convs[0], remat=remats[0] == "on")
+                row = {**targets.plan(target_name, config, size, max(batches)), "dtype": dtype}
+                if largest:
+                    row["largest_size"], row["largest_hbm_needed_bytes"] = targets.largest(target_name, config)
+                click.echo(json_mod.dumps(row) if as_json else " ".join(f"{k}={v}" for k, v in row.items()))
+        return
 
     if synthetic_weights:
         params = vgg.random_params(0)

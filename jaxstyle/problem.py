@@ -123,10 +123,11 @@ def _abstract(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding), tree)
 
 
-def build_programs(objective: Objective, method: Method, layout: Layout, variables: Any,
-                   loop_variables: Any, weights: LossWeights) -> Programs:
-    """Compile `prepare` and `chunk` for `layout` from shapes alone (`variables` and
-    `loop_variables` may be arrays or ShapeDtypeStructs)."""
+def jitted(objective: Objective, method: Method, layout: Layout, variables: Any, loop_variables: Any,
+           weights: LossWeights) -> tuple[tuple[Any, tuple], tuple[Any, tuple]]:
+    """The two jitted programs of `layout`, each with its abstract arguments (shapes and
+    shardings): ((prepare, args), (chunk, args)). `variables` and `loop_variables` may be arrays
+    or ShapeDtypeStructs."""
     mesh = layout.mesh
     per, rep = P("batch"), P()
     sty = rep if layout.shared_styles else per
@@ -136,22 +137,36 @@ def build_programs(objective: Objective, method: Method, layout: Layout, variabl
         mesh=mesh, in_specs=(_spec_tree(variables, rep), per, per, per, per, sty, sty, sty,
                              _spec_tree(weights, rep)),
         out_specs=per, check_vma=False)
-    t = time.perf_counter()
     data = abstract_inputs(objective, layout, weights)
-    var_abs = _abstract(variables, layout.sharding(rep))
-    prepare = jax.jit(prep).lower(var_abs, *data).compile()
-    targets_abs, state_abs = jax.eval_shape(prep, var_abs, *data)
-    targets_abs = _abstract(targets_abs, layout.sharding(per))
-    state_abs = _abstract(state_abs, layout.sharding(per))
-    loop_abs = _abstract(loop_variables, layout.sharding(rep))
+    prep_args = (_abstract(variables, layout.sharding(rep)), *data)
+    targets_abs, state_abs = jax.eval_shape(prep, *prep_args)
     chunk_fn = jax.shard_map(
         partial(_chunk, objective=objective, method=method, width=layout.width), mesh=mesh,
         in_specs=(per, per, _spec_tree(loop_variables, rep), per, rep), out_specs=per,
         check_vma=False)
-    until = jax.ShapeDtypeStruct((layout.batch,), jnp.int32, sharding=layout.sharding(per))
-    lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=layout.sharding(rep))
-    chunk = jax.jit(chunk_fn, donate_argnums=(0,)).lower(state_abs, until, loop_abs, targets_abs, lr).compile()
-    return Programs(prepare, chunk, time.perf_counter() - t)
+    chunk_args = (_abstract(state_abs, layout.sharding(per)),
+                  jax.ShapeDtypeStruct((layout.batch,), jnp.int32, sharding=layout.sharding(per)),
+                  _abstract(loop_variables, layout.sharding(rep)),
+                  _abstract(targets_abs, layout.sharding(per)),
+                  jax.ShapeDtypeStruct((), jnp.float32, sharding=layout.sharding(rep)))
+    return (jax.jit(prep), prep_args), (jax.jit(chunk_fn, donate_argnums=(0,)), chunk_args)
+
+
+# XLA's options for `Config.compile`: "fast" lowers the effort spent on run time.
+COMPILE_OPTIONS = {"fast": {"exec_time_optimization_effort": -1.0}, "full": {}, "auto": {}}
+
+
+def build_programs(objective: Objective, method: Method, layout: Layout, variables: Any,
+                   loop_variables: Any, weights: LossWeights, effort: str = "full") -> Programs:
+    """Compile `prepare` and `chunk` for `layout` from shapes alone (`variables` and
+    `loop_variables` may be arrays or ShapeDtypeStructs), with `effort` "full" or "fast"."""
+    t = time.perf_counter()
+    (prep, prep_args), (chunk, chunk_args) = jitted(objective, method, layout, variables, loop_variables,
+                                                    weights)
+    options = COMPILE_OPTIONS[effort]
+    prepare = prep.lower(*prep_args).compile(options or None)
+    chunk_compiled = chunk.lower(*chunk_args).compile(options or None)
+    return Programs(prepare, chunk_compiled, time.perf_counter() - t)
 
 
 def loop_variables(variables: Any, objective: Objective, layout: Layout) -> Any:
@@ -198,6 +213,7 @@ class Builder:
         self.method = Method.from_config(config)
         self.weights = LossWeights.from_config(config, self.objective)
         self.learning_rate = config.learning_rate
+        self.effort = config.compile
         self.variables = variables  # on the host
         self.programs: dict[Layout, Programs] = {}
         self._device: dict[Any, Any] = {}
@@ -224,7 +240,7 @@ class Builder:
         if layout not in self.programs:
             plain, loop = self._variables(layout)
             self.programs[layout] = build_programs(self.objective, self.method, layout, plain, loop,
-                                                   self.weights)
+                                                   self.weights, self.effort)
             self.compile_seconds += self.programs[layout].compile_seconds
         return self.programs[layout]
 

@@ -31,7 +31,8 @@ MAX_AUTO_BATCH = 8  # images per device a folder batch holds at most on an accel
 
 def resolve(config: Config, platform: str) -> Config:
     """`config` with its automatic settings made concrete for `platform`."""
-    return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64))
+    compile_ = config.compile if config.compile != "auto" else ("fast" if platform == "tpu" else "full")
+    return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=compile_)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import WeightsError
 from .files import atomic_write
-from .vgg import LAYER_NAMES, LAYER_SHAPES
+from .layers import LAYER_NAMES, LAYER_SHAPES
 
 OFFICIAL_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 OFFICIAL_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"

@@ -1,0 +1,154 @@
+"""Planning a run for a device that is not here: TPUs compiled for without one, GPUs by estimate.
+
+With the `libtpu` wheel installed (`pip install 'jax[tpu]'`), XLA:TPU compiles real TPU
+programs on any machine ("deviceless" ahead-of-time compilation against a topology): the
+compile time, the HBM the programs need and their FLOPs are the ones a TPU user will get. A
+run's programs are built exactly as for a local device (`problem.build_programs`), from
+shapes alone. GPU targets have no deviceless compiler here: they are planned from the memory
+estimate and the FLOPs of the same programs compiled for this machine.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import preprocess, vgg
+from .config import Config
+from .errors import ConfigError
+from .problem import Builder, Layout, Programs, build_programs, default_width, loop_variables, memory_need
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Target:
+    """A device a run can be planned for."""
+
+    name: str
+    platform: str  # "tpu" or "gpu"
+    topology: str | None  # jax topology name for deviceless compilation (TPUs)
+    hbm_bytes: int  # memory per device
+    peak_flops: float  # dense peak per device for float32 as JAX runs it by default
+    devices: int = 1  # devices of the target (TPU cores or chips a folder is split over)
+    bounds: tuple[int, int, int] | None = None  # chips per host, when the topology needs it
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    # TPUs: float32 matrix products and convolutions run as one bfloat16 pass by default.
+    Target("tpu-v5e-1", "tpu", "v5e:1x1", 16 * GiB, 197e12, 1, (1, 1, 1)),
+    Target("tpu-v2-8", "tpu", "v2:2x2", 8 * GiB, 22.5e12, 8),
+    Target("tpu-v4", "tpu", "v4:2x2x1", 32 * GiB, 275e12, 4),
+    Target("tpu-v6e-1", "tpu", "v6e:1x1", 32 * GiB, 918e12, 1, (1, 1, 1)),
+    # GPUs: float32 as TF32 on Ampere and later (T4: plain float32).
+    Target("t4", "gpu", None, 15 * GiB, 8.1e12),
+    Target("l4", "gpu", None, 22 * GiB, 60e12),
+    Target("a100-40gb", "gpu", None, 40 * GiB, 156e12),
+    Target("h100", "gpu", None, 80 * GiB, 494.7e12),
+)}
+
+
+def target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target {name!r}; use one of {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def topology_devices(t: Target) -> tuple[Any, ...]:
+    """The devices of a TPU target's topology (no TPU needed; libtpu must be installed)."""
+    from jax.experimental import topologies
+    kwargs = {"chips_per_host_bounds": t.bounds} if t.bounds else {}
+    try:
+        topo = topologies.get_topology_desc(t.topology, "tpu", **kwargs)
+    except Exception as e:  # libtpu missing or too old: say how to get it
+        raise ConfigError(f"cannot compile for {t.name} here ({str(e).splitlines()[0][:160]}); "
+                          "install libtpu with `pip install 'jax[tpu]'` (it compiles for TPUs on any "
+                          "machine) and run with JAX_PLATFORMS=cpu") from None
+    return tuple(topo.devices)
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32), tree)
+
+
+def compile_for(config: Config, devices: tuple[Any, ...], shape: tuple[int, int],
+                style_shape: tuple[int, int], batch: int = 1, params: Any = None) -> Programs:
+    """Compile a run's two programs for `devices` (real or a topology's) from shapes alone:
+    a batch of `batch` images of (h, w) `shape`, styles of `style_shape`, padded to buckets."""
+    from .run import resolve
+    platform = devices[0].platform
+    config = resolve(config, platform)
+    params = params if params is not None else vgg.random_params(0)
+    host = vgg.prepare_variables(params)
+    builder = Builder(config, _abstract(host))
+    local = batch // len(devices)
+    layout = Layout(batch, preprocess.bucket(shape, config.bucket),
+                    preprocess.bucket(style_shape, config.bucket), 1, True, devices,
+                    default_width(platform, local))
+    loop = _abstract(loop_variables(host, builder.objective, layout))
+    return build_programs(builder.objective, builder.method, layout, builder.variables, loop,
+                          builder.weights, config.compile)
+
+
+def plan(name: str, config: Config, size: int, batch: int = 1) -> dict[str, Any]:
+    """What a run at `size` (one 4:3 image, or `batch` of them split over the target's devices)
+    needs on target `name`: compile seconds, programs, HBM, FLOPs and time per 500 iterations
+    at 30% of the target's peak."""
+    t = target(name)
+    hw = preprocess.fit_size((3, 4), size)
+    row: dict[str, Any] = {"target": t.name, "platform": t.platform, "size": size, "shape": list(hw),
+                           "batch": batch, "hbm_bytes": t.hbm_bytes}
+    if t.platform == "tpu":
+        devices = topology_devices(t)[: max(1, min(batch, t.devices))]
+        start = time.perf_counter()
+        programs = compile_for(config, devices, hw, hw, batch)
+        row["compile_s"] = round(time.perf_counter() - start, 2)
+        need = programs.loop_bytes()
+        row["programs"] = programs.count
+        row["devices"] = len(devices)
+        hlo = programs.chunk.as_text()
+        row["custom_calls"] = sorted(set(_custom_calls(hlo)))
+    else:  # the same programs compiled here, with the convolutions a GPU runs
+        direct = config.replace(conv="direct") if config.conv == "auto" else config
+        programs = compile_for(direct, tuple(jax.devices("cpu")[:1]), hw, hw, 1)
+        est = memory_need(config.replace(bucket=config.bucket or 64), preprocess.bucket(hw, 64),
+                          batch, batch, "gpu")
+        need = est.total
+        row["compile_s"] = None  # no deviceless GPU compiler here
+        row["programs"] = programs.count
+        row["devices"] = 1
+        row["estimated"] = True
+    cost = programs.chunk.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", math.nan)) if cost else math.nan
+    # XLA's figures are per device (one device's share of the batch; the GPU plan compiled one
+    # image): the devices run in parallel, so one device's work sets the time.
+    per_device = flops * (batch if t.platform == "gpu" else 1)
+    row["hbm_needed_bytes"] = int(need)  # per device
+    row["fits"] = bool(need <= 0.9 * t.hbm_bytes)
+    row["flops_per_iteration"] = per_device * row["devices"]  # the whole batch
+    row["seconds_per_500_iterations_at_30pct"] = round(500 * per_device / (0.3 * t.peak_flops), 3)
+    return row
+
+
+def _custom_calls(hlo: str) -> list[str]:
+    import re
+    return re.findall(r'custom_call_target="([^"]+)"', hlo)
+
+
+def largest(name: str, config: Config, low: int = 256, high: int = 16384) -> tuple[int, int]:
+    """The largest 4:3 size (a multiple of 64) whose loop fits in 90% of the target's memory."""
+    best = (0, 0)
+    lo, hi = low // 64, high // 64
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        row = plan(name, config, mid * 64)
+        if row["fits"]:
+            best, lo = (mid * 64, row["hbm_needed_bytes"]), mid + 1
+        else:
+            hi = mid - 1
+    return best

@@ -1,0 +1,83 @@
+"""The programs a run compiles, proven for accelerators on a CPU-only machine.
+
+- TPU: compiled for real by XLA:TPU against TPU topologies (deviceless; needs the libtpu
+  wheel: `pip install '.[tpu]'`, the CI's second step, run with JAX_PLATFORMS=cpu), for one
+  image on a v5e-1 and a 2-image batch over a v2-8's Mesh. They must hold no host callback, no
+  CPU-only custom call and no host transfer, and fit in the memory the estimate promises.
+- CUDA: lowered with `jax.export` (catches lowering errors and CPU-only constructs).
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from jaxstyle import losses, problem, solver, targets, vgg
+from jaxstyle.config import Config
+
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu not installed (pip install '.[tpu]')")
+# Custom-call targets that need a CPU or the host (LAPACK, Python callbacks, host offloading).
+HOST_ONLY = re.compile(r"callback|lapack|ducc|cpu|host", re.IGNORECASE)
+HOST_TRANSFER = re.compile(r"\b(send|recv|send-done|recv-done|infeed|outfeed)\(")
+
+
+def _check_device_only(hlo: str) -> None:
+    calls = targets._custom_calls(hlo)
+    assert not [c for c in calls if HOST_ONLY.search(c)], calls
+    assert not HOST_TRANSFER.search(hlo)
+
+
+@needs_libtpu
+@pytest.mark.parametrize("name, batch", [("tpu-v5e-1", 1), ("tpu-v2-8", 2)])
+def test_the_run_compiles_for_tpu_without_host_work_and_within_the_estimate(name, batch):
+    devices = targets.topology_devices(targets.target(name))[:batch]
+    assert devices[0].platform == "tpu" and len(devices) == batch
+    config = Config(size=64)
+    programs = targets.compile_for(config, devices, (48, 64), (64, 48), batch)
+    for compiled in (programs.prepare, programs.chunk):
+        _check_device_only(compiled.as_text())
+    local = batch // len(devices)
+    estimate = problem.memory_need(config, (64, 64), local, local, "tpu")
+    assert programs.loop_bytes() <= estimate.total - estimate.runtime, (programs.loop_bytes(), estimate)
+
+
+@needs_libtpu
+def test_bench_plans_a_tpu_run(capsys):
+    import json
+
+    from jaxstyle import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--target", "tpu-v5e-1", "--size", "32", "--json"])
+    assert e.value.code == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert {"target", "size", "compile_s", "programs", "hbm_needed_bytes", "hbm_bytes", "fits",
+            "flops_per_iteration", "seconds_per_500_iterations_at_30pct"} <= set(row)
+    assert row["programs"] == 2 and row["fits"] and row["flops_per_iteration"] > 1e8
+
+
+def test_the_run_lowers_for_cuda(synthetic_params):
+    config = Config(size=64, conv="direct")
+    host = vgg.prepare_variables(synthetic_params)
+    builder = problem.Builder(config, host)
+    layout = problem.Layout(1, (48, 64), (64, 48), 1, True, tuple(jax.devices()[:1]))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32), host)
+    for fn, args in problem.jitted(builder.objective, builder.method, layout, abstract, abstract,
+                                   builder.weights):
+        exported = jax.export.export(fn, platforms=("cuda",))(*args)
+        _check_device_only(exported.mlir_module())
+
+
+def test_gpu_targets_are_planned_from_the_estimate():
+    row = targets.plan("t4", Config(), 512)
+    assert row["estimated"] and row["compile_s"] is None and row["fits"]
+    assert row["flops_per_iteration"] > 1e11  # VGG16 to block5_conv3 at 512x384, forward and backward
+    assert not targets.plan("t4", Config(), 4096)["fits"]
+
+
+def test_an_unknown_target_is_refused_in_one_line():
+    with pytest.raises(Exception, match="unknown target 'tpu-v9'; use one of tpu-v5e-1"):
+        targets.target("tpu-v9")
