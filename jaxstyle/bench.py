@@ -32,7 +32,7 @@ from PIL import Image
 from . import imageio, memory, preprocess, solver, vgg
 from .config import STYLE_LAYERS, Config
 from .problem import Builder, Layout, build_programs, default_width, loop_variables
-from .run import resolve
+from .config import resolve
 
 # Dense peak FLOP/s by device kind substring: (float32 as JAX runs it by default, bfloat16).
 # NVIDIA Ampere/Hopper run float32 convolutions as TF32 by default, so that is their f32 peak.

@@ -135,28 +135,6 @@ def _compilation_cache() -> None:
         runtime.enable_compilation_cache()
 
 
-# glibc's reuse of freed memory (`runtime.keep_freed_memory`) spares every chunk its page faults
-# but fragments the heap: peak memory was 1.5x the run's need at 1024 px, and a 2048 px run
-# was killed for lack of memory on 23 GiB. So only runs needing at most this share of the
-# available memory get it.
-KEEP_FREED_SHARE = 0.25
-
-
-def _malloc_policy(config: Config, size: int | None = None, batch: int = 1) -> bool:
-    """Keep freed memory for reuse when a run of `config` (at `size`, a square bound) is small."""
-    import jax
-
-    from . import memory
-    from .problem import memory_need
-
-    if jax.local_devices()[0].platform != "cpu":
-        return False  # the setting is for XLA:CPU's host allocations
-    size = size or config.size
-    need = memory_need(config, (size, size), batch, 1, "cpu").total
-    free = memory.available()
-    return bool(free and need <= KEEP_FREED_SHARE * free and runtime.keep_freed_memory())
-
-
 def _say(text: str) -> None:
     try:
         click.echo(text, err=True)
@@ -170,7 +148,7 @@ def _execute(job: Any) -> None:
     from .run import run
 
     _compilation_cache()
-    _malloc_policy(job.config, batch=job.config.batch_size or 1)
+    runtime.malloc_policy(job.config, batch=job.config.batch_size or 1)
     printer = ProgressPrinter(precision=job.config.dtype)
     with _StopFlag(lambda m: printer.message(m)) as stop:
         try:
@@ -280,7 +258,7 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
             raise JaxstyleError(f"{files['resume']}: checkpoint is from `jaxstyle {ck.mode}`, not `jaxstyle {mode}`")
         import jax
 
-        from .run import resolve
+        from .config import resolve
         ck_config = ck.config
         config = resolve(config, jax.local_devices()[0].platform)
         for f in dataclasses.fields(Config):  # the command line's settings must be the checkpoint's
@@ -479,7 +457,7 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
             from .imageio import load_image
             load_image(path)  # fail early, with the usual one-line error
     if not largest:
-        _malloc_policy(Config(), max(sizes), max(batches))
+        runtime.malloc_policy(Config(), max(sizes), max(batches))
     if largest:
         free = memory.available(jax.devices()[0])
         for dtype in dtypes:

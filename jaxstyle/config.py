@@ -169,6 +169,13 @@ class Config:
         return cls(**dict(data))
 
 
+def resolve(config: Config, platform: str) -> Config:
+    """`config` with its automatic settings made concrete for a device `platform` ("cpu", "gpu",
+    "tpu"); runs store and compare the resolved settings."""
+    effort = config.compile if config.compile != "auto" else ("fast" if platform == "tpu" else "full")
+    return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=effort)
+
+
 def _as_tuple(value: Any) -> tuple:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())

@@ -54,6 +54,7 @@ class Job:
     folder: bool = False
     resume: Path | None = None  # an explicit checkpoint to continue (one item)
     weights: Any = field(default=None, repr=False)  # a path, loaded parameters, or None
+    makes_folders: bool = False  # the output folders are made when the run starts
 
 
 def is_folder_spec(spec: Any) -> bool:
@@ -130,7 +131,7 @@ def many(mode: str, config: Config, contents: Sequence[ImageLike], styles: Seque
                           result, _abs(gif_dir) / f"{name}.gif" if gif_dir is not None else None,
                           _abs(trace_dir) / f"{name}.json" if trace_dir is not None else None,
                           _checkpoint_path(result) if result is not None else None))
-    job = Job(mode, config, tuple(items), _blend(style_blend), quality, bits, folder, None, weights)
+    job = Job(mode, config, tuple(items), _blend(style_blend), quality, bits, folder, None, weights, True)
     for d, what in ((outdir, "-o"), (gif_dir, "--gif"), (trace_dir, "--trace")):
         if d is not None:
             _check_folder(Path(d), what, contents)
@@ -225,7 +226,7 @@ def check(job: Job) -> None:
                 raise InputError(f"{path}: would be written twice ({seen[key]} and {what})")
             seen[key] = what
         if item.output is not None:
-            if not job.folder or item.output.parent.is_dir():
+            if not job.makes_folders or item.output.parent.is_dir():
                 output.check_output(item.output, item.inputs + init, bits=job.bits)
             else:  # the folder is made when the run starts
                 output.check_output(item.output.parent.parent / item.output.name, (), bits=job.bits)

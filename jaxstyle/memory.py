@@ -21,6 +21,12 @@ from .errors import ConfigError
 
 TEMP_PER_ACTIVATION_BYTE = 3.0  # measured 2.3-2.8 (see the module docstring), plus a margin
 TEMP_PER_ACTIVATION_BYTE_REMAT = 2.0  # every block rematerialized: measured 1.2-1.7
+# XLA:TPU (deviceless compiles for a v5e, 64-1024 px): 3.4-3.5x at 512-1024 px, more on small
+# images (arrays are padded to tiles), and `--remat` saves nothing there (its loop was 1.03-1.12x
+# the plain one's). Assumed for GPUs too, which compile nothing here.
+TEMP_PER_ACTIVATION_BYTE_ACCELERATOR = 3.6
+ACCELERATOR_REMAT = 1.15
+ACCELERATOR_OVERHEAD = 64 * 2**20
 RUNTIME_BYTES = 400 * 2**20  # JAX, XLA and Python themselves
 
 
@@ -53,12 +59,17 @@ def activation_count(hw: tuple[int, int], layers: tuple[str, ...], batch: int = 
 
 def estimate(hw: tuple[int, int], layers: tuple[str, ...], *, lbfgs_memory: int, optimizer: str,
              dtype: str = "float32", winograd: bool = True, batch: int = 1,
-             remat: bool = False, width: int = 1) -> Estimate:
-    """Memory for optimizing a batch of `batch` (hw) images through `layers` on one device,
-    `width` of them side by side."""
+             remat: bool = False, width: int = 1, platform: str = "cpu") -> Estimate:
+    """Memory for optimizing a batch of `batch` (hw) images through `layers` on one device of
+    `platform`, `width` of them side by side."""
     act_bytes = 2 if dtype == "bfloat16" else 4
-    per_byte = TEMP_PER_ACTIVATION_BYTE_REMAT if remat else TEMP_PER_ACTIVATION_BYTE
-    activations = int(per_byte * act_bytes * activation_count(hw, layers, width))
+    count = activation_count(hw, layers, width)
+    if platform == "cpu":
+        per_byte = TEMP_PER_ACTIVATION_BYTE_REMAT if remat else TEMP_PER_ACTIVATION_BYTE
+        activations = int(per_byte * act_bytes * count)
+    else:
+        per_byte = TEMP_PER_ACTIVATION_BYTE_ACCELERATOR * (ACCELERATOR_REMAT if remat else 1.0)
+        activations = int(per_byte * act_bytes * count) + ACCELERATOR_OVERHEAD
     pixels = hw[0] * hw[1] * 3 * batch
     # Per image: the point, its gradient, the direction, the image reported, the trial point
     # and L-BFGS's history (2 images per pair plus the last point and gradient), or Adam's

@@ -246,47 +246,37 @@ class Builder:
 
     def problem(self, layout: Layout, contents: Sequence[np.ndarray], x0s: Sequence[np.ndarray],
                 styles: Sequence[Sequence[np.ndarray]], blends: Sequence[np.ndarray]) -> Problem:
-        """A batch ready to run (see `make_problem`)."""
+        """A batch ready to run: `prepare` run on contents and initial images (network input
+        space, real size), one list of style images per image (or one shared list) with its
+        blend weights. Slots past the given images are padding: they start IDLE and cost no
+        iterations."""
         programs = self.compile(layout)
-        plain, loop = self._variables(layout)
-        return make_problem(self.objective, self.method, layout, programs, plain, loop, self.weights,
-                            self.learning_rate, contents, x0s, styles, blends)
-
-
-def make_problem(objective: Objective, method: Method, layout: Layout, programs: Programs,
-                 variables: Any, loop_vars: Any, weights: LossWeights, learning_rate: float,
-                 contents: Sequence[np.ndarray], x0s: Sequence[np.ndarray],
-                 styles: Sequence[Sequence[np.ndarray]], blends: Sequence[np.ndarray]) -> Problem:
-    """Run `prepare` on a batch: contents and initial images (network input space, real size),
-    one list of style images per image (or one shared list) with its blend weights. Slots past
-    the given images are padding: they start IDLE and cost no iterations."""
-    b = layout.batch
-    n = len(contents)
-    per, rep = layout.sharding(P("batch")), layout.sharding(P())
-    empty = np.zeros((*layout.shape, 3), np.float32)
-    hw = [tuple(c.shape[:2]) for c in contents]
-    content = np.stack([pad(c, layout.shape) for c in contents] + [empty] * (b - n))
-    x0 = np.stack([pad_image(x, layout.shape) for x in x0s] + [empty] * (b - n))
-    content_hw = np.asarray(hw + [layout.shape] * (b - n), np.int32)
-    active = np.arange(b) < n
-    count = 1 if layout.shared_styles else b
-    style_sets = list(styles) + [styles[-1]] * (count - len(styles))
-    blend_sets = list(blends) + [blends[-1]] * (count - len(blends))
-    style_arr = np.zeros((count, layout.styles, *layout.style_shape, 3), np.float32)
-    style_hw = np.zeros((count, layout.styles, 2), np.int32)
-    blend = np.zeros((count, layout.styles), np.float32)
-    for g, (group, bl) in enumerate(zip(style_sets, blend_sets)):
-        for k, s in enumerate(group):
-            style_arr[g, k] = pad(s, layout.style_shape)
-            style_hw[g, k] = s.shape[:2]
-        blend[g, : len(group)] = np.asarray(bl, np.float32)[: len(group)]
-    sty = rep if layout.shared_styles else per
-    args = (jax.device_put(content, per), jax.device_put(content_hw, per), jax.device_put(x0, per),
-            jax.device_put(active, per), jax.device_put(style_arr, sty), jax.device_put(style_hw, sty),
-            jax.device_put(blend, sty), jax.device_put(weights, rep))
-    targets, state = programs.prepare(variables, *args)
-    return Problem(layout, objective, method, programs, loop_vars, targets, state,
-                   jax.device_put(np.float32(learning_rate), rep), hw)
+        variables, loop = self._variables(layout)
+        b, n = layout.batch, len(contents)
+        per, rep = layout.sharding(P("batch")), layout.sharding(P())
+        empty = np.zeros((*layout.shape, 3), np.float32)
+        hw = [tuple(c.shape[:2]) for c in contents]
+        content = np.stack([pad(c, layout.shape) for c in contents] + [empty] * (b - n))
+        x0 = np.stack([pad_image(x, layout.shape) for x in x0s] + [empty] * (b - n))
+        content_hw = np.asarray(hw + [layout.shape] * (b - n), np.int32)
+        count = 1 if layout.shared_styles else b
+        style_sets = list(styles) + [styles[-1]] * (count - len(styles))
+        blend_sets = list(blends) + [blends[-1]] * (count - len(blends))
+        style_arr = np.zeros((count, layout.styles, *layout.style_shape, 3), np.float32)
+        style_hw = np.zeros((count, layout.styles, 2), np.int32)
+        blend = np.zeros((count, layout.styles), np.float32)
+        for g, (group, bl) in enumerate(zip(style_sets, blend_sets)):
+            for k, s in enumerate(group):
+                style_arr[g, k] = pad(s, layout.style_shape)
+                style_hw[g, k] = s.shape[:2]
+            blend[g, : len(group)] = np.asarray(bl, np.float32)[: len(group)]
+        sty = rep if layout.shared_styles else per
+        args = (jax.device_put(content, per), jax.device_put(content_hw, per), jax.device_put(x0, per),
+                jax.device_put(np.arange(b) < n, per), jax.device_put(style_arr, sty),
+                jax.device_put(style_hw, sty), jax.device_put(blend, sty), jax.device_put(self.weights, rep))
+        targets, state = programs.prepare(variables, *args)
+        return Problem(layout, self.objective, self.method, programs, loop, targets, state,
+                       jax.device_put(np.float32(self.learning_rate), rep), hw)
 
 
 def with_states(problem: Problem, states: dict[int, Any]) -> Problem:
@@ -312,4 +302,4 @@ def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, pla
     plan = vgg.winograd_plan(objective.layers, (width, *shape, 3), objective.conv, platform, objective.dtype)
     return memory.estimate(shape, objective.layers, lbfgs_memory=config.lbfgs_memory,
                            optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
-                           batch=batch, remat=config.remat, width=width)
+                           batch=batch, remat=config.remat, width=width, platform=platform)

@@ -18,7 +18,7 @@ import jax
 
 from . import imageio, inputs, memory, preprocess, vgg
 from . import weights as weights_mod
-from .config import Config
+from .config import Config, resolve
 from .batch import Runner
 from .errors import ConfigError, JaxstyleError
 from .job import Item, Job
@@ -27,12 +27,6 @@ from .results import Progress, Result, Results
 from .resume import Resumed, find as find_checkpoint
 
 MAX_AUTO_BATCH = 8  # images per device a folder batch holds at most on an accelerator
-
-
-def resolve(config: Config, platform: str) -> Config:
-    """`config` with its automatic settings made concrete for `platform`."""
-    compile_ = config.compile if config.compile != "auto" else ("fast" if platform == "tpu" else "full")
-    return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=compile_)
 
 
 @dataclass

@@ -79,7 +79,7 @@ def compile_for(config: Config, devices: tuple[Any, ...], shape: tuple[int, int]
                 style_shape: tuple[int, int], batch: int = 1, params: Any = None) -> Programs:
     """Compile a run's two programs for `devices` (real or a topology's) from shapes alone:
     a batch of `batch` images of (h, w) `shape`, styles of `style_shape`, padded to buckets."""
-    from .run import resolve
+    from .config import resolve
     platform = devices[0].platform
     config = resolve(config, platform)
     params = params if params is not None else vgg.random_params(0)

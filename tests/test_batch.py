@@ -18,7 +18,7 @@ from conftest import _smooth_image
 from jaxstyle import job as batch
 from jaxstyle import losses, vgg
 from jaxstyle.config import Config
-from jaxstyle.run import resolve
+from jaxstyle.config import resolve
 from test_cli import run_cli
 
 

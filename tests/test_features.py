@@ -170,3 +170,16 @@ def test_python_api_takes_pil_images_and_arrays(image_dir, synthetic_h5):
     assert result.to_pil().size == (32, 24)
     assert [e["iteration"] for e in result.trace][0] == 0 and result.trace[-1]["iteration"] == 3
     assert result.final["total"] < result.initial["total"]
+
+
+def test_python_api_takes_a_list_of_images(tmp_path, image_dir, synthetic_h5):
+    params = jaxstyle.load_weights(synthetic_h5)
+    a = Image.open(image_dir / "content.png")
+    b = np.asarray(Image.open(image_dir / "style2.png"))
+    results = jaxstyle.transfer([a, b], image_dir / "style.png", weights=params, size=32, iterations=3,
+                                output=tmp_path / "styled")
+    assert [type(r) for r in results] == [jaxstyle.Result] * 2
+    assert results[0].image.shape == (24, 32, 3) and results[1].image.shape == (32, 32, 3)
+    assert sorted(p.name for p in (tmp_path / "styled").iterdir()) == ["image1.png", "image2.png"]
+    alone = jaxstyle.transfer(a, image_dir / "style.png", weights=params, size=32, iterations=3)
+    np.testing.assert_array_equal(alone.image, results[0].image)  # a list changes nothing per image

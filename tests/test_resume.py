@@ -16,7 +16,7 @@ import jaxstyle
 from conftest import run_one
 from jaxstyle import checkpoint
 from jaxstyle.config import PRESETS
-from jaxstyle.run import resolve
+from jaxstyle.config import resolve
 from jaxstyle.errors import EXIT_INTERRUPTED, EXIT_NUMERICAL, InputError
 
 from test_cli import run_cli
