@@ -155,7 +155,8 @@ class Runner:
         self.progress(Progress("optimize", self.images_done, self.total, tuple(p.item.name for p in active),
                                k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape, it,
                                self.iterations, int(info["evaluations"][0]), float(info["values"][0]), terms,
-                               self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active)))
+                               self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active),
+                               image=info["image"]))
 
     def _finish(self, p, s: dict, compile_seconds: float, seconds: float) -> None:
         job, config, item = self.job, self.config, p.item

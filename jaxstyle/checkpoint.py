@@ -24,7 +24,7 @@ from .errors import InputError
 from .files import atomic_write
 
 FORMAT = "jaxstyle-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the loop state of the one-run-path solver (its own line search)
 
 
 @dataclass(frozen=True)

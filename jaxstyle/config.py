@@ -20,6 +20,7 @@ DTYPES = ("float32", "bfloat16")
 CONVS = ("auto", "direct", "winograd")
 POOLINGS = ("max", "avg")
 COMPILES = ("auto", "fast", "full")
+PRECISIONS = ("auto", "default", "high", "highest")
 COLOR_MODES = ("none", "luminance", "covariance", "histogram")
 INITS = ("content", "noise", "style")  # or a path to an image file
 MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
@@ -113,6 +114,10 @@ class Config:
         "Round each image's working height and width up to a multiple of N pixels (the padding is "
         "masked out of every loss), so images of similar shapes share one compiled program "
         "(0: automatic, 16 on a CPU, 64 on a GPU or TPU, where compiling costs more)."))
+    precision: str = field(default="auto", metadata=_meta(
+        "Precision of the convolutions: default (on TPU one bfloat16 pass, TF32 on recent GPUs), "
+        "high (three bfloat16 passes), highest (float32); Gram matrices always highest. "
+        "auto: default (see bench/README.md for what it does to L-BFGS).", choices=PRECISIONS))
     compile: str = field(default="auto", metadata=_meta(
         "XLA's optimization effort: full, or fast (a new shape's programs compile several times "
         "faster; measured 84 s -> 13 s for a TPU v5e at 512 px); auto: fast on TPU, where "
@@ -173,7 +178,9 @@ def resolve(config: Config, platform: str) -> Config:
     """`config` with its automatic settings made concrete for a device `platform` ("cpu", "gpu",
     "tpu"); runs store and compare the resolved settings."""
     effort = config.compile if config.compile != "auto" else ("fast" if platform == "tpu" else "full")
-    return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=effort)
+    precision = config.precision if config.precision != "auto" else "default"
+    return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=effort,
+                          precision=precision)
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -223,6 +230,8 @@ def _validate(c: Config) -> None:
         raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {c.pooling!r}")
     if not isinstance(c.bucket, int) or isinstance(c.bucket, bool) or not 0 <= c.bucket <= 1024:
         raise ConfigError(f"--bucket must be an integer from 0 to 1024, got {c.bucket!r}")
+    if c.precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
     if c.compile not in COMPILES:
         raise ConfigError(f"--compile must be one of {', '.join(COMPILES)}, got {c.compile!r}")
     if c.conv not in CONVS:

@@ -181,7 +181,8 @@ def drive(problem: Problem, slots: Sequence[Slot], observers: Sequence[Observer]
             on_chunk({"iterations": its + np.asarray([s.offset[0] for s in slots]),
                       "evaluations": evals + np.asarray([s.offset[1] for s in slots]),
                       "values": np.asarray(current.value)[:n], "terms": np.asarray(current.terms)[:n],
-                      "seconds_per_iteration": timing["per_iteration"], "elapsed": now - t_start})
+                      "seconds_per_iteration": timing["per_iteration"], "elapsed": now - t_start,
+                      "image": lambda current=current: rgb(current.image[0], problem.hw[0])})
     seconds = time.perf_counter() - t_start
     current = jax.device_get(summary) if summary is not None else None
     images, first, final, names = [], [], [], []

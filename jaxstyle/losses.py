@@ -39,6 +39,8 @@ class Objective:
     conv: str = "auto"
     remat: bool = False
     pooling: str = "max"
+    precision: str = "default"  # of the convolutions (see `vgg.PRECISIONS`)
+    gram_precision: str = "highest"  # of the Gram matrices: a few percent of the FLOPs
 
     @classmethod
     def from_config(cls, config: Config) -> "Objective":
@@ -52,6 +54,7 @@ class Objective:
             conv=config.conv,
             remat=config.remat,
             pooling=config.pooling,
+            precision=config.precision if config.precision != "auto" else "default",
         )
 
     @property
@@ -106,12 +109,13 @@ def _count(hw: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
     return hw[0].astype(jnp.float32) * hw[1].astype(jnp.float32)
 
 
-def gram(f: jax.Array, hw: jax.Array | None = None) -> jax.Array:
+def gram(f: jax.Array, hw: jax.Array | None = None, precision: str = "highest") -> jax.Array:
     """Gram matrix FᵀF / (H·W·C) of activations (H, W, C), zero outside the real `hw`, accumulated
     in float32."""
     h, w, c = f.shape
     m = f.reshape(h * w, c)
-    g = jnp.einsum("pc,pd->cd", m, m, preferred_element_type=jnp.float32)
+    g = vgg.product(lambda a, b, p, t: jnp.einsum("pc,pd->cd", a, b, precision=p,
+                                                  preferred_element_type=jnp.float32), m, m, precision)
     return g / (_count(hw, f.shape) * c)  # in float: H·W·C passes 2**31 for large images
 
 
@@ -147,7 +151,7 @@ def network(variables: Any, x: jax.Array, objective: Objective, layers: tuple[st
             hw: jax.Array | None) -> dict[str, jax.Array]:
     """The activations of `layers` for one image under `objective`'s precision and options."""
     return vgg.features(variables, x, layers, dtype=_dtype(objective.dtype), remat=objective.remat,
-                        pooling=objective.pooling, hw=hw)
+                        pooling=objective.pooling, hw=hw, precision=objective.precision)
 
 
 def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) -> Terms:
@@ -157,7 +161,8 @@ def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) 
     zero = jnp.zeros((), jnp.float32)
     content = sum((targets.content_coeffs[i] * mse(feats[name], targets.content[i], grid_hw(hw, name))
                    for i, name in enumerate(objective.content_layers)), zero)
-    style = sum((targets.style_coeffs[i] * mse(gram(feats[name], grid_hw(hw, name)), targets.style[i])
+    style = sum((targets.style_coeffs[i] * mse(gram(feats[name], grid_hw(hw, name), objective.gram_precision),
+                                               targets.style[i])
                  for i, name in enumerate(objective.style_layers)), zero)
     tv = total_variation(x.astype(jnp.float32), hw) if objective.tv else zero
     cw, sw, tw = targets.weights[0], targets.weights[1], targets.weights[2]
@@ -187,7 +192,8 @@ def style_grams(variables: Any, styles: jax.Array, style_hw: jax.Array, blend: j
     feats = network(variables, styles, objective, objective.style_layers, style_hw)
     out = []
     for name in objective.style_layers:
-        grams = jax.vmap(gram)(feats[name], grid_hw(style_hw, name))  # (S, C, C)
+        grams = jax.vmap(lambda f, h: gram(f, h, objective.gram_precision))(
+            feats[name], grid_hw(style_hw, name))  # (S, C, C)
         out.append(jnp.tensordot(blend.astype(jnp.float32), grams, axes=(0, 0)))
     return tuple(out)
 

@@ -1,11 +1,11 @@
 """How much memory a run needs, estimated before compiling, and whether the device has it.
 
 The model is calibrated on XLA's own memory analysis of the compiled loop (float32, CPU):
-besides the loop state, its temporary buffers were 2.3-2.8x the bytes of the activations of
-the layers the objective reaches, at 256, 512 and 1024 pixels, with direct and Winograd
-convolutions (1.2-1.7x with `--remat`). The rest is counted exactly: the L-BFGS history
-(2·memory images), the loop state going into and out of a step, the weights and their derived
-kernels.
+its temporary buffers were 2.54-2.63x the bytes of the activations of the layers the
+objective reaches, at 128, 256 and 512 pixels, with direct and Winograd convolutions. The
+rest is counted exactly: the L-BFGS history (2·memory images), the loop state going into and
+out of a step, the weights and their derived kernels. The estimate is 4-15% above XLA's
+figure for the loop at 256-1024 px.
 """
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ import jax
 from .layers import CONV_LAYERS, deepest, upto
 from .errors import ConfigError
 
-TEMP_PER_ACTIVATION_BYTE = 3.0  # measured 2.3-2.8 (see the module docstring), plus a margin
-TEMP_PER_ACTIVATION_BYTE_REMAT = 2.0  # every block rematerialized: measured 1.2-1.7
-# XLA:TPU (deviceless compiles for a v5e, 64-1024 px): 3.4-3.5x at 512-1024 px, more on small
-# images (arrays are padded to tiles), and `--remat` saves nothing there (its loop was 1.03-1.12x
-# the plain one's). Assumed for GPUs too, which compile nothing here.
-TEMP_PER_ACTIVATION_BYTE_ACCELERATOR = 3.6
+TEMP_PER_ACTIVATION_BYTE = 2.7  # measured 2.54-2.63 (see the module docstring), plus a margin
+# With every block rematerialized (`--remat`), measured 1.11 (512 px) and 1.46 (1024 px).
+TEMP_PER_ACTIVATION_BYTE_REMAT = 1.6
+# XLA:TPU (deviceless compiles for a v5e, 64-1024 px): 2.35-2.4x at 512-1024 px, more on small
+# images (arrays are padded to tiles: a fixed overhead covers it), and `--remat` saves nothing
+# there (its loop was 0.98-1.15x the plain one's). Assumed for GPUs, which compile nothing here.
+TEMP_PER_ACTIVATION_BYTE_ACCELERATOR = 2.7
 ACCELERATOR_REMAT = 1.15
-ACCELERATOR_OVERHEAD = 64 * 2**20
+ACCELERATOR_OVERHEAD = 96 * 2**20
 RUNTIME_BYTES = 400 * 2**20  # JAX, XLA and Python themselves
 
 

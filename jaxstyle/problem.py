@@ -73,7 +73,9 @@ class Programs:
     def loop_bytes(self) -> int:
         """Device bytes the compiled loop needs: temporaries, arguments and outputs (XLA's analysis)."""
         m = self.chunk.memory_analysis()
-        return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+        # The loop state is donated: its output reuses its input's buffers (the aliased bytes).
+        return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+                   - m.alias_size_in_bytes)
 
 
 def _spec_tree(tree: Any, spec: P) -> Any:

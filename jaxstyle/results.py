@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -34,6 +34,9 @@ class Progress:
     device: str = ""
     programs: int = 0  # programs compiled for this batch ("compile" phase)
     batch: int = 1
+    image: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    """The batch's first image now (float RGB 0..255, before colour recombination), for a live
+    preview; None outside the "optimize" phase."""
 
 
 @dataclass

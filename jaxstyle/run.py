@@ -25,6 +25,7 @@ from .job import Item, Job
 from .problem import Builder, default_width, memory_need
 from .results import Progress, Result, Results
 from .resume import Resumed, find as find_checkpoint
+from .runtime import accelerator_notes
 
 MAX_AUTO_BATCH = 8  # images per device a folder batch holds at most on an accelerator
 
@@ -58,6 +59,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     notify = message or (lambda _m: None)
     devices = tuple(jax.local_devices())
     devices = devices[: job.config.devices or len(devices)]
+    for note in accelerator_notes(list(devices)):
+        notify(note)
     config = resolve(job.config, devices[0].platform)
     results: list[Result | None] = [None] * len(job.items)
     plans: list[_Plan] = []

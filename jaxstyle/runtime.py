@@ -75,3 +75,28 @@ def malloc_policy(config: Any, size: int | None = None, batch: int = 1) -> bool:
     need = memory_need(config, (size, size), batch, 1, "cpu").total
     free = memory.available()
     return bool(free and need <= KEEP_FREED_SHARE * free and keep_freed_memory())
+
+
+def accelerator_notes(devices: list[Any], environ: dict | None = None) -> list[str]:
+    """One-line notes for the start of a run: on a GPU, the memory JAX preallocates and how to
+    change it; on a machine with an accelerator that this jax cannot see, how to install one
+    that can."""
+    environ = os.environ if environ is None else environ
+    notes = []
+    device = devices[0]
+    if device.platform == "gpu" and environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true").lower() != "false":
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+        share = environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")
+        if limit:
+            notes.append(f"JAX holds {limit / 2**30:.1f} GiB of this GPU ({float(share):.0%} of it) for "
+                         "the whole process; set XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 (a share) or "
+                         "XLA_PYTHON_CLIENT_PREALLOCATE=false before starting to leave room for others")
+    if device.platform == "cpu":
+        if os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl"):
+            notes.append("this machine has an NVIDIA GPU but jax sees only the CPU; install jax for "
+                         "CUDA: pip install -U 'jax[cuda12]'")
+        elif (os.path.exists("/dev/accel0") or environ.get("TPU_ACCELERATOR_TYPE")
+              or environ.get("COLAB_TPU_ADDR")) and environ.get("JAX_PLATFORMS", "") != "cpu":
+            notes.append("this machine has a TPU but jax sees only the CPU; install jax for TPUs: "
+                         "pip install -U 'jax[tpu]'")
+    return notes

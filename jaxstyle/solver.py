@@ -104,6 +104,7 @@ class LoopState(NamedTuple):
     evaluations: jax.Array  # int32, loss+gradient evaluations done
     stall: jax.Array  # int32, consecutive L-BFGS iterations without a decrease
     status: jax.Array  # int32, RUNNING / NONFINITE / STALLED / IDLE (a batch's empty slot)
+    failures: jax.Array  # int32, line searches that found no decrease (each restarted L-BFGS)
 
 
 class Summary(NamedTuple):
@@ -136,7 +137,7 @@ def init_state(x0: jax.Array, method: Method, active: jax.Array | bool = True) -
     status = jnp.where(active, RUNNING, IDLE).astype(i32)
     inf = jnp.asarray(jnp.inf, f32)
     return LoopState(u, inf, jnp.zeros_like(u), jnp.zeros((3,), f32), jnp.full((4,), jnp.nan, f32),
-                     direction, opt, linesearch.begin(inf, 0.0), zero, zero, zero, status)
+                     direction, opt, linesearch.begin(inf, 0.0), zero, zero, zero, status, zero)
 
 
 def image(state: LoopState, method: Method) -> jax.Array:
@@ -156,40 +157,65 @@ def _evaluate(u: jax.Array, variables: Any, targets: Targets, objective: Objecti
     return value, terms.astype(jnp.float32), grad, finite
 
 
+class _Trial(NamedTuple):
+    """A line search in progress: its state and the last point it evaluated."""
+
+    search: linesearch.Search
+    point: jax.Array
+    value: jax.Array
+    terms: jax.Array
+    grad: jax.Array
+    accept: jax.Array
+    fail: jax.Array
+    fallback: jax.Array  # the accepted step was the search's fallback (no curvature condition)
+    evaluations: jax.Array
+
+
 def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopState:
+    """One L-BFGS iteration (or, for a fresh state, the start): line-search evaluations until a
+    step is accepted or the search fails, then the next direction.
+
+    The direction is updated once per iteration, outside the search's loop and unconditionally,
+    so XLA updates the history in place (under a `cond` it copied all 2·memory images of it).
+    """
     fresh = s.evaluations == 0
-    point = jnp.where(fresh, s.u, s.u + s.search.step * s.direction)
-    value, terms, grad, finite = _evaluate(point, variables, targets, objective, method)
-    slope = jnp.vdot(grad, s.direction).astype(jnp.float32)
-    accept, fail, search = linesearch.advance(s.search, s.value, value, slope, finite,
-                                              method.linesearch_steps)
-    accept = jnp.where(fresh, finite, accept)
-    fail = ~fresh & fail
-    bad_start = fresh & ~finite
-    # A new direction after a step (or at the start), or from the steepest descent again after
-    # a failed search or a fallback step (taken without the curvature condition, its pair could
-    # spoil the history): a restart forgets the history by zeroing its weights.
-    restart = fail | (accept & s.search.last)
-    u = jnp.where(accept, point, s.u)
-    g = jnp.where(accept, grad, s.grad)
 
-    def new_direction(opt):
-        opt = opt._replace(count=jnp.where(restart, 0, opt.count).astype(opt.count.dtype),
-                           weights_memory=jnp.where(restart, 0.0, opt.weights_memory))
-        precond, opt = method.lbfgs().update(g, opt, u)
-        return -precond, opt
+    def searching(t: _Trial):
+        return ~(t.accept | t.fail) & ~(fresh & (t.evaluations > 0))
 
-    direction, opt = jax.lax.cond(accept | fail, new_direction, lambda o: (s.direction, o), s.opt)
-    new_value = jnp.where(accept, value, s.value)
+    def evaluate(t: _Trial) -> _Trial:
+        point = jnp.where(fresh, s.u, s.u + t.search.step * s.direction)
+        value, terms, grad, finite = _evaluate(point, variables, targets, objective, method)
+        slope = jnp.vdot(grad, s.direction).astype(jnp.float32)
+        accept, fail, search = linesearch.advance(t.search, s.value, value, slope, finite,
+                                                  method.linesearch_steps)
+        return _Trial(search, point, value, terms, grad, jnp.where(fresh, finite, accept), ~fresh & fail,
+                      t.search.last, t.evaluations + 1)
+
+    no = jnp.zeros((), bool)
+    t = jax.lax.while_loop(searching, evaluate, _Trial(s.search, s.u, s.value, s.terms, s.grad, no, no, no,
+                                                       jnp.zeros((), jnp.int32)))
+    accept, fail = t.accept, t.fail
+    bad_start = fresh & ~accept
+    # From the steepest descent again after a failed search or a fallback step (taken without the
+    # curvature condition, its pair could spoil the history): a restart forgets the history by
+    # zeroing its weights.
+    restart = fail | (accept & t.fallback)
+    u = jnp.where(accept, t.point, s.u)
+    g = jnp.where(accept, t.grad, s.grad)
+    opt = s.opt._replace(count=jnp.where(restart, 0, s.opt.count).astype(s.opt.count.dtype),
+                         weights_memory=jnp.where(restart, 0.0, s.opt.weights_memory))
+    precond, opt = method.lbfgs().update(g, opt, u)
+    direction = -precond
+    value = jnp.where(accept, t.value, s.value)
     stepped = (accept & ~fresh) | fail
-    stall = jnp.where(stepped, jnp.where(accept & (value < s.value), 0, s.stall + 1), s.stall)
-    search = jax.tree.map(lambda a, b: jnp.where(accept | fail, a, b),
-                          linesearch.begin(new_value, jnp.vdot(g, direction)), search)
+    stall = jnp.where(stepped, jnp.where(accept & (t.value < s.value), 0, s.stall + 1), s.stall)
     status = jnp.where(bad_start, NONFINITE, jnp.where(stall >= method.stall_patience, STALLED, RUNNING))
-    first = jnp.where(fresh, jnp.concatenate([value[None], terms]), s.first)
-    return LoopState(u, new_value, g, jnp.where(accept, terms, s.terms), first, direction, opt, search,
-                     s.iteration + stepped.astype(jnp.int32), s.evaluations + 1, stall.astype(jnp.int32),
-                     status.astype(jnp.int32))
+    first = jnp.where(fresh, jnp.concatenate([t.value[None], t.terms]), s.first)
+    return LoopState(u, value, g, jnp.where(accept, t.terms, s.terms), first, direction, opt,
+                     linesearch.begin(value, jnp.vdot(g, direction)),
+                     s.iteration + stepped.astype(jnp.int32), s.evaluations + t.evaluations,
+                     stall.astype(jnp.int32), status.astype(jnp.int32), s.failures + fail.astype(jnp.int32))
 
 
 def _adam_step(s: LoopState, variables, targets, objective, method, learning_rate) -> LoopState:
@@ -201,7 +227,7 @@ def _adam_step(s: LoopState, variables, targets, objective, method, learning_rat
     first = jnp.where(s.evaluations == 0, jnp.concatenate([value[None], terms]), s.first)
     return LoopState(u, value, grad, terms, first, last_good, opt, s.search,
                      s.iteration + finite.astype(jnp.int32), s.evaluations + 1, s.stall,
-                     jnp.where(finite, RUNNING, NONFINITE).astype(jnp.int32))
+                     jnp.where(finite, RUNNING, NONFINITE).astype(jnp.int32), s.failures)
 
 
 def run_one(state: LoopState, until: jax.Array, variables: Any, targets: Targets,

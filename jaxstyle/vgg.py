@@ -25,8 +25,35 @@ from .layers import CONV_LAYERS, LAYER_NAMES, LAYER_SHAPES, deepest, layer_index
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
+# Precision of the convolutions and matrix products: XLA's three levels (on TPU "default" is one
+# bfloat16 pass, "high" three, "highest" six; on Ampere and later GPUs "default" is TF32; XLA:CPU
+# always computes float32), and two emulations of the TPU's passes for measuring their effect on
+# a CPU: "bf16" (operands rounded to bfloat16, products accumulated in float32) and "bf16x3".
+PRECISIONS = {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH,
+              "highest": jax.lax.Precision.HIGHEST}
+
+
+def _split(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    hi = a.astype(jnp.bfloat16)
+    return hi, (a - hi.astype(a.dtype)).astype(jnp.bfloat16)
+
+
+def product(op, a: jax.Array, b: jax.Array, precision: str = "default") -> jax.Array:
+    """op(a, b, precision=..., preferred_element_type=...) for a bilinear op (a convolution, an
+    einsum) at `precision`, emulated on the CPU for "bf16" and "bf16x3"."""
+    if precision == "bf16":
+        return op(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), None, jnp.float32).astype(a.dtype)
+    if precision == "bf16x3":
+        (ah, al), (bh, bl) = _split(a), _split(b)
+        f32 = jnp.float32
+        return (op(ah, bh, None, f32) + op(ah, bl, None, f32) + op(al, bh, None, f32)).astype(a.dtype)
+    return op(a, b, PRECISIONS[precision], None)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, precision: str = "default") -> jax.Array:
+    return product(lambda a, b, p, t: jax.lax.conv_general_dilated(
+        a, b, (1, 1), "SAME", dimension_numbers=_DIMS, precision=p, preferred_element_type=t),
+        x, kernel, precision)
 
 
 # Winograd F(4x4, 3x3) (Lavin & Gray 2016): 4x4 outputs from 6x6 input tiles with 36
@@ -61,7 +88,7 @@ def winograd_kernel(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(np.tensordot(gk, _G, axes=(1, 1)), (3, 0, 1, 2)))
 
 
-def winograd_conv(x: jax.Array, u: jax.Array) -> jax.Array:
+def winograd_conv(x: jax.Array, u: jax.Array, precision: str = "default") -> jax.Array:
     """3x3 'SAME' cross-correlation by Winograd F(4x4, 3x3), given u = `winograd_kernel(k)`."""
     n, h, w, c = x.shape
     k = u.shape[-1]
@@ -69,7 +96,8 @@ def winograd_conv(x: jax.Array, u: jax.Array) -> jax.Array:
     xp = jnp.pad(x, ((0, 0), (1, 4 * th - h + 1), (1, 4 * tw - w + 1), (0, 0)))
     r = jnp.stack(_input_transform([xp[:, i:i + 4 * th:4] for i in range(6)]), 0)  # rows a
     v = jnp.stack(_input_transform([r[:, :, :, j:j + 4 * tw:4] for j in range(6)]), 0)  # cols b
-    m = jnp.einsum("xtc,xck->xtk", v.reshape(36, n * th * tw, c), u.reshape(36, c, k))
+    m = product(lambda a, b, p, t: jnp.einsum("xtc,xck->xtk", a, b, precision=p, preferred_element_type=t),
+                v.reshape(36, n * th * tw, c), u.reshape(36, c, k), precision)
     m = m.reshape(6, 6, n, th, tw, k)  # [b, a, ...]
     ya = jnp.stack(_output_transform([m[:, i] for i in range(6)]), 0)  # [p, b, ...]
     y = jnp.stack(_output_transform([ya[:, j] for j in range(6)]), 0)  # [q, p, ...]
@@ -130,28 +158,29 @@ def add_winograd(variables: Mapping[str, Any], plan: Mapping[str, tuple[bool, bo
     return out
 
 
-def _conv_with(x: jax.Array, operand: jax.Array) -> jax.Array:
+def _conv_with(x: jax.Array, operand: jax.Array, precision: str) -> jax.Array:
     # A (6, 6, in, out) operand is a Winograd-transformed kernel, a (3, 3, in, out) one a kernel.
-    return winograd_conv(x, operand) if operand.shape[0] == 6 else _conv(x, operand)
+    return winograd_conv(x, operand, precision) if operand.shape[0] == 6 else _conv(x, operand, precision)
 
 
-@jax.custom_vjp
-def conv3x3(x: jax.Array, kernel: jax.Array, forward: jax.Array, backward: jax.Array) -> jax.Array:
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def conv3x3(x: jax.Array, kernel: jax.Array, forward: jax.Array, backward: jax.Array,
+            precision: str = "default") -> jax.Array:
     """3x3 'SAME' cross-correlation of x (NHWC) with `kernel` (HWIO).
 
     `forward` computes it: the kernel itself, or `winograd_kernel(kernel)`. `backward` computes
     the input gradient: `backward_kernel(kernel)` or its Winograd transform.
     """
-    return _conv_with(x, forward)
+    return _conv_with(x, forward, precision)
 
 
-def _conv3x3_fwd(x, kernel, forward, backward):
-    return _conv_with(x, forward), (x, kernel, forward, backward)
+def _conv3x3_fwd(x, kernel, forward, backward, precision):
+    return _conv_with(x, forward, precision), (x, kernel, forward, backward)
 
 
-def _conv3x3_bwd(res, g):
+def _conv3x3_bwd(precision, res, g):
     x, kernel, forward, backward = res
-    dx = _conv_with(g.astype(backward.dtype), backward).astype(x.dtype)
+    dx = _conv_with(g.astype(backward.dtype), backward, precision).astype(x.dtype)
     # The kernel gradient is exact but unused by style transfer, so XLA drops it there.
     _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
     (dk,) = kernel_vjp(g)
@@ -235,6 +264,7 @@ class Conv3x3(nn.Module):
 
     features: int
     dtype: Any = jnp.float32
+    precision: str = "default"
 
     @nn.compact
     def __call__(self, x: jax.Array, keep: jax.Array | None = None) -> jax.Array:
@@ -246,7 +276,8 @@ class Conv3x3(nn.Module):
         backward = (self.get_variable("winograd", "backward")
                     if self.has_variable("winograd", "backward") else kernel_bwd)
         d = self.dtype
-        y = conv3x3(x.astype(d), kernel.astype(d), forward.astype(d), backward.astype(d)) + bias.astype(d)
+        y = conv3x3(x.astype(d), kernel.astype(d), forward.astype(d), backward.astype(d),
+                    self.precision) + bias.astype(d)
         return nn.relu(y) if keep is None else masked_relu(y, keep)
 
 
@@ -262,6 +293,7 @@ class VGG16Features(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
     pooling: str = "max"
+    precision: str = "default"
 
     @nn.compact
     def __call__(self, x: jax.Array, hw: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -276,7 +308,7 @@ class VGG16Features(nn.Module):
         for i, convs in enumerate(blocks.values()):
             spec = _BlockSpec(tuple(convs), tuple(n for n, _ in convs if n in self.layers),
                               pool=self.pooling if i + 1 < len(blocks) else None, dtype=self.dtype,
-                              pools=i)
+                              pools=i, precision=self.precision)
             if self.remat:
                 names = {n for n, _ in convs}
                 own = {col: {n: v for n, v in tree.items() if n in names}
@@ -297,6 +329,7 @@ class _BlockSpec(NamedTuple):
     pool: str | None
     dtype: Any
     pools: int
+    precision: str = "default"
 
 
 def _block(module: nn.Module, x: jax.Array, hw: jax.Array | None,
@@ -305,7 +338,7 @@ def _block(module: nn.Module, x: jax.Array, hw: jax.Array | None,
     taps = []
     keep = region(x, hw, spec.pools)
     for name, cout in spec.convs:
-        x = Conv3x3(cout, dtype=spec.dtype, name=name, parent=module)(x, keep)
+        x = Conv3x3(cout, dtype=spec.dtype, precision=spec.precision, name=name, parent=module)(x, keep)
         if name in spec.wanted:
             taps.append(x)
     if spec.pool is not None:
@@ -368,7 +401,7 @@ def prepare_variables(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
 
 def features(variables: Mapping[str, Any], image: jax.Array, layers: Sequence[str],
              dtype: Any = jnp.float32, remat: bool = False, pooling: str = "max",
-             hw: jax.Array | None = None) -> dict[str, jax.Array]:
+             hw: jax.Array | None = None, precision: str = "default") -> dict[str, jax.Array]:
     """Activations of `layers` for one preprocessed image (H, W, 3) or a batch (N, H, W, 3).
 
     `hw` ((2,) or (N, 2) integers) is each image's real size when it is padded to a bucket:
@@ -378,7 +411,8 @@ def features(variables: Mapping[str, Any], image: jax.Array, layers: Sequence[st
     x = image if batched else image[None]
     if hw is not None and not batched:
         hw = hw[None]
-    out = VGG16Features(tuple(layers), dtype=dtype, remat=remat, pooling=pooling).apply(variables, x, hw)
+    out = VGG16Features(tuple(layers), dtype=dtype, remat=remat, pooling=pooling,
+                        precision=precision).apply(variables, x, hw)
     return out if batched else {k: v[0] for k, v in out.items()}
 
 

@@ -169,7 +169,7 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
                    content_weight=2.0, style_weight=5.0, tv_weight=1e-3, normalize=False, lbfgs_memory=5,
                    linesearch_steps=10, precondition=0.1, init="noise", seed=5, save_every=1,
                    checkpoint_every=2, batch_size=2, devices=1, dtype="bfloat16", remat=True,
-                   pooling="avg", bucket=32, conv="direct", compile="fast")
+                   pooling="avg", bucket=32, conv="direct", compile="fast", precision="high")
     adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48)
     touched = {f.name for f in dataclasses.fields(Config) if getattr(lbfgs, f.name) != getattr(Config(), f.name)}
     touched |= {f.name for f in dataclasses.fields(Config) if getattr(adam, f.name) != getattr(Config(), f.name)}

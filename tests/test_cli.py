@@ -96,3 +96,23 @@ def test_bad_options_give_one_line_errors(capsys, tmp_path, image_dir, synthetic
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_accelerator_notes_say_what_a_gpu_holds_and_how_to_get_an_accelerator_jax(tmp_path):
+    from jaxstyle import runtime
+
+    class GPU:
+        platform = "gpu"
+
+        def memory_stats(self):
+            return {"bytes_limit": 60 * 2**30}
+
+    note, = runtime.accelerator_notes([GPU()], environ={})
+    assert "60.0 GiB of this GPU (75% of it)" in note and "XLA_PYTHON_CLIENT_MEM_FRACTION" in note
+    assert runtime.accelerator_notes([GPU()], environ={"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}) == []
+
+    class CPU:
+        platform = "cpu"
+
+    note, = runtime.accelerator_notes([CPU()], environ={"TPU_ACCELERATOR_TYPE": "v5litepod-1"})
+    assert "has a TPU but jax sees only the CPU" in note and "jax[tpu]" in note
