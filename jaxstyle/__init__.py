@@ -4,13 +4,24 @@
     result = jaxstyle.transfer("photo.jpg", "painting.jpg", size=256, output="out.png")
     result.to_pil()
 """
-from .api import load_weights, reconstruct_content, reconstruct_style, resume, transfer
-from .runtime import enable_compilation_cache, keep_freed_memory
+from importlib import import_module
+from typing import Any
+
 from .config import PRESETS, Config
 from .errors import JaxstyleError
-from .results import Progress, Result
 
-__all__ = ["Config", "PRESETS", "JaxstyleError", "Progress", "Result", "transfer",
-           "reconstruct_content", "reconstruct_style", "resume", "load_weights", "enable_compilation_cache",
-           "keep_freed_memory"]
+# The rest loads on first use: `jaxstyle --help` and option errors need no JAX at all.
+_LAZY = {"transfer": "api", "reconstruct_content": "api", "reconstruct_style": "api", "resume": "api",
+         "load_weights": "api", "enable_compilation_cache": "runtime", "keep_freed_memory": "runtime",
+         "Progress": "results", "Result": "results"}
+
+__all__ = ["Config", "PRESETS", "JaxstyleError", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxstyle' has no attribute {name!r}")

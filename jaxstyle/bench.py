@@ -85,12 +85,32 @@ def peak_flops(device: jax.Device, dtype: str) -> float | None:
     return None
 
 
-def peak_memory_mb(device: jax.Device) -> tuple[float, str]:
-    """Peak device memory (accelerators) or the process's peak RSS (CPU), in MiB."""
+def reset_peak_memory() -> bool:
+    """Start a new peak of the process's resident memory (Linux: /proc/self/clear_refs), so each
+    case reports its own; False where the peak cannot be reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(device: jax.Device, since_reset: bool = False) -> tuple[float, str]:
+    """Peak device memory (accelerators: the process's running maximum, which JAX cannot reset) or
+    peak resident memory (CPU: since `reset_peak_memory` when `since_reset`), in MiB."""
     stats = device.memory_stats() if device.platform != "cpu" else None
     if stats and "peak_bytes_in_use" in stats:
-        return stats["peak_bytes_in_use"] / 2**20, "device"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process"
+        return stats["peak_bytes_in_use"] / 2**20, "device, running maximum"
+    if since_reset:
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024.0, "process, this case"
+        except OSError:
+            pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process, running maximum"
 
 
 def synthetic_image(size: int, seed: int) -> np.ndarray:
@@ -135,6 +155,7 @@ def run_case(case: Case, params: dict, contents: list[np.ndarray], style: np.nda
     The loop runs a 10-iteration warm-up (L-BFGS's start-up line searches), then `repeats`
     chunks of `iterations`, each timed from its dispatch to its end (one device sync per chunk).
     """
+    own_peak = reset_peak_memory()
     config = resolve(_config(case), jax.devices()[0].platform)
     n_dev = min(case.devices or jax.device_count(), case.batch)
     if case.batch % n_dev:
@@ -173,7 +194,7 @@ def run_case(case: Case, params: dict, contents: list[np.ndarray], style: np.nda
     s_per_eval, eval_min, eval_max = _median_spread(per_eval)
     device = devices[0]
     peak = peak_flops(device, case.dtype)
-    mem_mb, mem_kind = peak_memory_mb(device)
+    mem_mb, mem_kind = peak_memory_mb(device, own_peak)
     flops_per_s = flops / s_per_eval if math.isfinite(flops) else None
     result: dict[str, Any] = {
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "devices": n_dev,

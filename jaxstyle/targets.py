@@ -10,6 +10,7 @@ estimate and the FLOPs of the same programs compiled for this machine.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,16 @@ def plan(name: str, config: Config, size: int, batch: int = 1) -> dict[str, Any]
     if t.platform == "tpu":
         devices = topology_devices(t)[: max(1, min(batch, t.devices))]
         start = time.perf_counter()
-        programs = compile_for(config, devices, hw, hw, batch)
+        try:
+            programs = compile_for(config, devices, hw, hw, batch)
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            # XLA:TPU refuses a program that cannot fit: "... temporaries (92.92G) exceeds ...".
+            found = re.search(r"\(([0-9.]+)G\)", str(e))
+            row.update(compile_s=round(time.perf_counter() - start, 2), programs=2, devices=len(devices),
+                       hbm_needed_bytes=int(float(found.group(1)) * GiB) if found else None, fits=False)
+            return row
         row["compile_s"] = round(time.perf_counter() - start, 2)
         need = programs.loop_bytes()
         row["programs"] = programs.count
@@ -136,14 +146,28 @@ def plan(name: str, config: Config, size: int, batch: int = 1) -> dict[str, Any]
 
 
 def _custom_calls(hlo: str) -> list[str]:
-    import re
     return re.findall(r'custom_call_target="([^"]+)"', hlo)
 
 
 def largest(name: str, config: Config, low: int = 256, high: int = 16384) -> tuple[int, int]:
-    """The largest 4:3 size (a multiple of 64) whose loop fits in 90% of the target's memory."""
-    best = (0, 0)
+    """The largest 4:3 size (a multiple of 64) whose loop fits in 90% of the target's memory,
+    searched near the memory estimate's answer (compiling a far too large size takes long)."""
+    t = target(name)
+
+    def estimated_fit(size: int) -> bool:
+        hw = preprocess.bucket(preprocess.fit_size((3, 4), size), 64)
+        return memory_need(config, hw, 1, 1, t.platform).total <= 0.9 * t.hbm_bytes
+
     lo, hi = low // 64, high // 64
+    while lo < hi:  # the estimate's largest size: cheap
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if estimated_fit(mid * 64) else (lo, mid - 1)
+    guess = lo * 64
+    if t.platform == "gpu":
+        return guess, memory_need(config, preprocess.bucket(preprocess.fit_size((3, 4), guess), 64), 1, 1,
+                                  "gpu").total
+    best = (0, 0)
+    lo, hi = max(low, int(guess * 0.8)) // 64, min(high, int(guess * 1.4)) // 64
     while lo <= hi:
         mid = (lo + hi) // 2
         row = plan(name, config, mid * 64)
