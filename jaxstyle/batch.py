@@ -7,7 +7,6 @@ stages to the others. At the end every image's result, animation and trace are w
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Sequence
 
 import jax

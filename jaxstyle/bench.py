@@ -22,10 +22,9 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from . import runtime
 from . import weights as weights_mod
-from .config import PRESETS, RUN_ONLY, STYLE_PRESETS, Config
+from .config import PRESETS, STYLE_PRESETS, Config
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError
 
 
@@ -247,28 +247,9 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
     if files["distributed"]:
         import jax
         jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
-    if files["resume"] is not None:
-        if many:
-            raise JaxstyleError("--resume takes one image's checkpoint; a folder run continues each image "
-                                "from the checkpoint beside its result by itself")
-        from .checkpoint import load
-        from .resume import job_from
-        ck = load(files["resume"])
-        if ck.mode != mode:
-            raise JaxstyleError(f"{files['resume']}: checkpoint is from `jaxstyle {ck.mode}`, not `jaxstyle {mode}`")
-        import jax
-
-        from .config import resolve
-        ck_config = ck.config
-        config = resolve(config, jax.local_devices()[0].platform)
-        for f in dataclasses.fields(Config):  # the command line's settings must be the checkpoint's
-            if f.name not in RUN_ONLY and getattr(config, f.name) != getattr(ck_config, f.name):
-                raise JaxstyleError(f"{files['resume']}: checkpoint was made with --{f.name.replace('_', '-')} "
-                                    f"{_show(getattr(ck_config, f.name))}, not {_show(getattr(config, f.name))}; "
-                                    "resuming would not continue the same run")
-        return job_from(files["resume"], {k: getattr(config, k) for k in RUN_ONLY}, output=files["output"],
-                        gif=files["gif"], trace=files["trace"], quality=files["quality"],
-                        bits=files["bits"], weights=files["weights"])
+    if files["resume"] is not None and many:
+        raise JaxstyleError("--resume takes one image's checkpoint; a folder run continues each image "
+                            "from the checkpoint beside its result by itself")
     common = dict(style_blend=style_blend, quality=files["quality"], bits=files["bits"],
                   weights=files["weights"])
     if many:
@@ -281,8 +262,9 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
                             gif_dir=files["gif"], trace_dir=files["trace"], **common)
     content = None if mode == "style" else images
     own = (images,) if mode == "style" else styles
+    # With --resume, the run checks the checkpoint against these settings and inputs (resume.find).
     return job_mod.single(mode, config, content, own, output_path=files["output"], gif=files["gif"],
-                          trace=files["trace"], **common)
+                          trace=files["trace"], resume=files["resume"], **common)
 
 
 def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed) -> dict[str, Any]:

@@ -179,13 +179,6 @@ def loop_variables(variables: Any, objective: Objective, layout: Layout) -> Any:
     return vgg.add_winograd(variables, plan)
 
 
-def pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """An (h, w, 3) array in the top-left corner of a zero (H, W, 3) one."""
-    out = np.zeros((*shape, 3), np.float32)
-    out[: image.shape[0], : image.shape[1]] = image
-    return out
-
-
 @dataclass
 class Problem:
     """One batch at one stage: its programs, its device arrays, and its initial loop state."""
@@ -258,7 +251,7 @@ class Builder:
         per, rep = layout.sharding(P("batch")), layout.sharding(P())
         empty = np.zeros((*layout.shape, 3), np.float32)
         hw = [tuple(c.shape[:2]) for c in contents]
-        content = np.stack([pad(c, layout.shape) for c in contents] + [empty] * (b - n))
+        content = np.stack([pad_image(c, layout.shape) for c in contents] + [empty] * (b - n))
         x0 = np.stack([pad_image(x, layout.shape) for x in x0s] + [empty] * (b - n))
         content_hw = np.asarray(hw + [layout.shape] * (b - n), np.int32)
         count = 1 if layout.shared_styles else b
@@ -269,7 +262,7 @@ class Builder:
         blend = np.zeros((count, layout.styles), np.float32)
         for g, (group, bl) in enumerate(zip(style_sets, blend_sets)):
             for k, s in enumerate(group):
-                style_arr[g, k] = pad(s, layout.style_shape)
+                style_arr[g, k] = pad_image(s, layout.style_shape)
                 style_hw[g, k] = s.shape[:2]
             blend[g, : len(group)] = np.asarray(bl, np.float32)[: len(group)]
         sty = rep if layout.shared_styles else per
