@@ -11,7 +11,7 @@ import os
 from typing import Any, Callable, Mapping, Sequence
 
 from . import job as job_mod
-from . import resume as resume_mod
+from . import resuming as resume_mod
 from . import weights as weights_mod
 from .config import PRESETS, STYLE_PRESETS, Config
 from .errors import ConfigError
@@ -24,9 +24,14 @@ PathLike = str | os.PathLike
 
 
 def _progress(progress: bool | Callable[[Progress], None] | None, config: Config):
+    """The progress callback: a printer for `True` (in place in a notebook, on stderr
+    elsewhere), the caller's own, or, with `print_every` and no progress, its lines logged."""
+    from .progress import printer
     if progress is True:
-        from .progress import ProgressPrinter
-        return ProgressPrinter(precision=config.dtype)
+        return printer(config.dtype, lines=bool(config.print_every))
+    if not progress and config.print_every:
+        lines = printer(config.dtype, lines=True)
+        return lambda p: log.info(lines.iteration_line(p)) if p.phase == "iteration" else None
     return progress or None
 
 

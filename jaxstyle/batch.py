@@ -15,12 +15,12 @@ import numpy as np
 from . import inputs, output, preprocess, solver
 from .config import Config
 from .driver import Slot, drive, rgb
-from .errors import JaxstyleError
+from .errors import JaxstyleError, OutputError
 from .job import Job
-from .observers import Checkpoints, Frames, Snapshots, Trace
+from .observers import Checkpoints, Frames, Lines, Snapshots, Trace
 from .problem import Builder, Layout, default_width, with_states
 from .results import Progress, Result
-from .resume import provenance
+from .resuming import provenance
 
 
 class Runner:
@@ -28,7 +28,7 @@ class Runner:
 
     def __init__(self, job: Job, config: Config, builder: Builder, results: list, progress: Callable,
                  notify: Callable[[str], None], should_stop: Callable[[], bool] | None,
-                 weights_sha: str | None, weights_path: str | None, total: int) -> None:
+                 weights_sha: str | None, weights_path: str | None, total: int, device: str) -> None:
         self.job, self.config, self.builder, self.results = job, config, builder, results
         self.progress, self.notify, self.should_stop = progress, notify, should_stop
         self.total = total
@@ -48,10 +48,10 @@ class Runner:
                 if it.checkpoint is not None}
         self.checkpoints = Checkpoints(config.checkpoint_every, {i: items[i].checkpoint for i in prov},
                                        totals, prov)
-        self.observers = [self.snapshots, self.frames, self.trace, self.checkpoints]
-        platform = jax.local_devices()[0].platform
-        kind = getattr(jax.local_devices()[0], "device_kind", "") or platform
-        self.device = platform if kind == platform else f"{platform} ({kind})"
+        self.lines = Lines(config.print_every, self._line)
+        self.observers = [self.snapshots, self.frames, self.trace, self.checkpoints, self.lines]
+        self._stage_shape: tuple[int, tuple[int, int]] = (0, (0, 0))
+        self.device = device  # for the progress reports
 
     @property
     def images_done(self) -> int:
@@ -78,6 +78,8 @@ class Runner:
         for p in live:
             if p.resumed:
                 state[p.index]["offset"] = p.resumed.offset
+                # the loop state already holds this stage's first iterations: not this run's work
+                state[p.index]["run"] = -(p.resumed.iteration - p.resumed.offset[0])
                 self.checkpoints.keep.add(p.index)  # its checkpoint is kept up to date to the end
         compile_seconds = seconds = 0.0
         for k in range(start, len(stages)):
@@ -106,6 +108,7 @@ class Runner:
                 if k == 0 and j not in resumed:
                     self.frames.add(p.index, 0, rgb(imgs[j].x0, imgs[j].x0.shape[:2]))
             slots = [Slot(p.index, p.item.name, state[p.index]["offset"], its) for p in active]
+            self._stage_shape = (k, layout.shape)
             outcome = drive(problem, slots, self.observers, stage=k, should_stop=self.should_stop,
                             on_chunk=lambda info: self._chunk(info, active, k, layout))
             seconds += outcome.seconds
@@ -119,8 +122,10 @@ class Runner:
             if outcome.interrupted:
                 self.stopped = True
                 break
-        for p in live:
-            self._finish(p, state[p.index], compile_seconds, seconds)
+        failures = [f for p in live if (f := self._finish(p, state[p.index], compile_seconds, seconds))]
+        if failures:  # every image of the batch is finished (and written where possible) first
+            raise failures[0] if len(failures) == 1 else \
+                OutputError("; also ".join(f.message for f in failures), failures[0].path, failures[0].kept)
 
     def _layout(self, size: int, active, imgs, devices: tuple, k: int) -> Layout:
         shape = preprocess.bucket(imgs[0].content.shape[:2], self.config.bucket)
@@ -141,6 +146,14 @@ class Runner:
                                0, self.iterations, 0, float("nan"), None, self.elapsed, None, None,
                                self.device, programs, len(active)))
 
+    def _line(self, r: Any, row: dict) -> None:
+        k, shape = self._stage_shape
+        terms = {key: row[key] for key in ("total", "content", "style", "tv") if key in row}
+        self.progress(Progress("iteration", self.images_done, self.total, (r.name,), k + 1,
+                               len(self.config.stages()), self.config.stages()[k][0], shape, row["iteration"],
+                               self.iterations, row["evaluations"], row["total"], terms, self.elapsed, None,
+                               None, self.device))
+
     def _chunk(self, info: dict, active, k: int, layout: Layout) -> None:
         its = info["iterations"]
         it = int(its.min())
@@ -157,10 +170,17 @@ class Runner:
                                self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active),
                                image=info["image"]))
 
-    def _finish(self, p, s: dict, compile_seconds: float, seconds: float) -> None:
+    def _finish(self, p, s: dict, compile_seconds: float, seconds: float) -> OutputError | None:
+        """Write the image's result, animation and trace, and record its Result. A file that
+        cannot be written (its content is kept elsewhere, see `output.write_image`) fails the
+        image in a folder; otherwise the OutputError is returned, for `batch` to raise once the
+        batch's other images are written."""
         job, config, item = self.job, self.config, p.item
+        errors: list[OutputError] = []
         status = s["status"] if s["status"] != "running" else "interrupted"
         raw = s["previous"]
+        if status == "non-finite" and s["offset"][0] == 0:
+            raw = None  # not one finite step: the "result" would be the initial image
         image = self.finish[p.index](raw) if raw is not None else None
         trace = self.trace.entries.get(p.index, [])
         if trace and s["final"]:
@@ -174,17 +194,50 @@ class Runner:
             result.message = f"{item.content}: {result.message}"
             self.notify(f"skipped {result.message}")
         elif item.output is not None and image is not None:
-            result.output = output.write_image(image, item.output, job.quality, bits=job.bits)
-        if image is not None and item.gif is not None:
-            self.frames.add(p.index, s["offset"][0], raw)
-            result.gif = self.frames.write(p.index)
-        if item.trace is not None:
-            result.trace_file = output.write_trace(trace, item.trace, mode=job.mode, config=config, status=status)
+            try:
+                result.output = output.write_image(image, item.output, job.quality, bits=job.bits)
+            except OutputError as e:
+                errors.append(e)
+        if p.index in self.checkpoints.errors:
+            errors.append(self.checkpoints.errors[p.index])
+        errors += self.snapshots.errors.get(p.index, [])
+        try:
+            if image is not None and item.gif is not None:
+                self.frames.add(p.index, s["offset"][0], raw)
+                result.gif = self.frames.write(p.index)
+        except OutputError as e:
+            errors.append(e)
+        try:
+            if item.trace is not None:
+                result.trace_file = output.write_trace(trace, item.trace, mode=job.mode, config=config,
+                                                       status=status)
+        except OutputError as e:
+            errors.append(e)
+        failure = _write_failure(errors, result, status)
+        if failure is not None and job.folder:
+            earlier = f"{result.message}; also " if result.status == "failed" else ""
+            result.status, result.message = "failed", earlier + failure.message
+            self.notify(failure.message)
         self.results[p.index] = result
         self.progress(Progress("done", self.images_done, self.total, (item.name,), len(config.stages()),
                                len(config.stages()), config.size, image.shape[:2] if image is not None else (0, 0),
                                s["offset"][0], self.iterations, s["offset"][1], s["final"].get("total", float("nan")),
                                s["final"] or None, self.elapsed, result.seconds_per_iteration, None, self.device))
+        return None if job.folder else failure
+
+
+def _write_failure(errors: list[OutputError], result: Result, status: str) -> OutputError | None:
+    """One OutputError for every file of an image that could not be written (None: all were),
+    saying which of its files were."""
+    if not errors:
+        return None
+    message = "; also ".join(e.message for e in errors)
+    if result.output is not None:
+        message += f"; the result {result.output} was written"
+    if status == "interrupted" and result.checkpoint is not None and not any(
+            e.path == result.checkpoint for e in errors):
+        message += f"; the checkpoint {result.checkpoint} was written"
+    return OutputError(message, errors[0].path, errors[0].kept)
 
 
 def _message(status: str, s: dict, config: Config) -> str | None:
@@ -192,6 +245,11 @@ def _message(status: str, s: dict, config: Config) -> str | None:
     if status == "non-finite":
         hint = ("lower --style-weight/--content-weight or --learning-rate" if config.optimizer == "adam"
                 else "lower --style-weight/--content-weight, or try --optimizer adam")
+        if it == 0:
+            first = s["first"].get("total", float("nan"))
+            return (f"the loss or its gradient is NaN or infinite from the start (initial loss {first:.4g}; "
+                    f"float32 overflows above 3.4e+38), so there is no image to keep and nothing was "
+                    f"written. Try: smaller weights")
         return (f"the loss or its gradient became NaN or infinite after iteration {it}; "
                 f"kept the last image with a finite loss. Try: {hint}")
     if status == "stalled":

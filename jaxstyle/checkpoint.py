@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import Config
 from .errors import InputError
-from .files import atomic_write
+from .files import atomic_write, write_or_keep
 
 FORMAT = "jaxstyle-checkpoint"
 VERSION = 2  # 2: the loop state of the one-run-path solver (its own line search)
@@ -71,8 +71,13 @@ def _digest(leaves: list[np.ndarray]) -> str:
 
 def save(path: str | os.PathLike, state: Any, *, mode: str, config: Config, inputs: dict[str, Any],
          input_sha256: dict[str, str], weights_sha256: str | None, weights_path: str | None,
-         output: str | None, stage: int = 0, offset: tuple[int, int] = (0, 0)) -> Path:
-    """Write the loop state `state` (a pytree) and its provenance atomically."""
+         output: str | None, stage: int = 0, offset: tuple[int, int] = (0, 0),
+         keep_at: Path | None = None) -> Path:
+    """Write the loop state `state` (a pytree) and its provenance atomically.
+
+    When it cannot be written, the checkpoint is kept elsewhere (`keep_at` first if given, then
+    beside it, the temporary directory, the current directory) and OutputError says where and
+    how to resume from it; the previous checkpoint at `path` is left as it was."""
     path = Path(path)
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
     header = {
@@ -84,9 +89,21 @@ def save(path: str | os.PathLike, state: Any, *, mode: str, config: Config, inpu
         "leaves": len(leaves), "digest": _digest(leaves),
     }
     arrays = {f"leaf_{i:04d}": a for i, a in enumerate(leaves)}
-    with atomic_write(path) as fh:
-        np.savez(fh, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
-    return path
+
+    def write(p: Path) -> Path:
+        with atomic_write(p, verify=_readable_zip) as fh:
+            np.savez(fh, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        return p
+
+    return write_or_keep(path, write, what="checkpoint", keep_at=keep_at,
+                         advice=lambda kept: f"continue with `jaxstyle resume {kept}`")
+
+
+def _readable_zip(path: Path) -> None:
+    """The written archive's directory (at its end) reads back: it was written to the end."""
+    with zipfile.ZipFile(path) as z:
+        if "header.npy" not in z.namelist():
+            raise ValueError("no header in the archive")
 
 
 def load(path: str | os.PathLike) -> Checkpoint:

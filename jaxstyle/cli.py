@@ -6,6 +6,7 @@ mode's preset in `config.PRESETS`; nothing here holds a default of its own.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
+from . import devices as devices_mod
 from . import runtime
 from . import weights as weights_mod
 from .config import PRESETS, STYLE_PRESETS, Config
@@ -65,7 +67,7 @@ def config_options(mode: str) -> Callable:
             if f.type == "bool":
                 decl = [f"{flag}/--no-{flag[2:]}"]
             else:
-                decl = [flag]
+                decl = [f.metadata["short"], flag] if "short" in f.metadata else [flag]
             fn = click.option(*decl, f.name, type=_click_type(f), default=_show(default),
                               show_default=True, help=f.metadata["help"])(fn)
         return fn
@@ -135,6 +137,44 @@ def _compilation_cache() -> None:
         runtime.enable_compilation_cache()
 
 
+class _SayHandler(logging.Handler):
+    """Log records as lines on stderr (looked up when written), never raising."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(fmt))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _say(self.format(record))
+        except Exception:
+            pass
+
+
+def _start(device: str, verbose: bool, distributed: bool = False) -> None:
+    """Before anything touches JAX: pick the platform, start the backends with their start-up
+    noise (libtpu's, CUDA's) kept off the terminal unless --verbose, and route Python warnings
+    from libraries to the log (shown with --verbose) so that every line on stderr is ours."""
+    logging.captureWarnings(True)
+    ours, noise = logging.getLogger("jaxstyle"), logging.getLogger("py.warnings")
+    for logger in (ours, noise):
+        logger.propagate = False
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, _SayHandler)]
+    ours.addHandler(_SayHandler("jaxstyle: %(message)s" if verbose else "jaxstyle: warning: %(message)s"))
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:
+        noise.addHandler(_SayHandler("%(name)s: %(message)s"))
+        logging.getLogger("jax").setLevel(logging.INFO)  # jax prints its own records
+    devices_mod.choose_platform(device)
+    if distributed:
+        import jax
+        with devices_mod.captured_stderr():
+            jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
+    _, log = devices_mod.start(device)
+    if verbose and log.strip():
+        _say(log.rstrip())
+
+
 def _say(text: str) -> None:
     try:
         click.echo(text, err=True)
@@ -142,42 +182,45 @@ def _say(text: str) -> None:
         pass  # a closed stderr must not stop a run
 
 
-def _execute(job: Any) -> None:
+def _execute(job: Any, quiet: bool = False) -> None:
     """Run a job with a progress line and signal handling, then summarize (and exit on failures)."""
     from .progress import ProgressPrinter
     from .run import run
 
     _compilation_cache()
     runtime.malloc_policy(job.config, batch=job.config.batch_size or 1)
-    printer = ProgressPrinter(precision=job.config.dtype)
+    printer = ProgressPrinter(precision=job.config.dtype, lines=bool(job.config.print_every))
     with _StopFlag(lambda m: printer.message(m)) as stop:
         try:
-            results = run(job, progress=printer, should_stop=stop,
+            results = run(job, progress=None if quiet else printer, should_stop=stop,
                           message=lambda m: printer.message(f"jaxstyle: {m}"),
-                          download_progress=_download_bar())
+                          download_progress=None if quiet else _download_bar())
         finally:
             printer.close()
+    say = (lambda _t: None) if quiet else _say
     if job.folder:
-        _summarize_folder(job, results)
+        _summarize_folder(job, results, say)
     else:
-        _summarize(results[0])
+        _summarize(results[0], say)
 
 
-def _summarize(result: Any) -> None:
+def _summarize(result: Any, say: Callable[[str], None] = _say) -> None:
+    if result.status == "non-finite" and result.image is None:
+        raise NumericalError(result.message)
     size = f" ({result.image.shape[1]}x{result.image.shape[0]})" if result.image is not None else ""
     what = f"wrote {result.output}{size}" if result.output else f"finished{size}"
-    _say(f"{what}: {result.iterations} iterations, {result.evaluations} evaluations, "
+    say(f"{what}: {result.iterations} iterations, {result.evaluations} evaluations, "
          f"loss {result.initial.get('total', float('nan')):.4g} -> {result.final.get('total', float('nan')):.4g}, "
          f"{result.seconds_per_iteration:.3g} s/iteration, "
          f"{result.evaluations_per_iteration:.2f} evaluations/iteration, "
          f"compile {result.compile_seconds:.1f}s")
     if result.snapshots:
-        _say(f"snapshots: {result.snapshots[0].parent}/{result.snapshots[0].name} ... ({len(result.snapshots)})")
+        say(f"snapshots: {result.snapshots[0].parent}/{result.snapshots[0].name} ... ({len(result.snapshots)})")
     if result.checkpoint and result.status != "interrupted":
-        _say(f"checkpoint: {result.checkpoint}")
+        say(f"checkpoint: {result.checkpoint}")
     for label, path in (("animation", result.gif), ("trace", result.trace_file)):
         if path:
-            _say(f"{label}: {path}")
+            say(f"{label}: {path}")
     if result.status == "non-finite":
         raise NumericalError(result.message)
     if result.status == "stalled":
@@ -189,13 +232,13 @@ def _summarize(result: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _summarize_folder(job: Any, results: list) -> None:
+def _summarize_folder(job: Any, results: list, say: Callable[[str], None] = _say) -> None:
     count = {k: sum(r.status == k for r in results) for k in ("skipped", "failed", "interrupted")}
     written = [r for r in results if r.output is not None and r.status in ("done", "stalled", "interrupted")
                and r.image is not None]
     outdir = job.items[0].output.parent if job.items and job.items[0].output else "(no files)"
     rate = f", {len(written) / results.seconds * 60:.2f} images/min" if results.seconds and written else ""
-    _say(f"{len(written)} written, {count['skipped']} already done, {count['failed']} failed, into "
+    say(f"{len(written)} written, {count['skipped']} already done, {count['failed']} failed, into "
          f"{outdir} in {results.seconds:.1f}s{rate} (compile {results.compile_seconds:.1f}s, "
          f"{results.programs} programs)")
     for r in results:
@@ -231,9 +274,20 @@ def _common(fn: Callable) -> Callable:
     fn = click.option("--weights", "weights", type=str, default=None,
                       help="VGG16 notop weights (Keras h5). Default: $JAXSTYLE_WEIGHTS, the "
                            "user cache, then a download of Keras' official file.")(fn)
-    fn = click.option("-o", "--output", required=True, type=str,
-                      help="Result image (the format follows the extension), or a folder for a "
-                           "folder of images.")(fn)
+    fn = click.option("-o", "--output", type=str, default=None,
+                      help="Result image (the format follows the extension), or the folder for a "
+                           "folder of images. Default for one image: CONTENT_STYLE.png here (the "
+                           "next free name; never an existing file).")(fn)
+    fn = _verbosity(fn)
+    return fn
+
+
+def _verbosity(fn: Callable) -> Callable:
+    fn = click.option("-v", "--verbose", is_flag=True,
+                      help="Also show what JAX and other libraries print: backend start-up logs, "
+                           "warnings, compilation cache notes.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True,
+                      help="No progress line and no summary; warnings and errors only.")(fn)
     return fn
 
 
@@ -244,9 +298,11 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
 
     config = _settings(mode, options, preset)
     many = job_mod.is_folder_spec(images)
-    if files["distributed"]:
-        import jax
-        jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
+    if files["quiet"] and config.print_every:
+        raise JaxstyleError("--quiet and --print-every contradict each other; give one")
+    if many and files["output"] is None:
+        raise JaxstyleError(f"{images}: a folder of images needs -o DIR, the folder its results go to")
+    _start(config.device, files["verbose"], files["distributed"])
     if files["resume"] is not None and many:
         raise JaxstyleError("--resume takes one image's checkpoint; a folder run continues each image "
                             "from the checkpoint beside its result by itself")
@@ -262,14 +318,22 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
                             gif_dir=files["gif"], trace_dir=files["trace"], **common)
     content = None if mode == "style" else images
     own = (images,) if mode == "style" else styles
+    if files["output"] is None:
+        if files["resume"] is not None:
+            from .checkpoint import load as load_checkpoint
+            files["output"] = load_checkpoint(files["resume"]).output
+        else:
+            files["output"] = job_mod.default_output(mode, images, styles)
     # With --resume, the run checks the checkpoint against these settings and inputs (resume.find).
     return job_mod.single(mode, config, content, own, output_path=files["output"], gif=files["gif"],
                           trace=files["trace"], resume=files["resume"], **common)
 
 
-def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed) -> dict[str, Any]:
+def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
+           verbose) -> dict[str, Any]:
     return {"output": output, "weights": weights, "quality": quality, "bits": int(bits), "gif": gif_path,
-            "trace": trace_path, "resume": resume, "fmt": fmt, "distributed": distributed}
+            "trace": trace_path, "resume": resume, "fmt": fmt, "distributed": distributed, "quiet": quiet,
+            "verbose": verbose}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -290,15 +354,16 @@ def cli() -> None:
 @config_options("transfer")
 def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None, quality: int,
              bits: str, gif_path, trace_path, resume: str | None, fmt: str, distributed: bool,
-             style_blend, preset: str | None, **options: Any) -> None:
+             quiet: bool, verbose: bool, style_blend, preset: str | None, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (several STYLE images are blended).
 
     CONTENT may be a directory or a glob pattern ('photos/*.jpg'): every image is stylized into
     the directory given by -o, in batches compiled once per shape bucket and sharded over the
     available devices.
     """
-    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed)
-    _execute(_job("transfer", content, styles, options, files, style_blend, preset))
+    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
+                   verbose)
+    _execute(_job("transfer", content, styles, options, files, style_blend, preset), quiet)
 
 
 @cli.command()
@@ -306,10 +371,12 @@ def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | 
 @_common
 @config_options("content")
 def content(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-            trace_path, resume: str | None, fmt: str, distributed: bool, **options: Any) -> None:
+            trace_path, resume: str | None, fmt: str, distributed: bool, quiet: bool, verbose: bool,
+            **options: Any) -> None:
     """Reconstruct IMAGE (or each image of a folder) from its VGG16 activations, from noise."""
-    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed)
-    _execute(_job("content", image, (), options, files))
+    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
+                   verbose)
+    _execute(_job("content", image, (), options, files), quiet)
 
 
 @cli.command()
@@ -317,11 +384,13 @@ def content(image: str, output: str, weights: str | None, quality: int, bits: st
 @_common
 @config_options("style")
 def style(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-          trace_path, resume: str | None, fmt: str, distributed: bool, **options: Any) -> None:
+          trace_path, resume: str | None, fmt: str, distributed: bool, quiet: bool, verbose: bool,
+          **options: Any) -> None:
     """Reconstruct the style (texture) of IMAGE (or of each image of a folder) from its Gram
     matrices, starting from noise."""
-    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed)
-    _execute(_job("style", image, (), options, files))
+    files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
+                   verbose)
+    _execute(_job("style", image, (), options, files), quiet)
 
 
 @cli.command("resume")
@@ -339,14 +408,24 @@ def style(image: str, output: str, weights: str | None, quality: int, bits: str,
               help="Bits per channel of the result (16: PNG or TIFF).")
 @click.option("--gif", "gif_path", type=str, default=None, help="Animated GIF of the rest of the run.")
 @click.option("--trace", "trace_path", type=str, default=None, help="JSON trace of the rest of the run.")
+@click.option("--device", type=str, default="auto", show_default=True,
+              help="Where to continue: cpu, gpu or tpu, optionally one device (gpu:1).")
+@click.option("--print-every", type=click.IntRange(0), default=None, help="Loss line interval.")
+@_verbosity
 def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, iterations: int | None,
                save_every: int | None, checkpoint_every: int | None, quality: int, bits: str,
-               gif_path: str | None, trace_path: str | None) -> None:
+               gif_path: str | None, trace_path: str | None, device: str, print_every: int | None,
+               quiet: bool, verbose: bool) -> None:
     """Continue a run from CHECKPOINT, with the inputs and settings stored in it."""
-    from .resume import job_from
-    changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every}
+    from .resuming import job_from
+    Config(device=device)  # a bad value is refused before JAX starts
+    if quiet and print_every:
+        raise JaxstyleError("--quiet and --print-every contradict each other; give one")
+    _start(device, verbose)
+    changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every,
+               "device": device, "print_every": print_every}
     _execute(job_from(checkpoint_path, changes, output=output, gif=gif_path, trace=trace_path,
-                      quality=quality, bits=int(bits), weights=weights))
+                      quality=quality, bits=int(bits), weights=weights), quiet)
 
 
 @cli.command("weights")
@@ -361,6 +440,8 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
                             f"{weights_mod.cached_weights_path()}); run `jaxstyle weights --fetch` "
                             f"to download them or pass --weights PATH")
     params, info = weights_mod.load(path, allow_download=fetch, progress=_download_bar())
+    if info.warning:
+        _say(f"jaxstyle: warning: {info.warning}")
     n = sum(p["kernel"].size + p["bias"].size for p in params.values())
     click.echo(f"weights: {info.path} (from {info.source})")
     click.echo(f"md5: {info.md5}  sha256: {info.sha256}")
@@ -407,11 +488,12 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
                    "tpu-v6e-1 (compiled for real with libtpu: `pip install 'jax[tpu]'`), or t4, l4, "
                    "a100-40gb, h100 (from the memory estimate).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
-def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices, weights, synthetic_weights, content, style,
-          iterations, repeats, target_loss, largest, target_name, as_json) -> None:
+def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices, weights, synthetic_weights,
+          content, style, iterations, repeats, target_loss, largest, target_name, as_json) -> None:
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
 
+    _start("cpu" if target_name is not None else "auto", False)  # deviceless planning needs no TPU
     import jax
 
     from . import bench as bench_mod

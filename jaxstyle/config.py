@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -29,7 +30,7 @@ MAX_SIZE = 16384
 # Settings that decide where a run stops or what it writes, not the path it takes: a resumed
 # run may change these and still end exactly where an uninterrupted one would.
 RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every", "batch_size",
-            "devices")
+            "devices", "device", "print_every")
 
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 
@@ -43,9 +44,10 @@ class Config:
     """Every setting of a run. Build with keyword arguments; invalid values raise ConfigError."""
 
     size: int = field(default=512, metadata=_meta(
-        "Longest side of the result in pixels; the content's aspect ratio is kept."))
+        "Longest side of the result in pixels; the content's aspect ratio is kept.", short="-s"))
     iterations: int = field(default=300, metadata=_meta(
-        "Optimizer iterations (an L-BFGS iteration is usually one loss+gradient evaluation)."))
+        "Optimizer iterations (an L-BFGS iteration is usually one loss+gradient evaluation).",
+        short="-i"))
     scales: int = field(default=1, metadata=_meta(
         "Coarse-to-fine stages: N>1 starts at --size/2^(N-1) and doubles up to --size, each stage "
         "starting from the previous result upsampled."))
@@ -93,15 +95,19 @@ class Config:
     init: str = field(default="content", metadata=_meta(
         "Initial image: content, noise (seeded), style, or the path of an image file."))
     seed: int = field(default=0, metadata=_meta("Random seed for noise initialization."))
+    print_every: int = field(default=0, metadata=_meta(
+        "Also print a line with the loss terms every N iterations (0: only the live progress line)."))
     save_every: int = field(default=0, metadata=_meta(
         "Save a numbered snapshot beside the output every N iterations (0: never)."))
     checkpoint_every: int = field(default=0, metadata=_meta(
         "Write a resumable checkpoint (OUT.ckpt.npz) every N iterations (0: only when interrupted)."))
     batch_size: int = field(default=0, metadata=_meta(
-        "Images per compiled batch when stylizing a folder (0: as many as fit, up to 8 per device).",
-        modes=("transfer",)))
+        "Images per compiled batch when stylizing a folder (0: as many as fit, up to 8 per device)."))
+    device: str = field(default="auto", metadata=_meta(
+        "Where to run: cpu, gpu or tpu, optionally one device of them (gpu:1); auto: the "
+        "accelerator jax finds, else the CPU."))
     devices: int = field(default=0, metadata=_meta(
-        "Devices to shard a folder's batches over (0: all visible devices).", modes=("transfer",)))
+        "Devices to shard a folder's batches over (0: all of --device's devices)."))
     dtype: str = field(default="float32", metadata=_meta(
         "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
     remat: bool = field(default=False, metadata=_meta(
@@ -192,7 +198,8 @@ def _as_tuple(value: Any) -> tuple:
 def _validate(c: Config) -> None:
     if not isinstance(c.size, int) or isinstance(c.size, bool) or not MIN_SIZE <= c.size <= MAX_SIZE:
         raise ConfigError(f"--size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {c.size!r}")
-    for name in ("iterations", "save_every", "checkpoint_every", "seed", "batch_size", "devices"):
+    for name in ("iterations", "save_every", "checkpoint_every", "seed", "batch_size", "devices",
+                 "print_every"):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
@@ -230,6 +237,9 @@ def _validate(c: Config) -> None:
         raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {c.pooling!r}")
     if not isinstance(c.bucket, int) or isinstance(c.bucket, bool) or not 0 <= c.bucket <= 1024:
         raise ConfigError(f"--bucket must be an integer from 0 to 1024, got {c.bucket!r}")
+    if not isinstance(c.device, str) or not re.fullmatch(r"auto|(cpu|gpu|tpu)(:\d{1,3})?", c.device):
+        raise ConfigError(f"--device must be auto, cpu, gpu or tpu, optionally with an index (gpu:1), "
+                          f"got {c.device!r}")
     if c.precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
     if c.compile not in COMPILES:
@@ -253,8 +263,16 @@ def _validate(c: Config) -> None:
     if isinstance(c.style_scale, bool) or not isinstance(c.style_scale, (int, float)) \
             or not math.isfinite(c.style_scale) or not 0.05 <= c.style_scale <= 8:
         raise ConfigError(f"--style-scale must be from 0.05 to 8, got {c.style_scale!r}")
-    if c.content_weight > 0 and not c.content_layers and c.style_weight == 0:
-        raise ConfigError("nothing to optimize: no content layers and a zero style weight")
+    for kind in ("content", "style"):
+        weight, layers = getattr(c, f"{kind}_weight"), getattr(c, f"{kind}_layers")
+        if weight > 0 and not layers:
+            raise ConfigError(f"--{kind}-weight is {weight:g} but --{kind}-layers is empty, so the {kind} "
+                              f"term would be dropped; give {kind} layers or --{kind}-weight 0")
+        if weight > 0 and not any(getattr(c, f"{kind}_layer_weights")):
+            raise ConfigError(f"--{kind}-layer-weights are all 0, so the {kind} term would be 0 although "
+                              f"--{kind}-weight is {weight:g}; give a layer a weight or --{kind}-weight 0")
+    if c.content_weight == 0 and c.style_weight == 0 and c.tv_weight == 0:
+        raise ConfigError("nothing to optimize: --content-weight, --style-weight and --tv-weight are all 0")
 
 
 def _check_weight(option: str, w: Any) -> None:

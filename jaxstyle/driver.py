@@ -186,7 +186,7 @@ def drive(problem: Problem, slots: Sequence[Slot], observers: Sequence[Observer]
     seconds = time.perf_counter() - t_start
     current = jax.device_get(summary) if summary is not None else None
     images, first, final, names = [], [], [], []
-    for i, slot in enumerate(slots):
+    for i in range(len(slots)):
         if current is None:  # nothing ran: already at the end (a resumed, finished image)
             x = jax.device_get(solver.image(jax.tree.map(lambda a, i=i: a[i], problem.state), problem.method))
             loop = jax.device_get(jax.tree.map(lambda a, i=i: a[i], problem.state))

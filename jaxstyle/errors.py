@@ -1,5 +1,12 @@
-"""User-facing errors: each carries a one-line message and a process exit code."""
+"""User-facing errors: each carries a one-line message and a process exit code; and a way to
+keep C libraries' stray output off the terminal so that what the user sees stays one line."""
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from typing import IO, Iterator
 
 EXIT_ERROR = 1  # bad input, bad configuration, unusable weights
 EXIT_USAGE = 2  # click's own code for malformed command lines
@@ -32,7 +39,56 @@ class WeightsError(JaxstyleError):
     """VGG16 weights cannot be found, downloaded, verified or converted."""
 
 
+class OutputError(JaxstyleError):
+    """A file could not be written: the disk is full, the file is over the size limit, its name is
+    too long, its directory is gone, a directory stands in its place... The message names the file,
+    the problem, and where its content was kept instead (`kept`; None when nowhere would take it).
+    The previous file at `path`, if any, is left as it was."""
+
+    def __init__(self, message: str, path=None, kept=None) -> None:
+        super().__init__(message)
+        self.path, self.kept = path, kept
+
+
 class NumericalError(JaxstyleError):
     """The loss or its gradient became non-finite."""
 
     exit_code = EXIT_NUMERICAL
+
+
+def _sink() -> IO[bytes]:
+    """An anonymous file: in memory where the system has memfd (no temporary folder needed)."""
+    if hasattr(os, "memfd_create"):
+        return os.fdopen(os.memfd_create("jaxstyle-stderr"), "w+b")
+    return tempfile.TemporaryFile()
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Send file descriptor 2 (C libraries' logging included) to an anonymous file; the list it
+    yields receives the text on exit. Where fd 2 cannot be redirected nothing is captured."""
+    out: list[str] = []
+    try:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:
+        yield out
+        return
+    try:
+        sink = _sink()
+    except OSError:
+        os.close(saved)
+        yield out
+        return
+    with sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield out
+        finally:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            out.append(sink.read().decode("utf-8", "replace"))

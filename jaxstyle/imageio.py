@@ -1,17 +1,20 @@
 """Image files in and out: decode anything Pillow reads into float RGB, write results atomically."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, captured_stderr
 from .files import atomic_write
 
 # Formats we write, by file extension; 16-bit output is chosen by `bits=16`.
@@ -19,36 +22,127 @@ WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF"}
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file into float32 RGB (H, W, 3) on a 0..255 scale.
+# What Pillow (and NumPy behind it) can raise for a damaged or hostile file, besides OSError:
+# plugins parse headers with struct and index into tables, so a damaged file can surface as
+# almost any of these. MemoryError and KeyboardInterrupt are deliberately not among them.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, LookupError,
+                 TypeError, AttributeError, ArithmeticError, RuntimeError, AssertionError,
+                 BufferError, Image.DecompressionBombError)
 
-    EXIF orientation is applied; grayscale, palette, alpha (composited on white), CMYK and
-    16-bit images are converted. Any problem raises InputError naming the file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not an image file")
+log = logging.getLogger("jaxstyle")
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0][:160] if text else ""
+    if not line or isinstance(e, (struct.error, zlib.error, LookupError, TypeError, AttributeError,
+                                  ArithmeticError, AssertionError, RuntimeError, BufferError)):
+        return f"{type(e).__name__}: {line}" if line else type(e).__name__
+    return line
+
+
+class _PillowLog(logging.Handler):
+    """While images are being read, Pillow's own log records (e.g. TiffImagePlugin's "More
+    samples per pixel than can be decoded", which an application without logging set up would
+    print raw) are collected for the reading thread instead of propagating; records from other
+    threads, and those below WARNING, go on to the root logger as they would have."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.local = threading.local()
+        self.guard = threading.Lock()
+        self.depth = 0
+        self.pil_propagate = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = getattr(self.local, "sink", None)
+        if sink is not None and record.levelno >= logging.WARNING:
+            sink.append(record.getMessage())
+        elif self.pil_propagate:
+            logging.getLogger().handle(record)
+
+    @contextlib.contextmanager
+    def collecting(self, sink: list) -> Iterator[None]:
+        pil = logging.getLogger("PIL")
+        with self.guard:
+            if self.depth == 0:
+                self.pil_propagate, pil.propagate = pil.propagate, False
+                pil.addHandler(self)
+            self.depth += 1
+        outer, self.local.sink = getattr(self.local, "sink", None), sink
+        try:
+            yield
+        finally:
+            self.local.sink = outer
+            with self.guard:
+                self.depth -= 1
+                if self.depth == 0:
+                    pil.removeHandler(self)
+                    pil.propagate = self.pil_propagate
+
+
+_pillow_log = _PillowLog()
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Decode under this: a damaged file gives InputError naming it, never another exception.
+    What the libraries say while an image is read (Pillow's "Possibly corrupt EXIF data" and
+    "Truncated File Read" warnings and its log records, NumPy's RuntimeWarnings) does not escape
+    raw: when the image decodes, it goes to the `jaxstyle` logger as one short line; when it
+    does not, the error's line says it all. A DecompressionBombWarning refuses the file."""
+    said: list[str] = []
     try:
-        if path.stat().st_size == 0:
-            raise InputError(f"{path}: empty file")
-        with warnings.catch_warnings():
+        with _pillow_log.collecting(said), warnings.catch_warnings(record=True) as caught, \
+                captured_stderr() as printed:  # libtiff and libjpeg print from C
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb_array(img)
+            yield
+        said.extend(str(w.message) for w in caught)
+        said.extend(line for text in printed for line in text.splitlines())
     except InputError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise InputError(f"{path}: image too large to decode safely ({e})") from None
+        raise InputError(f"{path}: image too large to decode safely ({_short(e)})") from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file Pillow can decode") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise InputError(f"{path}: corrupt or truncated image ({e})") from None
+    except DECODE_ERRORS as e:
+        raise InputError(f"{path}: corrupt or truncated image ({_short(e)})") from None
+    _forward(path, said)
+
+
+def _forward(path: Path, said: list[str]) -> None:
+    messages = list(dict.fromkeys(" ".join(m.split())[:160] for m in said if m.strip()))
+    if messages:
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        with contextlib.suppress(Exception):  # a broken log handler must not stop a read
+            log.warning("%s: %s%s", path, messages[0], more)
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file into float32 RGB (H, W, 3) on a 0..255 scale.
+
+    EXIF orientation is applied; grayscale, palette, alpha (composited on white), CMYK and
+    16-bit images are converted. Any problem raises InputError naming the file; warnings
+    raised while decoding go to the `jaxstyle` logger as one line.
+    """
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, not an image file")
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read image ({_short(e)})") from None
+    with _reading(path):
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb_array(img)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -57,8 +151,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     if not path.is_file():
         return load_image(path).shape[:2]  # the usual message for a missing file or a directory
-    try:
-        with warnings.catch_warnings():
+    try:  # what the libraries say is reported once, when load_image decodes the file
+        with _pillow_log.collecting([]), warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 w, h = img.size
@@ -118,26 +213,41 @@ WRITE16_EXTENSIONS = (".png", ".tif", ".tiff")
 def save_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95, bits: int = 8) -> Path:
     """Write a 0..255 float RGB (H, W, 3) array atomically; the format follows the extension.
 
-    bits=16 writes 16 bits per channel (PNG or TIFF only), 255.0 becoming 65535.
+    bits=16 writes 16 bits per channel (PNG or TIFF only), 255.0 becoming 65535. The file is
+    decoded again before it replaces `path`: a short write (full disk, file-size limit) raises
+    OSError and leaves the previous file as it was (see `files.atomic_write`).
     """
     path = Path(path)
     if bits not in (8, 16) or isinstance(bits, bool):
         raise InputError(f"{path}: bits per channel must be 8 or 16, not {bits!r}")
+    h, w = np.shape(rgb)[:2]
     if bits == 16:
         ext = path.suffix.lower()
         if ext not in WRITE16_EXTENSIONS:
             raise InputError(f"{path}: 16-bit output needs a .png or .tif/.tiff file")
         a = to_uint16(rgb)
         encode = write_png16 if ext == ".png" else write_tiff16
-        with atomic_write(path) as fh:
+        with atomic_write(path, verify=decodes_as((w, h))) as fh:
             encode(fh, a)
         return path
     fmt = output_format(path)
     img = Image.fromarray(to_uint8(rgb), "RGB")
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    with atomic_write(path) as fh:
+    with atomic_write(path, verify=decodes_as((w, h))) as fh:
         img.save(fh, format=fmt, **kwargs)
     return path
+
+
+def decodes_as(size: tuple[int, int]):
+    """A check for `atomic_write`: the written file decodes completely, at `size` (w, h)."""
+    def verify(path: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.load()
+                if img.size != tuple(size):
+                    raise ValueError(f"decodes at {img.size[0]}x{img.size[1]}, not {size[0]}x{size[1]}")
+    return verify
 
 
 def _check_rgb16(a: np.ndarray) -> np.ndarray:

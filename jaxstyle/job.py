@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from . import output
 from .config import INITS, MODES, Config
 from .errors import ConfigError, InputError
-from .files import check_output_path, same_file
+from .files import check_name_length, check_output_path, same_file
 
 ImageLike = Any  # a path, a PIL image or an array
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
@@ -82,6 +82,24 @@ def share(items: Sequence[Any], process_index: int, process_count: int) -> list[
     if not 0 <= process_index < process_count:
         raise ValueError(f"process index {process_index} out of range for {process_count} processes")
     return list(items[process_index::process_count])
+
+
+def default_output(mode: str, image: str | os.PathLike, styles: Sequence[Any] = (),
+                   directory: str | os.PathLike = ".", suffix: str = ".png") -> Path:
+    """The result's name when none is given: `photo_painting.png` (transfer), `photo_content.png`
+    or `painting_style.png` in `directory`; where that file or its checkpoint exists, the next
+    free name (`photo_painting-2.png`, ...), so no earlier result or run is ever replaced."""
+    stem = Path(image).stem
+    if mode == "transfer":
+        stem += "_" + (Path(styles[0]).stem if styles and isinstance(styles[0], (str, os.PathLike)) else "style")
+    else:
+        stem += f"_{mode}"
+    directory = Path(directory)
+    for n in range(1, 100000):
+        path = directory / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+        if not path.exists() and not _checkpoint_path(path).exists():
+            return path
+    raise InputError(f"{directory}: no free name for {stem}{suffix}; give one with -o")
 
 
 def _abs(p: str | os.PathLike | None) -> Path | None:
@@ -215,6 +233,7 @@ def check(job: Job) -> None:
     seen: dict[Path, str] = {}
     for item in job.items:
         for path, what in written_paths(job, item):
+            check_name_length(path, what=what)  # before any stat: a name too long raises there
             if path.exists() and path.is_dir():
                 raise InputError(f"{path}: is a directory; it cannot be {what}")
             for r in reads:

@@ -7,6 +7,7 @@ forces one-iteration chunks: the trace reads the per-iteration losses each chunk
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -16,6 +17,7 @@ import numpy as np
 from . import checkpoint as ckpt_mod
 from . import output
 from .driver import Observer, Report
+from .errors import OutputError
 
 Finish = Callable[[np.ndarray], np.ndarray]  # applied to every image written (colour recombination)
 
@@ -28,12 +30,17 @@ def _next_multiple(every: int, iteration: int, total: int) -> int | None:
 
 
 class Snapshots(Observer):
-    """`OUT_0010.png`-style snapshots of each image every `every` iterations (before the last)."""
+    """`OUT_0010.png`-style snapshots of each image every `every` iterations (before the last).
+
+    A snapshot that cannot be written does not stop the run: it is kept elsewhere (see
+    `output.write_image`) and its OutputError recorded in `errors`, for the run to report."""
 
     def __init__(self, every: int, outputs: Mapping[int, Path], totals: Mapping[int, int],
                  finish: Mapping[int, Finish], quality: int = 95) -> None:
         self.every, self.outputs, self.totals, self.finish, self.quality = every, outputs, totals, finish, quality
         self.written: dict[int, list[Path]] = {i: [] for i in outputs}
+        self.errors: dict[int, list[OutputError]] = {}
+        self._failed: set[Path] = set()
 
     def next_stop(self, item: int, iteration: int) -> int | None:
         return _next_multiple(self.every, iteration, self.totals[item]) if item in self.outputs else None
@@ -43,8 +50,13 @@ class Snapshots(Observer):
                 or not 0 < r.iteration < self.totals[r.item]:
             return
         path = output.snapshot_path(self.outputs[r.item], r.iteration)
-        if path not in self.written[r.item]:
-            self.written[r.item].append(output.write_image(self.finish[r.item](r.image()), path, self.quality))
+        if path not in self.written[r.item] and path not in self._failed:
+            try:
+                self.written[r.item].append(output.write_image(self.finish[r.item](r.image()), path,
+                                                               self.quality, what="snapshot"))
+            except OutputError as e:
+                self._failed.add(path)
+                self.errors.setdefault(r.item, []).append(e)
 
 
 class Frames(Observer):
@@ -104,13 +116,18 @@ class Trace(Observer):
 class Checkpoints(Observer):
     """Resumable checkpoints of each image: every `every` iterations, when the run is
     interrupted, and at the end when `every` is set or the image started from a checkpoint (a
-    checkpoint, once there, always holds the latest state: the run can be extended later)."""
+    checkpoint, once there, always holds the latest state: the run can be extended later).
+
+    A checkpoint that cannot be written does not stop the run: it is kept elsewhere (the same
+    place each time, so that place holds the latest state) and its OutputError is in `errors`
+    until a later checkpoint of that image is written where it belongs."""
 
     def __init__(self, every: int, paths: Mapping[int, Path], totals: Mapping[int, int],
                  provenance: Mapping[int, dict[str, Any]]) -> None:
         self.every, self.paths, self.totals, self.provenance = every, paths, totals, provenance
         self.written: dict[int, Path] = {}
         self.keep: set[int] = set()  # images whose checkpoint is written at the end too
+        self.errors: dict[int, OutputError] = {}
 
     def next_stop(self, item: int, iteration: int) -> int | None:
         return _next_multiple(self.every, iteration, self.totals[item]) if item in self.paths else None
@@ -132,5 +149,34 @@ class Checkpoints(Observer):
         if periodic or at_end:
             state = r.state()
             offset = (r.iteration - int(state.iteration), r.evaluations - int(state.evaluations))
-            self.written[r.item] = ckpt_mod.save(self.paths[r.item], state, stage=r.stage, offset=offset,
-                                                 **self.provenance[r.item])
+            failed = self.errors.get(r.item)
+            try:
+                self.written[r.item] = ckpt_mod.save(self.paths[r.item], state, stage=r.stage, offset=offset,
+                                                     keep_at=failed.kept if failed else None,
+                                                     **self.provenance[r.item])
+            except OutputError as e:
+                self.errors[r.item] = e
+                return
+            if failed is not None:  # written where it belongs now: the kept copy is out of date
+                self.errors.pop(r.item)
+                if failed.kept is not None:
+                    with contextlib.suppress(OSError):
+                        Path(failed.kept).unlink()
+
+
+class Lines(Observer):
+    """Every `every` iterations of each image, the loss terms of that exact iteration (read from
+    the chunk's per-iteration record, so chunks need not end there), given to `say`."""
+
+    def __init__(self, every: int, say: Callable[[Report, dict], None]) -> None:
+        self.every, self.say = every, say
+        self.last: dict[int, int] = {}
+
+    def observe(self, r: Report) -> None:
+        if not self.every:
+            return
+        for row in r.history:
+            it = row["iteration"]
+            if it % self.every == 0 and it > self.last.get(r.item, 0):
+                self.last[r.item] = it
+                self.say(r, row)

@@ -15,7 +15,7 @@ from .config import Config
 class Progress:
     """A progress report (one type for one image and many), passed to the `progress` callback."""
 
-    phase: str  # "compile", "optimize" or "done"
+    phase: str  # "compile", "optimize", "iteration" (a --print-every line) or "done"
     images_done: int
     images_total: int
     names: tuple[str, ...]  # the images of the current batch

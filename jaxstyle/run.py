@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import jax
-
 from . import imageio, inputs, memory, preprocess, vgg
 from . import weights as weights_mod
 from .config import Config, resolve
@@ -24,8 +22,8 @@ from .errors import ConfigError, JaxstyleError
 from .job import Item, Job
 from .problem import Builder, default_width, memory_need
 from .results import Progress, Result, Results
-from .resume import Resumed, find as find_checkpoint
-from .runtime import accelerator_notes
+from .resuming import Resumed, find as find_checkpoint
+from .devices import accelerator_notes, describe, select as select_devices
 
 MAX_AUTO_BATCH = 8  # images per device a folder batch holds at most on an accelerator
 
@@ -57,7 +55,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
         download_progress: Callable[[int, int], None] | None = None) -> Results:
     """Make every image of `job`; one Result per item, in order."""
     notify = message or (lambda _m: None)
-    devices = tuple(jax.local_devices())
+    devices = tuple(select_devices(job.config.device))
     devices = devices[: job.config.devices or len(devices)]
     for note in accelerator_notes(list(devices)):
         notify(note)
@@ -106,7 +104,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
             p.resumed.check_weights(weights_sha)
     builder = Builder(config, vgg.prepare_variables(params))
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
-                    should_stop, weights_sha, weights_path, total=len(job.items))
+                    should_stop, weights_sha, weights_path, total=len(job.items),
+                    device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""))
     for key, group in groups.items():
         size = sizes[key]
         for first in range(0, len(group), size):

@@ -5,11 +5,23 @@ them on its own: the CLI calls them at start-up, API users call them explicitly.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import importlib
+import json
+import logging
 import os
+import shutil
 import sys
+import time
+import zlib
+from pathlib import Path
 from typing import Any
+
+from .files import atomic_write
+
+log = logging.getLogger("jaxstyle")
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
@@ -39,20 +51,95 @@ def keep_freed_memory() -> bool:
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> str:
-    """Turn on JAX's persistent compilation cache (default: in jaxstyle's cache directory).
+    """Turn on JAX's persistent compilation cache (default: a folder per jax version in
+    jaxstyle's cache directory), after dropping entries a killed run left unreadable.
 
-    A later run with the same image shape then loads the compiled loop instead of compiling
-    it again. Returns the directory used.
+    A later run with the same image shape then loads the compiled programs instead of
+    compiling them again. Returns the directory used.
     """
     import jax
 
     from .weights import cache_dir
 
-    directory = str(path or cache_dir() / "xla")
-    jax.config.update("jax_compilation_cache_dir", directory)
+    directory = Path(path) if path else cache_dir() / "xla" / f"jax-{jax.__version__}"
+    with contextlib.suppress(OSError):
+        directory.mkdir(parents=True, exist_ok=True)
+        repair_compilation_cache(directory)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return directory
+    return str(directory)
+
+
+_CHECKED = "jaxstyle-checked.json"  # entries already read whole: name -> [size, mtime_ns]
+_SETTLE_SECONDS = 30  # younger entries may still be being written by a concurrent run
+
+
+def _decompresses(data: bytes) -> bool:
+    """Whether `data` is a whole compressed stream (JAX writes zlib, or zstd where available)."""
+    try:
+        zlib.decompress(data)
+        return True
+    except zlib.error:
+        pass
+    for name in ("compression.zstd", "zstandard"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        try:
+            if name == "zstandard":
+                module.ZstdDecompressor().decompress(data)
+            else:
+                module.decompress(data)
+            return True
+        except Exception:
+            pass
+    return False
+
+
+def repair_compilation_cache(directory: str | os.PathLike) -> list[Path]:
+    """Delete the entries of JAX's compilation cache in `directory` that cannot be read whole.
+
+    JAX writes an entry in place and never replaces one that exists, so an entry cut short by a
+    killed run would make every later run at that shape warn and compile again. Each entry is
+    read once (a small index remembers which were whole); the list of dropped ones is returned.
+    """
+    directory = Path(directory)
+    index = directory / _CHECKED
+    try:
+        checked = json.loads(index.read_text())
+        if not isinstance(checked, dict):
+            checked = {}
+    except (OSError, ValueError):
+        checked = {}
+    now, dropped, keep = time.time(), [], {}
+    for entry in sorted(directory.glob("*-cache")):
+        try:
+            st = entry.stat()
+            sig = [st.st_size, st.st_mtime_ns]
+            if checked.get(entry.name) == sig:
+                keep[entry.name] = sig
+            elif now - st.st_mtime >= _SETTLE_SECONDS:
+                if _decompresses(entry.read_bytes()):
+                    keep[entry.name] = sig
+                else:
+                    entry.unlink()
+                    with contextlib.suppress(OSError):
+                        entry.with_name(entry.name[: -len("-cache")] + "-atime").unlink()
+                    dropped.append(entry)
+        except OSError:
+            continue
+    if keep != checked:
+        with contextlib.suppress(OSError):
+            if index.is_dir():
+                shutil.rmtree(index)
+            with atomic_write(index, "w") as fh:
+                json.dump(keep, fh)
+    if dropped:
+        log.info("dropped %d unreadable compilation cache entr%s in %s", len(dropped),
+                 "y" if len(dropped) == 1 else "ies", directory)
+    return dropped
 
 
 # glibc's reuse of freed memory (`runtime.keep_freed_memory`) spares every chunk its page faults
@@ -64,39 +151,13 @@ KEEP_FREED_SHARE = 0.25
 
 def malloc_policy(config: Any, size: int | None = None, batch: int = 1) -> bool:
     """Keep freed memory for reuse when a run of `config` (at `size`, a square bound) is small."""
-    import jax
-
     from . import memory
+    from .devices import select
     from .problem import memory_need
 
-    if jax.local_devices()[0].platform != "cpu":
+    if select(config.device)[0].platform != "cpu":
         return False  # the setting is for XLA:CPU's host allocations
     size = size or config.size
     need = memory_need(config, (size, size), batch, 1, "cpu").total
     free = memory.available()
     return bool(free and need <= KEEP_FREED_SHARE * free and keep_freed_memory())
-
-
-def accelerator_notes(devices: list[Any], environ: dict | None = None) -> list[str]:
-    """One-line notes for the start of a run: on a GPU, the memory JAX preallocates and how to
-    change it; on a machine with an accelerator that this jax cannot see, how to install one
-    that can."""
-    environ = os.environ if environ is None else environ
-    notes = []
-    device = devices[0]
-    if device.platform == "gpu" and environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true").lower() != "false":
-        limit = (device.memory_stats() or {}).get("bytes_limit")
-        share = environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")
-        if limit:
-            notes.append(f"JAX holds {limit / 2**30:.1f} GiB of this GPU ({float(share):.0%} of it) for "
-                         "the whole process; set XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 (a share) or "
-                         "XLA_PYTHON_CLIENT_PREALLOCATE=false before starting to leave room for others")
-    if device.platform == "cpu":
-        if os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl"):
-            notes.append("this machine has an NVIDIA GPU but jax sees only the CPU; install jax for "
-                         "CUDA: pip install -U 'jax[cuda12]'")
-        elif (os.path.exists("/dev/accel0") or environ.get("TPU_ACCELERATOR_TYPE")
-              or environ.get("COLAB_TPU_ADDR")) and environ.get("JAX_PLATFORMS", "") != "cpu":
-            notes.append("this machine has a TPU but jax sees only the CPU; install jax for TPUs: "
-                         "pip install -U 'jax[tpu]'")
-    return notes

@@ -423,7 +423,8 @@ def random_params(seed: int = 0, widths: Mapping[str, tuple[int, int]] | None = 
     for name, cin, cout in CONV_LAYERS:
         if widths is not None:
             cin, cout = widths[name]
-        k = rng.standard_normal((3, 3, cin, cout)).astype(np.float32) * np.sqrt(2.0 / (9 * cin))
+        # float32 draws scaled in float64: the same numbers under NumPy 1's casting rules and 2's
+        k = rng.standard_normal((3, 3, cin, cout)).astype(np.float32).astype(np.float64) * np.sqrt(2.0 / (9 * cin))
         out[name] = {"kernel": k.astype(np.float32),
                      "bias": (0.01 * rng.standard_normal(cout)).astype(np.float32)}
     return out

@@ -3,13 +3,19 @@
 Resolution order: an explicit path (`--weights`), then `$JAXSTYLE_WEIGHTS`, then the per-user
 cache (`$JAXSTYLE_CACHE`, else `$XDG_CACHE_HOME/jaxstyle`, else `~/.cache/jaxstyle`), then a
 download of Keras' official notop file. A file is converted once: the parameters are cached
-as .npz keyed by the file's SHA-256, so later runs do not parse the h5 again.
+as .npz keyed by the SHA-256 of the file's content (hashed on every load, ~0.03 s for the 58 MB
+file; never by path, size or modification time), so later runs do not parse the h5 again. A
+damaged cache entry is dropped and rebuilt, with a one-line note in `WeightsInfo.warning`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
+import http.client
+import io
 import os
+import shutil
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -72,14 +78,19 @@ def locate(path: str | os.PathLike | None = None) -> tuple[Path | None, str]:
 
 def download(url: str, dest: str | os.PathLike, md5: str | None = OFFICIAL_MD5,
              progress: ProgressFn | None = None, timeout: float = 30.0) -> Path:
-    """Fetch `url` to `dest` atomically, checking its MD5; nothing is left behind on failure."""
+    """Fetch `url` to `dest` atomically, checking its MD5; nothing is left behind on failure.
+
+    Every failure (refused or reset connections, timeouts, a reply that is not HTTP, an HTTP
+    error status, a cut-off or malformed body, a wrong MD5, an unwritable destination) raises
+    WeightsError with one line naming the URL and the problem.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.md5()
+    done = 0
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_write(dest) as fh:
-            total = int(resp.headers.get("Content-Length") or 0)
-            done = 0
+            total = _content_length(resp.headers.get("Content-Length"))
             while chunk := resp.read(1 << 20):
                 fh.write(chunk)
                 digest.update(chunk)
@@ -87,14 +98,55 @@ def download(url: str, dest: str | os.PathLike, md5: str | None = OFFICIAL_MD5,
                 if progress:
                     progress(done, total)
             if total and done != total:
-                raise WeightsError(f"download of {url} stopped after {done} of {total} bytes")
+                raise WeightsError(f"download of {url} stopped after {done} of {total} bytes; "
+                                   "nothing was saved")
             if md5 is not None and digest.hexdigest() != md5:
                 raise WeightsError(f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}; "
                                    "nothing was saved")
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise WeightsError(_missing_message(f"downloading {url} failed ({reason})")) from None
+    except WeightsError:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, EOFError) as e:
+        problem = _download_problem(e, done, timeout)
+        raise WeightsError(_missing_message(f"downloading {url} failed ({problem})")) from None
     return dest
+
+
+def _content_length(value: str | None) -> int:
+    try:
+        n = int(value or 0)
+    except ValueError:
+        return 0  # a malformed length: read to the end and rely on the MD5
+    return max(n, 0)
+
+
+def _download_problem(e: BaseException, done: int, timeout: float) -> str:
+    """A short description of why a download failed."""
+    after = f" after {done} bytes" if done else ""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        e = e.reason  # the connection failed: say how
+    elif isinstance(e, urllib.error.URLError):
+        return str(e.reason)[:160]
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return f"no data for {timeout:g} s{after} (timed out)"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, http.client.RemoteDisconnected):
+        return "the server closed the connection without replying"
+    if isinstance(e, ConnectionResetError):
+        return f"connection reset by the server{after}"
+    if isinstance(e, http.client.IncompleteRead):
+        return f"the reply's body broke off{after} (a truncated or malformed transfer)"
+    if isinstance(e, http.client.BadStatusLine):
+        return f"the server's reply is not HTTP (it began {ascii(str(e)[:32])})"
+    if isinstance(e, http.client.HTTPException):
+        return f"malformed HTTP reply{after} ({type(e).__name__}: {_short(e)})"
+    if isinstance(e, socket.gaierror):
+        return f"host not found ({e.strerror or _short(e)})"
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}{after}" + (f": {e.filename}" if e.filename else "")
+    return _short(e)
 
 
 def _missing_message(why: str) -> str:
@@ -102,45 +154,37 @@ def _missing_message(why: str) -> str:
             f"Keras' {OFFICIAL_NAME}, or place it at {cached_weights_path()}")
 
 
-def file_digests(path: Path) -> tuple[str, str]:
-    """(md5, sha256) of a file, remembered per (path, size, mtime) so a file is hashed once."""
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    index_path = cache_dir() / "digests.json"
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError):
-        index = {}
-    if isinstance(index.get(key), list) and len(index[key]) == 2:
-        return tuple(index[key])
+def file_digests(path: str | os.PathLike) -> tuple[str, str]:
+    """(md5, sha256) of a file's content, hashed now: no cache can vouch for a file's bytes."""
     md5, sha = hashlib.md5(), hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 22):
             md5.update(chunk)
             sha.update(chunk)
-    result = (md5.hexdigest(), sha.hexdigest())
-    index[key] = list(result)
-    try:
-        index_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(index_path, "w") as fh:
-            json.dump(index, fh)
-    except OSError:
-        pass  # a read-only cache only costs re-hashing next time
-    return result
+    return md5.hexdigest(), sha.hexdigest()
 
 
-def read_h5(path: str | os.PathLike) -> Params:
+def _file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def read_h5(path: str | os.PathLike, data: bytes | None = None) -> Params:
     """Read and check a Keras-layout VGG16 notop h5 into {layer: {"kernel", "bias"}} float32.
 
     Accepts Keras' flat layout (`block1_conv1/block1_conv1_W_1:0`) and its nested one
     (`block1_conv1/block1_conv1/kernel:0`): in a layer's group the 4-D array is the kernel and
     the 1-D array the bias. Refuses a missing, misshapen or non-finite layer, naming it.
+    `data`, when given, is the file's content already read (`path` then only names it).
     """
     import h5py
 
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(io.BytesIO(data) if data is not None else path, "r")
     except (OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable HDF5 weights file ({_short(e)})") from None
     params: Params = {}
@@ -180,22 +224,62 @@ def _converted_path(sha256: str) -> Path:
     return cache_dir() / "converted" / f"vgg16-{sha256[:32]}.npz"
 
 
-def _load_converted(path: Path) -> Params | None:
+_LEGACY_INDEX = "digests.json"  # digests once cached by (path, size, mtime): no longer read, removed
+
+
+def _load_converted(path: Path, sha256: str) -> tuple[Params | None, str | None, str | None]:
+    """(params, md5 of the source file, problem) from the cache entry for content `sha256`.
+
+    (None, None, None) when there is no entry (or one in an older format); (None, None, why)
+    when the entry is damaged. Each entry records the full SHA-256 and the MD5 of the file it
+    was converted from, is read whole (so zip CRCs are checked), and every array is checked
+    for dtype, shape and finiteness: a damaged entry can cost a conversion, never wrong
+    parameters.
+    """
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta/sha256" not in z.files or "meta/md5" not in z.files:
+                return None, None, None  # written by an older version: convert again, quietly
+            source_sha, source_md5 = str(z["meta/sha256"][()]), str(z["meta/md5"][()])
             params = {n: {"kernel": z[f"{n}/kernel"], "bias": z[f"{n}/bias"]} for n in LAYER_NAMES}
-    except (OSError, KeyError, ValueError):
-        return None  # missing or damaged: convert again
-    ok = all(params[n]["kernel"].shape == LAYER_SHAPES[n][0] and params[n]["bias"].shape == LAYER_SHAPES[n][1]
-             for n in LAYER_NAMES)
-    return params if ok else None
+    except FileNotFoundError:
+        return None, None, None
+    except Exception as e:  # noqa: BLE001 - any failure to read a cache entry means: damaged
+        # (MemoryError included: a damaged array header can claim any size)
+        return None, None, f"{type(e).__name__}: {_short(e)}"
+    if source_sha != sha256:
+        return None, None, "it belongs to another weights file"
+    if len(source_md5) != 32 or not all(c in "0123456789abcdef" for c in source_md5):
+        return None, None, "its record of the source file is malformed"
+    for n in LAYER_NAMES:
+        k, b = params[n]["kernel"], params[n]["bias"]
+        if (k.dtype != np.float32 or b.dtype != np.float32
+                or k.shape != LAYER_SHAPES[n][0] or b.shape != LAYER_SHAPES[n][1]):
+            return None, None, f"layer {n} has the wrong dtype or shape"
+        if not (np.isfinite(k).all() and np.isfinite(b).all()):
+            return None, None, f"layer {n} contains NaN or infinite values"
+    return params, source_md5, None
 
 
-def _save_converted(params: Params, path: Path) -> Path | None:
+def _drop(path: Path) -> None:
+    """Remove a damaged cache entry, whatever it is (a file, a link, a directory)."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _save_converted(params: Params, path: Path, md5: str, sha256: str) -> Path | None:
     try:
+        if path.parent.exists() and not path.parent.is_dir():
+            _drop(path.parent)  # a stray file where the cache's folder belongs
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            _drop(path)
         with atomic_write(path) as fh:
-            np.savez(fh, **{f"{n}/{k}": v for n, p in params.items() for k, v in p.items()})
+            np.savez(fh, **{"meta/sha256": np.array(sha256), "meta/md5": np.array(md5)},
+                     **{f"{n}/{k}": v for n, p in params.items() for k, v in p.items()})
         return path
     except OSError:
         return None  # the cache is an optimization; an unwritable one is not an error
@@ -203,32 +287,49 @@ def _save_converted(params: Params, path: Path) -> Path | None:
 
 def load(path: str | os.PathLike | None = None, *, allow_download: bool = True,
          progress: ProgressFn | None = None) -> tuple[Params, WeightsInfo]:
-    """VGG16 parameters and their provenance, resolving, downloading and converting as needed."""
+    """VGG16 parameters and their provenance, resolving, downloading and converting as needed.
+
+    The parameters always come from the content of the file found now: the converted cache is
+    keyed by the SHA-256 of that content, computed on every call.
+    """
     found, source = locate(path)
     if found is None:
         if not allow_download:
             raise WeightsError(_missing_message("none given, none in the cache, downloads disabled"))
         found = download(os.environ.get("JAXSTYLE_WEIGHTS_URL", OFFICIAL_URL),
                          cached_weights_path(), md5=OFFICIAL_MD5, progress=progress)
-    if not found.exists():
-        raise WeightsError(f"{found}: no such weights file (from {source})")
-    if found.is_dir():
-        raise WeightsError(f"{found}: is a directory, not a weights file (from {source})")
     try:
-        md5, sha256 = file_digests(found)
+        if not found.exists():
+            raise WeightsError(f"{found}: no such weights file (from {source})")
+        if found.is_dir():
+            raise WeightsError(f"{found}: is a directory, not a weights file (from {source})")
+        sha256 = _file_sha256(found)
+        converted: Path | None = _converted_path(sha256)
+        params, md5, damage = _load_converted(converted, sha256)
+        data = None
+        if params is None:
+            data = found.read_bytes()  # hash and parse the very same bytes
+            md5, sha256 = hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
     except OSError as e:
         raise WeightsError(f"{found}: cannot read weights file ({_short(e)})") from None
     official = md5 == OFFICIAL_MD5
     if source in ("cache", "download") and not official:
         raise WeightsError(f"{found}: cached weights file has MD5 {md5}, not the official "
                            f"{OFFICIAL_MD5}; delete it and run `jaxstyle weights --fetch`")
-    converted = _converted_path(sha256)
-    params = _load_converted(converted)
-    if params is None:
-        params = read_h5(found)
-        converted = _save_converted(params, converted)
-    warning = None
+    notes = []
     if not official:
-        warning = (f"{found} is not Keras' official VGG16 notop file (MD5 {md5}); "
-                   "using it because every layer has the right shape")
-    return params, WeightsInfo(found, source, md5, sha256, official, converted, warning)
+        notes.append(f"{found} is not Keras' official VGG16 notop file (MD5 {md5}); "
+                     "using it because every layer has the right shape")
+    if params is None:
+        params = read_h5(found, data)
+        if damage is not None:
+            _drop(converted)
+        stale = converted
+        converted = _save_converted(params, _converted_path(sha256), md5, sha256)
+        if damage is not None:
+            notes.append(f"the converted-weights cache entry {stale} was damaged ({damage}); "
+                         + ("rebuilt it" if converted else "not rebuilt (the cache is not writable)"))
+    with contextlib.suppress(OSError):
+        (cache_dir() / _LEGACY_INDEX).unlink()
+    return params, WeightsInfo(found, source, md5, sha256, official, converted,
+                               "; ".join(notes) or None)

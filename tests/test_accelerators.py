@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxstyle import losses, problem, solver, targets, vgg
+from jaxstyle import problem, targets, vgg
 from jaxstyle.config import Config
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,

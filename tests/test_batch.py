@@ -169,7 +169,8 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
                    content_weight=2.0, style_weight=5.0, tv_weight=1e-3, normalize=False, lbfgs_memory=5,
                    linesearch_steps=10, precondition=0.1, init="noise", seed=5, save_every=1,
                    checkpoint_every=2, batch_size=2, devices=1, dtype="bfloat16", remat=True,
-                   pooling="avg", bucket=32, conv="direct", compile="fast", precision="high")
+                   pooling="avg", bucket=32, conv="direct", compile="fast", precision="high", device="cpu:0",
+                   print_every=2)
     adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48)
     touched = {f.name for f in dataclasses.fields(Config) if getattr(lbfgs, f.name) != getattr(Config(), f.name)}
     touched |= {f.name for f in dataclasses.fields(Config) if getattr(adam, f.name) != getattr(Config(), f.name)}
@@ -178,8 +179,13 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
         out, gifs, traces = tmp_path / name, tmp_path / f"{name}_gif", tmp_path / f"{name}_trace"
         job = batch.many("transfer", config, batch.collect(src), [image_dir / "style.png"], outdir=out,
                          gif_dir=gifs, trace_dir=traces, weights=synthetic_h5)
-        results = run_mod.run(job)
+        reports = []
+        results = run_mod.run(job, progress=reports.append)
         assert [r.status for r in results] == ["done", "done"], [r.message for r in results]
+        if name == "lbfgs":  # --print-every's lines, per image, at exact iterations
+            lines = sorted((p.names[0], p.iteration) for p in reports if p.phase == "iteration")
+            assert lines == [("p0.png", 2), ("p0.png", 4), ("p1.png", 2), ("p1.png", 4)]
+            assert {p.device for p in reports} == {"cpu"}
         for r, stem in zip(results, ("p0", "p1")):
             assert r.iterations == config.iterations
             doc = json.loads((traces / f"{stem}.json").read_text())
@@ -208,7 +214,7 @@ def test_an_interrupted_folder_resumes_mid_image_and_equals_an_uninterrupted_run
         return batch.many("transfer", config, batch.collect(src), [image_dir / "style.png"], outdir=out,
                           weights=synthetic_h5)
 
-    whole = run_mod.run(job(tmp_path / "whole"))
+    run_mod.run(job(tmp_path / "whole"))  # the reference: an uninterrupted run
     seen = {"it": 0}
     part = run_mod.run(job(tmp_path / "part"), progress=lambda p: seen.update(it=p.iteration),
                        should_stop=lambda: seen["it"] >= 3)

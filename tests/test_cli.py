@@ -1,7 +1,6 @@
 """The `jaxstyle` CLI end to end on tiny images with synthetic weights, and its bad-input errors."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -99,7 +98,7 @@ def test_bad_options_give_one_line_errors(capsys, tmp_path, image_dir, synthetic
 
 
 def test_accelerator_notes_say_what_a_gpu_holds_and_how_to_get_an_accelerator_jax(tmp_path):
-    from jaxstyle import runtime
+    from jaxstyle import devices as runtime
 
     class GPU:
         platform = "gpu"

@@ -32,3 +32,12 @@ def test_notebook_code_compiles_and_uses_the_api():
     assert any("bench.run(" in cell for cell in code)  # in-process: a subprocess cannot use the notebook's TPU
     assert not any("YOUR-" in cell for cell in code)  # no placeholder to fill in
     assert any('default_backend() == "cpu"' in cell for cell in code)  # says so when there is no accelerator
+
+
+def test_the_notebook_is_what_its_generator_writes(tmp_path):
+    import runpy
+    import shutil
+    script = tmp_path / "make_notebook.py"
+    shutil.copy(NOTEBOOK.with_name("make_notebook.py"), script)
+    runpy.run_path(str(script))
+    assert json.loads((tmp_path / "colab_transfer.ipynb").read_text()) == json.loads(NOTEBOOK.read_text())

@@ -10,7 +10,7 @@ from PIL import Image
 
 import jaxstyle
 from conftest import run_one
-from jaxstyle import color, imageio, inputs, preprocess, resume
+from jaxstyle import color, imageio, inputs, preprocess
 from jaxstyle.config import PRESETS, STYLE_PRESETS
 from jaxstyle.job import Item
 from test_cli import _losses, run_cli

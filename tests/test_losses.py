@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from jaxstyle import losses, solver, vgg
+from jaxstyle import losses, vgg
 from jaxstyle.config import Config
 
 

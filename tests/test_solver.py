@@ -145,7 +145,7 @@ def test_line_search_takes_strong_wolfe_steps():
         df = lambda t: scale * dphi(t * scale)  # noqa: E731
         f0, s0 = f(0.0), df(0.0)
         search = linesearch.begin(f0, s0)
-        for count in range(20):
+        for count in range(20):  # noqa: B007 (read after the loop)
             t = float(search.step)
             accept, fail, search = linesearch.advance(search, f0, f(t), df(t), jnp.bool_(True), 20)
             assert not bool(fail)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import struct
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +198,126 @@ def test_download_used_when_nothing_else_is_found(tmp_path, synthetic_h5, cache,
     assert info.path == weights.cached_weights_path() and info.path.read_bytes() == payload
     _, again = weights.load(None)
     assert again.source == "cache"
+
+
+class _RawServer:
+    """A local TCP server on 127.0.0.1 that answers every connection with raw `reply` bytes
+    (after reading the request), then closes it; `stall` keeps the connection open instead."""
+
+    def __init__(self, reply: bytes, stall: bool = False, reset: bool = False):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/w.h5"
+        self.stop = threading.Event()
+        self.conns = []
+
+        def serve():
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    continue
+                self.conns.append(conn)
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    more = conn.recv(4096)
+                    if not more:
+                        break
+                    request += more
+                if reply:
+                    conn.sendall(reply)
+                if stall:
+                    continue
+                if reset:  # SO_LINGER 0: the close sends a RST
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def _refused_url() -> str:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return f"http://127.0.0.1:{port}/w.h5"
+
+
+_OK = b"HTTP/1.1 200 OK\r\n"
+_CHUNKED = _OK + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+_DOWNLOAD_FAILURES = [
+    ("not http", b"SSH-2.0-OpenSSH_9.6\r\n", {}, "reply is not HTTP"),
+    ("binary garbage", bytes(range(256)) * 4, {}, "reply is not HTTP"),
+    ("closed without reply", b"", {}, "closed the connection without replying"),
+    ("chunked body cut off", _CHUNKED + b"100000\r\n" + b"x" * 5000, {}, "body broke off"),
+    ("malformed chunk size", _CHUNKED + b"zz\r\nxx\r\n0\r\n\r\n", {}, "body broke off"),
+    ("length body cut off", _OK + b"Content-Length: 9000\r\n\r\n" + b"x" * 100, {}, "stopped after 100 of 9000"),
+    ("bad content-length", _OK + b"Content-Length: lots\r\n\r\nabc", {"md5": "0" * 32}, "has MD5"),
+    ("header line too long", _OK + b"X-Junk: " + b"a" * 70000 + b"\r\n\r\n", {}, "malformed HTTP reply"),
+    ("too many headers", _OK + b"X: y\r\n" * 200 + b"\r\n", {}, "malformed HTTP reply"),
+    ("http 404", b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", {}, "HTTP 404 Not Found"),
+    ("http 500", b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", {}, "HTTP 500 Oops"),
+    ("no reply (timeout)", b"", {"stall": True, "timeout": 0.3}, "no data for 0.3 s (timed out)"),
+    ("stalls mid-body", _OK + b"Content-Length: 100\r\n\r\n" + b"x" * 10, {"stall": True, "timeout": 0.3},
+     "timed out"),
+    ("connection reset", _OK + b"Content-Length: 100000\r\n\r\n" + b"x" * 10, {"reset": True}, ""),
+    ("connection refused", None, {}, "connection refused"),
+]
+
+
+@pytest.mark.parametrize("case, reply, options, expect", _DOWNLOAD_FAILURES,
+                         ids=[c[0] for c in _DOWNLOAD_FAILURES])
+def test_download_failures_are_one_line_and_leave_nothing(tmp_path, case, reply, options, expect):
+    options = dict(options)
+    kwargs = {k: options.pop(k) for k in ("md5", "timeout") if k in options}
+    kwargs.setdefault("md5", None)
+    kwargs.setdefault("timeout", 5.0)
+    server = _RawServer(reply, **options) if reply is not None else None
+    url = server.url if server else _refused_url()
+    dest_dir = tmp_path / "cache"
+    try:
+        with pytest.raises(WeightsError) as e:
+            weights.download(url, dest_dir / "w.h5", **kwargs)
+    finally:
+        if server:
+            server.close()
+    msg = str(e.value)
+    assert url in msg and expect in msg and "\n" not in msg and len(msg) < 600, msg
+    assert list(dest_dir.iterdir()) == []  # no partial file, no temporary left behind
+
+
+def test_download_to_an_unusable_cache_is_one_line(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    with pytest.raises(WeightsError, match="downloading http://127.0.0.1") as e:
+        weights.download(_refused_url(), blocker / "w.h5", md5=None)
+    assert "\n" not in str(e.value)
+    assert blocker.read_text().startswith("a file")
+
+
+def test_load_reports_a_failed_download_in_one_line(cache, monkeypatch):
+    server = _RawServer(b"SSH-2.0-OpenSSH_9.6\r\n")
+    monkeypatch.setenv("JAXSTYLE_WEIGHTS_URL", server.url)
+    try:
+        with pytest.raises(WeightsError, match="not HTTP") as e:
+            weights.load(None)
+    finally:
+        server.close()
+    assert "--weights" in str(e.value) and "\n" not in str(e.value)
+    assert not weights.cached_weights_path().exists()
+    assert [p.name for p in cache.iterdir()] == []

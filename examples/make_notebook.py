@@ -1,0 +1,142 @@
+"""Writes colab_transfer.ipynb beside this file: edit the cells here, then run
+`python examples/make_notebook.py` (tests/test_examples.py checks the two agree)."""
+import json
+from pathlib import Path
+
+cells = []
+
+
+def md(text):
+    cells.append({"cell_type": "markdown", "metadata": {}, "source": text.strip("\n").splitlines(True)})
+
+
+def code(text):
+    cells.append({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                  "source": text.strip("\n").splitlines(True)})
+
+md("""
+# jaxstyle on a Colab GPU or TPU
+
+Neural style transfer (Gatys et al.) with VGG16 in JAX. First choose **Runtime → Change runtime
+type → a GPU or a TPU**, then **Runtime → Run all**. Colab's JAX already matches that accelerator
+and is never replaced. The one thing the notebook may ask of you, once: jaxstyle's source (see
+the next cell).
+""")
+code('''
+# Install jaxstyle, keeping Colab's own jax, jaxlib and their GPU/TPU plugins.
+import glob
+import os
+import subprocess
+import sys
+try:
+    import jaxstyle
+except ImportError:
+    found = sorted(glob.glob("/content/jaxstyle*.whl")) + [d for d in ("/content/jaxstyle", "/content/main")
+                                                           if os.path.isfile(os.path.join(d, "pyproject.toml"))]
+    if not found:
+        raise SystemExit("jaxstyle is not installed: upload its wheel (`pip wheel --no-deps .` in a checkout "
+                         "makes jaxstyle-*.whl) or its checkout folder to /content with the Files panel on "
+                         "the left, then run this cell again.") from None
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", found[-1]], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "flax", "optax", "h5py", "click"], check=True)
+    import jaxstyle
+''')
+code('''
+# The accelerator: stop here, with what to do, if jax cannot see one.
+import jax
+print("jax", jax.__version__, "on", jax.devices())
+if jax.default_backend() == "cpu":
+    raise SystemExit("jax sees no GPU or TPU: choose Runtime -> Change runtime type -> a GPU or TPU, "
+                     "then Runtime -> Restart session, and run the notebook again.")
+# Compiled programs are kept; a later run of the same image size loads them instead of compiling.
+CACHE = "/content/drive/MyDrive/jaxstyle-xla-cache" if os.path.isdir("/content/drive/MyDrive") else None
+print("compilation cache:", jaxstyle.enable_compilation_cache(CACHE))
+''')
+md("""
+*Optional:* to keep the compiled programs across sessions (a TPU compiles a new image size for
+a while), mount Google Drive before the cell above (`from google.colab import drive;
+drive.mount("/content/drive")`, which asks for permission once) and run it again.
+""")
+code('''
+# A photo and a painting (public domain, Wikimedia Commons). Downloads fail loudly.
+import urllib.request
+from PIL import Image
+
+def fetch(url, path):
+    if not os.path.isfile(path):
+        req = urllib.request.Request(url, headers={"User-Agent": "jaxstyle-notebook"})
+        with urllib.request.urlopen(req, timeout=60) as r, open(path + ".part", "wb") as f:
+            f.write(r.read())
+        Image.open(path + ".part").verify()  # a real image, not an error page
+        os.replace(path + ".part", path)
+    return path
+
+content = fetch("https://upload.wikimedia.org/wikipedia/commons/0/00/Tuebingen_Neckarfront.jpg", "tubingen.jpg")
+style = fetch("https://upload.wikimedia.org/wikipedia/commons/thumb/e/ea/Van_Gogh_-_Starry_Night_-_Google_Art_Project.jpg/1280px-Van_Gogh_-_Starry_Night_-_Google_Art_Project.jpg",
+              "starry_night.jpg")
+''')
+code('''
+# Optional: your own photo and painting instead (pick two files when asked; skip to keep the examples).
+UPLOAD = False
+if UPLOAD:
+    from google.colab import files
+    names = list(files.upload())
+    content, style = names[0], names[1]
+''')
+code('''
+# Style transfer, watched live: the image updates in place while the loss goes down.
+from IPython.display import display
+from jaxstyle.progress import printer as make_printer  # a line updated in place in a notebook
+import time
+
+params = jaxstyle.load_weights()  # VGG16 from Keras on first use (58 MB, MD5-checked), then cached
+preview, printer, last = display(None, display_id=True), make_printer(), [0.0]
+
+def watch(p):
+    printer(p)
+    if preview is not None and p.image is not None and time.monotonic() - last[0] > 2:
+        last[0] = time.monotonic()
+        preview.update(Image.fromarray(p.image().round().clip(0, 255).astype("uint8")))
+
+result = jaxstyle.transfer(content, style, weights=params, size=512, iterations=300, progress=watch,
+                           output="result.png")
+preview.update(result.to_pil()) if preview is not None else display(result.to_pil())
+print(f"{result.seconds_per_iteration:.3f} s/iteration, {result.evaluations_per_iteration:.2f} "
+      f"evaluations/iteration, loss {result.initial['total']:.3g} -> {result.final['total']:.3g}, "
+      f"compile {result.compile_seconds:.1f} s")
+''')
+md("""
+Options are `jaxstyle.Config` fields: `style_weight`, `content_layers`, `preserve_colors="luminance"`,
+`scales=3` (coarse to fine, for large images), `pooling="avg"`, `dtype="bfloat16"`, ... Several
+styles are blended with `style_blend`; a list of photos runs as one batch.
+""")
+code('''
+blend = jaxstyle.transfer(content, [style, content], style_blend=[0.8, 0.2], weights=params, size=512,
+                          iterations=200, preserve_colors="luminance", progress=printer)
+blend.to_pil()
+''')
+code('''
+# Throughput on this accelerator, measured in this process (a `!jaxstyle bench` subprocess could not
+# use a TPU this notebook holds): seconds per iteration, FLOP/s and the fraction of the chip's peak.
+from jaxstyle import bench
+for row in bench.run([bench.Case(512), bench.Case(512, dtype="bfloat16"), bench.Case(1024)], params,
+                     iterations=20, repeats=3):
+    print(f"{row['size']} px {row['dtype']}: {row['s_per_iter']:.4f} s/iteration, "
+          f"{(row['flops_per_s'] or 0) / 1e12:.1f} TFLOP/s"
+          + (f" ({row['fraction_of_peak']:.0%} of peak)" if row['fraction_of_peak'] else "")
+          + f", compile {row['compile_s']:.1f} s")
+''')
+code('''
+# Download the result to your computer.
+try:
+    from google.colab import files
+    files.download("result.png")
+except ImportError:
+    print("not on Colab: the result is result.png beside this notebook")
+''')
+nb = {"cells": cells, "metadata": {"accelerator": "GPU", "colab": {"provenance": []},
+      "kernelspec": {"display_name": "Python 3", "name": "python3"}, "language_info": {"name": "python"}},
+      "nbformat": 4, "nbformat_minor": 0}
+with open(Path(__file__).with_name("colab_transfer.ipynb"), "w") as fh:
+    json.dump(nb, fh, indent=1)
+    fh.write("\n")
