@@ -158,8 +158,10 @@ def _start(device: str, verbose: bool, distributed: bool = False) -> None:
     logging.captureWarnings(True)
     ours, noise = logging.getLogger("jaxstyle"), logging.getLogger("py.warnings")
     for logger in (ours, noise):
-        logger.propagate = False
         logger.handlers = [h for h in logger.handlers if not isinstance(h, _SayHandler)]
+    noise.propagate = False  # Python's last-resort handler would print them raw
+    if not verbose:
+        noise.addHandler(logging.NullHandler())
     ours.addHandler(_SayHandler("jaxstyle: %(message)s" if verbose else "jaxstyle: warning: %(message)s"))
     ours.setLevel(logging.INFO if verbose else logging.WARNING)
     if verbose:
@@ -168,8 +170,17 @@ def _start(device: str, verbose: bool, distributed: bool = False) -> None:
     devices_mod.choose_platform(device)
     if distributed:
         import jax
-        with devices_mod.captured_stderr():
-            jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
+        with devices_mod.captured_stderr() as log:
+            try:
+                jax.distributed.initialize()  # coordinates from the TPU/GPU cluster's environment
+                error = None
+            except Exception as e:
+                error = e
+        if verbose and "".join(log).strip():
+            _say("".join(log).rstrip())
+        if error is not None:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise JaxstyleError(f"--distributed: jax.distributed.initialize() failed: {first}")
     _, log = devices_mod.start(device)
     if verbose and log.strip():
         _say(log.rstrip())
@@ -302,10 +313,15 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
         raise JaxstyleError("--quiet and --print-every contradict each other; give one")
     if many and files["output"] is None:
         raise JaxstyleError(f"{images}: a folder of images needs -o DIR, the folder its results go to")
-    _start(config.device, files["verbose"], files["distributed"])
     if files["resume"] is not None and many:
         raise JaxstyleError("--resume takes one image's checkpoint; a folder run continues each image "
                             "from the checkpoint beside its result by itself")
+    fmt_given = click.get_current_context().get_parameter_source("fmt") is not ParameterSource.DEFAULT
+    if not many and fmt_given and files["output"] is not None and \
+            os.path.splitext(files["output"])[1].lower().lstrip(".") not in (files["fmt"], "jpeg", "tiff"):
+        raise JaxstyleError(f"{files['output']}: --format {files['fmt']} contradicts the output's extension; "
+                            "the format of one image follows -o")
+    _start(config.device, files["verbose"], files["distributed"])
     common = dict(style_blend=style_blend, quality=files["quality"], bits=files["bits"],
                   weights=files["weights"])
     if many:
@@ -323,7 +339,7 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
             from .checkpoint import load as load_checkpoint
             files["output"] = load_checkpoint(files["resume"]).output
         else:
-            files["output"] = job_mod.default_output(mode, images, styles)
+            files["output"] = job_mod.default_output(mode, images, styles, suffix=f".{files['fmt']}")
     # With --resume, the run checks the checkpoint against these settings and inputs (resume.find).
     return job_mod.single(mode, config, content, own, output_path=files["output"], gif=files["gif"],
                           trace=files["trace"], resume=files["resume"], **common)

@@ -40,8 +40,14 @@ def choose_platform(device: str = "auto", environ: MutableMapping[str, str] | No
     if platform == "cpu" or (platform == "auto" and not tpu_hardware(environ) and not gpu_hardware()
                              and importlib.util.find_spec("libtpu") is not None):
         environ["JAX_PLATFORMS"] = "cpu"
+        if "jax" in sys.modules:  # imported already: it read the variable then
+            sys.modules["jax"].config.update("jax_platforms", "cpu")
         return "cpu"
     return None
+
+
+def _installed(*modules: str) -> bool:
+    return any(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def _backends_started() -> bool:
@@ -84,6 +90,11 @@ def select(device: str = "auto") -> list[Any]:
         seen = ", ".join(sorted({d.platform for d in jax.devices()}))
         hint = {"gpu": "; install jax for CUDA: pip install -U 'jax[cuda12]'",
                 "tpu": "; install jax for TPUs: pip install -U 'jax[tpu]'"}.get(platform, "")
+        if (platform == "gpu" and _installed("jax_cuda12_plugin", "jax_cuda13_plugin")) or \
+                (platform == "tpu" and _installed("libtpu")):
+            hint = "; its jax plugin is installed but did not start (-v shows why)"
+        if os.environ.get("JAX_PLATFORMS"):
+            hint = f" (JAX_PLATFORMS={os.environ['JAX_PLATFORMS']}){hint}"
         raise ConfigError(f"--device {device}: jax sees no {platform} here, only {seen}{hint}") from None
     if index:
         if int(index) >= len(found):
@@ -108,16 +119,28 @@ def accelerator_notes(devices: list[Any], environ: MutableMapping[str, str] | No
     device = devices[0]
     if device.platform == "gpu" and environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true").lower() != "false":
         limit = (device.memory_stats() or {}).get("bytes_limit")
-        share = environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")
-        if limit:
-            notes.append(f"JAX holds {limit / 2**30:.1f} GiB of this GPU ({float(share):.0%} of it) for "
+        try:
+            share = float(environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
+        except ValueError:
+            share = None
+        if limit and share is not None and environ.get("XLA_PYTHON_CLIENT_ALLOCATOR", "") != "platform":
+            notes.append(f"JAX holds {limit / 2**30:.1f} GiB of this GPU ({share:.0%} of it) for "
                          "the whole process; set XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 (a share) or "
                          "XLA_PYTHON_CLIENT_PREALLOCATE=false before starting to leave room for others")
     if device.platform == "cpu" and environ.get("JAX_PLATFORMS", "") != "cpu":
         if os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl"):
-            notes.append("this machine has an NVIDIA GPU but jax sees only the CPU; install jax for "
-                         "CUDA: pip install -U 'jax[cuda12]'")
+            if _installed("jax_cuda12_plugin", "jax_cuda13_plugin"):
+                notes.append("this machine has an NVIDIA GPU and jax for CUDA is installed, but jax could "
+                             "not start the GPU and runs on the CPU; -v shows why (a driver too old, the "
+                             "GPU held by another process)")
+            else:
+                notes.append("this machine has an NVIDIA GPU but jax sees only the CPU; install jax for "
+                             "CUDA: pip install -U 'jax[cuda12]'")
         elif tpu_hardware(environ):
-            notes.append("this machine has a TPU but jax sees only the CPU; install jax for TPUs: "
-                         "pip install -U 'jax[tpu]'")
+            if _installed("libtpu"):
+                notes.append("this machine has a TPU and libtpu is installed, but jax could not start the "
+                             "TPU and runs on the CPU; -v shows why (often: another process holds it)")
+            else:
+                notes.append("this machine has a TPU but jax sees only the CPU; install jax for TPUs: "
+                             "pip install -U 'jax[tpu]'")
     return notes

@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 from typing import IO, Iterator
 
 EXIT_ERROR = 1  # bad input, bad configuration, unusable weights
@@ -56,6 +57,9 @@ class NumericalError(JaxstyleError):
     exit_code = EXIT_NUMERICAL
 
 
+_CAPTURING = threading.Lock()
+
+
 def _sink() -> IO[bytes]:
     """An anonymous file: in memory where the system has memfd (no temporary folder needed)."""
     if hasattr(os, "memfd_create"):
@@ -68,27 +72,34 @@ def captured_stderr() -> Iterator[list[str]]:
     """Send file descriptor 2 (C libraries' logging included) to an anonymous file; the list it
     yields receives the text on exit. Where fd 2 cannot be redirected nothing is captured."""
     out: list[str] = []
-    try:
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            sys.stderr.flush()
-        saved = os.dup(2)
-    except OSError:
+    # fd 2 belongs to the whole process: only the main thread redirects it, never nested
+    if threading.current_thread() is not threading.main_thread() or not _CAPTURING.acquire(blocking=False):
         yield out
         return
     try:
-        sink = _sink()
-    except OSError:
-        os.close(saved)
-        yield out
-        return
-    with sink:
-        os.dup2(sink.fileno(), 2)
         try:
-            yield out
-        finally:
             with contextlib.suppress(AttributeError, OSError, ValueError):
                 sys.stderr.flush()
-            os.dup2(saved, 2)
+            saved = os.dup(2)
+        except OSError:
+            yield out
+            return
+        try:
+            sink = _sink()
+            os.dup2(sink.fileno(), 2)
+        except OSError:
             os.close(saved)
-            sink.seek(0)
-            out.append(sink.read().decode("utf-8", "replace"))
+            yield out
+            return
+        with sink:
+            try:
+                yield out
+            finally:
+                with contextlib.suppress(AttributeError, OSError, ValueError):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                out.append(sink.read().decode("utf-8", "replace"))
+    finally:
+        _CAPTURING.release()

@@ -253,7 +253,7 @@ def sweep_stale(directory: str | os.PathLike, *, force: bool = False) -> list[Pa
     if removed:
         names = ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else "")
         with contextlib.suppress(Exception):  # a broken log handler must not stop a run
-            log.warning("jaxstyle: removed %d temporary file%s left by killed runs in %s (%s)",
+            log.warning("removed %d temporary file%s left by killed runs in %s (%s)",
                         len(removed), "" if len(removed) == 1 else "s", directory, names)
     return removed
 

@@ -357,3 +357,33 @@ def test_library_warnings_reach_the_terminal_only_with_verbose(tmp_path, image_d
     loud = subprocess.run([sys.executable, "-c", _WARNING_RUN, *args, "-o", str(tmp_path / "b.png"), "-v"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert loud.returncode == 0 and "persistent compilation cache" in loud.stderr, loud.stderr
+
+
+def test_stderr_capture_restores_fd2_and_never_nests_or_runs_off_the_main_thread():
+    import threading
+
+    from jaxstyle.errors import captured_stderr
+    before = os.fstat(2)
+    with captured_stderr() as outer:
+        os.write(2, b"from C\n")
+        with captured_stderr() as inner:  # nested: no second redirect
+            os.write(2, b"inner\n")
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(captured_stderr().__enter__()))
+        t.start()
+        t.join()
+    assert outer == ["from C\ninner\n"] and inner == [] and seen == [[]]
+    after = os.fstat(2)
+    assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
+
+
+def test_format_names_a_single_images_default_output_and_never_contradicts_o(capsys, tmp_path, image_dir,
+                                                                              synthetic_h5, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["transfer", image_dir / "content.png", image_dir / "style.png", "--weights", synthetic_h5, "-s", 32,
+            "-i", 2]
+    code, _, err = run_cli(capsys, *args, "--format", "jpg")
+    assert code == 0 and (tmp_path / "content_style.jpg").is_file(), err
+    code, _, err = run_cli(capsys, *args, "--format", "jpg", "-o", tmp_path / "x.png")
+    assert code != 0 and "--format jpg contradicts the output's extension" in err
+    assert not (tmp_path / "x.png").exists()

@@ -436,7 +436,7 @@ def test_stale_temporary_files_of_killed_runs_are_removed_and_reported(tmp_path,
         assert {p for p in removed | kept if p.exists()} == kept
         (record,) = [r for r in caplog.records if "temporary file" in r.getMessage()]
         line = one_line(record.getMessage())
-        assert line.startswith(f"jaxstyle: removed 3 temporary files left by killed runs in {tmp_path} (")
+        assert line.startswith(f"removed 3 temporary files left by killed runs in {tmp_path} (")
         assert files.sweep_stale(tmp_path) == []  # once per directory and process
         assert files.sweep_stale(tmp_path, force=True) == []  # and nothing else qualifies
     finally:
@@ -579,7 +579,7 @@ def test_cli_long_names_and_stale_temporary_files(capsys, caplog, tmp_path, imag
         code, _, err = run_cli(capsys, *tiny(image_dir, synthetic_h5, "-o", out))
     assert code == 0, err
     assert imageio.load_image(out).shape[:2] == (24, 32) and parts(tmp_path) == []
-    assert any(r.getMessage().startswith("jaxstyle: removed 1 temporary file left by killed runs")
+    assert any(r.getMessage().startswith("removed 1 temporary file left by killed runs")
                for r in caplog.records)
 
 
