@@ -50,7 +50,7 @@ class Runner:
                                        totals, prov)
         self.lines = Lines(config.print_every, self._line)
         self.observers = [self.snapshots, self.frames, self.trace, self.checkpoints, self.lines]
-        self._stage_shape: tuple[int, tuple[int, int]] = (0, (0, 0))
+        self._shape: tuple[int, int] = (0, 0)  # the current stage's working shape, for `_line`
         self.device = device  # for the progress reports
 
     @property
@@ -108,7 +108,7 @@ class Runner:
                 if k == 0 and j not in resumed:
                     self.frames.add(p.index, 0, rgb(imgs[j].x0, imgs[j].x0.shape[:2]))
             slots = [Slot(p.index, p.item.name, state[p.index]["offset"], its) for p in active]
-            self._stage_shape = (k, layout.shape)
+            self._shape = layout.shape
             outcome = drive(problem, slots, self.observers, stage=k, should_stop=self.should_stop,
                             on_chunk=lambda info: self._chunk(info, active, k, layout))
             seconds += outcome.seconds
@@ -124,8 +124,7 @@ class Runner:
                 break
         failures = [f for p in live if (f := self._finish(p, state[p.index], compile_seconds, seconds))]
         if failures:  # every image of the batch is finished (and written where possible) first
-            raise failures[0] if len(failures) == 1 else \
-                OutputError("; also ".join(f.message for f in failures), failures[0].path, failures[0].kept)
+            raise failures[0] if len(failures) == 1 else _joined(failures)
 
     def _layout(self, size: int, active, imgs, devices: tuple, k: int) -> Layout:
         shape = preprocess.bucket(imgs[0].content.shape[:2], self.config.bucket)
@@ -147,10 +146,10 @@ class Runner:
                                self.device, programs, len(active)))
 
     def _line(self, r: Any, row: dict) -> None:
-        k, shape = self._stage_shape
+        k = r.stage
         terms = {key: row[key] for key in ("total", "content", "style", "tv") if key in row}
         self.progress(Progress("iteration", self.images_done, self.total, (r.name,), k + 1,
-                               len(self.config.stages()), self.config.stages()[k][0], shape, row["iteration"],
+                               len(self.config.stages()), self.config.stages()[k][0], self._shape, row["iteration"],
                                self.iterations, row["evaluations"], row["total"], terms, self.elapsed, None,
                                None, self.device))
 
@@ -231,13 +230,18 @@ def _write_failure(errors: list[OutputError], result: Result, status: str) -> Ou
     saying which of its files were."""
     if not errors:
         return None
-    message = "; also ".join(e.message for e in errors)
+    written = ""
     if result.output is not None:
-        message += f"; the result {result.output} was written"
+        written += f"; the result {result.output} was written"
     if status == "interrupted" and result.checkpoint is not None and not any(
             e.path == result.checkpoint for e in errors):
-        message += f"; the checkpoint {result.checkpoint} was written"
-    return OutputError(message, errors[0].path, errors[0].kept)
+        written += f"; the checkpoint {result.checkpoint} was written"
+    return _joined(errors, written)
+
+
+def _joined(errors: list[OutputError], tail: str = "") -> OutputError:
+    """Several write failures as one OutputError (path and kept copy: the first's)."""
+    return OutputError("; also ".join(e.message for e in errors) + tail, errors[0].path, errors[0].kept)
 
 
 def _message(status: str, s: dict, config: Config) -> str | None:

@@ -20,8 +20,8 @@ import jax
 import numpy as np
 
 from .config import Config
-from .errors import InputError
-from .files import atomic_write, write_or_keep
+from .errors import InputError, first_line
+from .files import CHECKPOINT_SUFFIX, atomic_write, write_or_keep
 
 FORMAT = "jaxstyle-checkpoint"
 VERSION = 2  # 2: the loop state of the one-run-path solver (its own line search)
@@ -49,16 +49,7 @@ class Checkpoint:
 def default_path(output: str | os.PathLike) -> Path:
     """`out.png` -> `out.png.ckpt.npz`, beside the result (`out.jpg` gets its own)."""
     output = Path(output)
-    return output.with_name(f"{output.name}.ckpt.npz")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return output.with_name(output.name + CHECKPOINT_SUFFIX)
 
 
 def _digest(leaves: list[np.ndarray]) -> str:
@@ -118,7 +109,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 raise ValueError("not a jaxstyle checkpoint")
             leaves = [z[f"leaf_{i:04d}"] for i in range(int(header["leaves"]))]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a readable jaxstyle checkpoint ({str(e).splitlines()[0][:120]})") from None
+        raise InputError(f"{path}: not a readable jaxstyle checkpoint ({first_line(e, 120)})") from None
     if header.get("version") != VERSION:
         raise InputError(f"{path}: checkpoint format version {header.get('version')} is not supported "
                          f"(this jaxstyle reads version {VERSION})")

@@ -19,7 +19,7 @@ from . import devices as devices_mod
 from . import runtime
 from . import weights as weights_mod
 from .config import PRESETS, STYLE_PRESETS, Config
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError, first_line
 
 
 class CommaList(click.ParamType):
@@ -179,8 +179,7 @@ def _start(device: str, verbose: bool, distributed: bool = False) -> None:
         if verbose and "".join(log).strip():
             _say("".join(log).rstrip())
         if error is not None:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise JaxstyleError(f"--distributed: jax.distributed.initialize() failed: {first}")
+            raise JaxstyleError(f"--distributed: jax.distributed.initialize() failed: {first_line(error)}")
     _, log = devices_mod.start(device)
     if verbose and log.strip():
         _say(log.rstrip())

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, MutableMapping
 
-from .errors import ConfigError, JaxstyleError, captured_stderr
+from .errors import ConfigError, JaxstyleError, captured_stderr, first_line
 
 _TPU_ENV = ("TPU_ACCELERATOR_TYPE", "TPU_NAME", "COLAB_TPU_ADDR", "TPU_WORKER_HOSTNAMES")
 
@@ -70,7 +70,7 @@ def start(device: str = "auto") -> tuple[list[Any], str]:
             error = e
     text = "".join(log)
     if error is not None:
-        first = str(error).splitlines()[0] if str(error).strip() else "none of the platforms asked for is here"
+        first = first_line(error, limit=500, default="none of the platforms asked for is here")
         where = f" (JAX_PLATFORMS={os.environ['JAX_PLATFORMS']})" if os.environ.get("JAX_PLATFORMS") else ""
         raise JaxstyleError(f"jax could not start its devices{where}: {first}") from None
     return select(device), text

@@ -15,6 +15,13 @@ EXIT_NUMERICAL = 3  # the optimization hit a non-finite loss or gradient
 EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after saving the current image
 
 
+def first_line(e: BaseException, limit: int = 160, default: str | None = None) -> str:
+    """The first line of an exception's message, cut to `limit` characters (`default`, else the
+    exception type's name, when it has none)."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else (default or type(e).__name__)
+
+
 class JaxstyleError(Exception):
     """An error the user can act on; the CLI prints its message on one line, no traceback."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import logging
 import os
@@ -28,6 +29,7 @@ from .errors import InputError, OutputError
 log = logging.getLogger("jaxstyle")
 
 PART_SUFFIX = ".part"
+CHECKPOINT_SUFFIX = ".ckpt.npz"  # a result's checkpoint: OUT.png -> OUT.png.ckpt.npz, beside it
 # Temporary files this version writes: `.NAME.jaxstyle-PID-TOKEN.part` (NAME may be shortened).
 _PART = re.compile(r"^\.(?P<base>.*)\.jaxstyle-(?P<pid>\d{1,10})-[0-9a-f]{8}\.part$", re.S)
 # Those of earlier versions (tempfile.mkstemp): `.NAME.XXXXXXXX.part`, NAME a file jaxstyle writes.
@@ -187,8 +189,6 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    finally:
-        raw.close()
 
 
 # --- stale temporary files ---------------------------------------------------------------------
@@ -341,6 +341,15 @@ def write_or_keep(path: str | os.PathLike, write: Callable[[Path], Path], *, wha
     else:
         tail = f"the {what} could not be kept anywhere else either ({'; '.join(failures)})"
     raise OutputError(f"{path}: cannot be written ({reason}); {tail}", path=path, kept=kept)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read now."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # --- checks before a run -----------------------------------------------------------------------

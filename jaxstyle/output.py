@@ -15,9 +15,7 @@ from PIL import Image
 from . import imageio, preprocess
 from .config import Config
 from .errors import InputError
-from .files import atomic_write, check_name_length, check_output_path, write_or_keep
-
-CHECKPOINT_SUFFIX = ".ckpt.npz"  # `checkpoint.default_path`: OUT.png -> OUT.png.ckpt.npz
+from .files import CHECKPOINT_SUFFIX, atomic_write, check_name_length, check_output_path, write_or_keep
 
 
 def snapshot_path(output: str | os.PathLike, iteration: int) -> Path:

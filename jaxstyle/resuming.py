@@ -20,6 +20,7 @@ from . import checkpoint as ckpt_mod
 from . import imageio
 from .config import INITS, RUN_ONLY, Config
 from .errors import InputError
+from .files import file_sha256
 from .job import Item, Job
 
 
@@ -64,7 +65,7 @@ def _show(v: Any) -> str:
 
 def _sha256(image: Any) -> str:
     if isinstance(image, (str, os.PathLike)):
-        return ckpt_mod.file_sha256(image)
+        return file_sha256(image)
     return hashlib.sha256(np.ascontiguousarray(imageio.as_rgb(image)).tobytes()).hexdigest()
 
 

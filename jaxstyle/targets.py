@@ -20,7 +20,7 @@ import numpy as np
 
 from . import preprocess, vgg
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .problem import Builder, Layout, Programs, build_programs, default_width, loop_variables, memory_need
 
 GiB = 2**30
@@ -66,7 +66,7 @@ def topology_devices(t: Target) -> tuple[Any, ...]:
     try:
         topo = topologies.get_topology_desc(t.topology, "tpu", **kwargs)
     except Exception as e:  # libtpu missing or too old: say how to get it
-        raise ConfigError(f"cannot compile for {t.name} here ({str(e).splitlines()[0][:160]}); "
+        raise ConfigError(f"cannot compile for {t.name} here ({first_line(e)}); "
                           "install libtpu with `pip install 'jax[tpu]'` (it compiles for TPUs on any "
                           "machine) and run with JAX_PLATFORMS=cpu") from None
     return tuple(topo.devices)

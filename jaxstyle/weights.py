@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import WeightsError
-from .files import atomic_write
+from .errors import WeightsError, first_line
+from .files import atomic_write, file_sha256
 from .layers import LAYER_NAMES, LAYER_SHAPES
 
 OFFICIAL_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -141,12 +141,12 @@ def _download_problem(e: BaseException, done: int, timeout: float) -> str:
     if isinstance(e, http.client.BadStatusLine):
         return f"the server's reply is not HTTP (it began {ascii(str(e)[:32])})"
     if isinstance(e, http.client.HTTPException):
-        return f"malformed HTTP reply{after} ({type(e).__name__}: {_short(e)})"
+        return f"malformed HTTP reply{after} ({type(e).__name__}: {first_line(e)})"
     if isinstance(e, socket.gaierror):
-        return f"host not found ({e.strerror or _short(e)})"
+        return f"host not found ({e.strerror or first_line(e)})"
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}{after}" + (f": {e.filename}" if e.filename else "")
-    return _short(e)
+    return first_line(e)
 
 
 def _missing_message(why: str) -> str:
@@ -164,14 +164,6 @@ def file_digests(path: str | os.PathLike) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def read_h5(path: str | os.PathLike, data: bytes | None = None) -> Params:
     """Read and check a Keras-layout VGG16 notop h5 into {layer: {"kernel", "bias"}} float32.
 
@@ -186,7 +178,7 @@ def read_h5(path: str | os.PathLike, data: bytes | None = None) -> Params:
     try:
         f = h5py.File(io.BytesIO(data) if data is not None else path, "r")
     except (OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a readable HDF5 weights file ({_short(e)})") from None
+        raise WeightsError(f"{path}: not a readable HDF5 weights file ({first_line(e)})") from None
     params: Params = {}
     with f:
         root = f["model_weights"] if "model_weights" in f else f
@@ -198,7 +190,7 @@ def read_h5(path: str | os.PathLike, data: bytes | None = None) -> Params:
                 root[name].visititems(lambda _, obj: arrays.append(obj[()])
                                       if isinstance(obj, h5py.Dataset) else None)
             except (OSError, RuntimeError, KeyError) as e:
-                raise WeightsError(f"{path}: layer {name} cannot be read ({_short(e)}); "
+                raise WeightsError(f"{path}: layer {name} cannot be read ({first_line(e)}); "
                                    "the file is truncated or corrupt") from None
             kernels = [a for a in arrays if np.ndim(a) == 4]
             biases = [a for a in arrays if np.ndim(a) == 1]
@@ -214,10 +206,6 @@ def read_h5(path: str | os.PathLike, data: bytes | None = None) -> Params:
                 raise WeightsError(f"{path}: layer {name} contains NaN or infinite values")
             params[name] = {"kernel": np.ascontiguousarray(kernel), "bias": bias}
     return params
-
-
-def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
 
 
 def _converted_path(sha256: str) -> Path:
@@ -246,7 +234,7 @@ def _load_converted(path: Path, sha256: str) -> tuple[Params | None, str | None,
         return None, None, None
     except Exception as e:  # noqa: BLE001 - any failure to read a cache entry means: damaged
         # (MemoryError included: a damaged array header can claim any size)
-        return None, None, f"{type(e).__name__}: {_short(e)}"
+        return None, None, f"{type(e).__name__}: {first_line(e)}"
     if source_sha != sha256:
         return None, None, "it belongs to another weights file"
     if len(source_md5) != 32 or not all(c in "0123456789abcdef" for c in source_md5):
@@ -303,7 +291,7 @@ def load(path: str | os.PathLike | None = None, *, allow_download: bool = True,
             raise WeightsError(f"{found}: no such weights file (from {source})")
         if found.is_dir():
             raise WeightsError(f"{found}: is a directory, not a weights file (from {source})")
-        sha256 = _file_sha256(found)
+        sha256 = file_sha256(found)
         converted: Path | None = _converted_path(sha256)
         params, md5, damage = _load_converted(converted, sha256)
         data = None
@@ -311,7 +299,7 @@ def load(path: str | os.PathLike | None = None, *, allow_download: bool = True,
             data = found.read_bytes()  # hash and parse the very same bytes
             md5, sha256 = hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
     except OSError as e:
-        raise WeightsError(f"{found}: cannot read weights file ({_short(e)})") from None
+        raise WeightsError(f"{found}: cannot read weights file ({first_line(e)})") from None
     official = md5 == OFFICIAL_MD5
     if source in ("cache", "download") and not official:
         raise WeightsError(f"{found}: cached weights file has MD5 {md5}, not the official "

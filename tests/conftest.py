@@ -91,6 +91,15 @@ def image_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A cache directory of the test's own (not yet created), and no $JAXSTYLE_WEIGHTS."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("JAXSTYLE_CACHE", str(d))
+    monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
+    return d
+
+
+@pytest.fixture
 def imagenet_h5() -> Path:
     """The ImageNet weights from ../shared/weights, or skip."""
     if not IMAGENET_H5.is_file():

@@ -21,14 +21,6 @@ from jaxstyle import imageio, weights
 from jaxstyle.errors import InputError
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("JAXSTYLE_CACHE", str(d))
-    monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
-    return d
-
-
 def _same(params, expected) -> bool:
     return all(np.array_equal(params[n]["kernel"], expected[n]["kernel"])
                and np.array_equal(params[n]["bias"], expected[n]["bias"]) for n in weights.LAYER_NAMES)

@@ -16,14 +16,6 @@ from jaxstyle import weights
 from jaxstyle.errors import WeightsError
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("JAXSTYLE_CACHE", str(d))
-    monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
-    return d
-
-
 def test_converter_round_trips_keras_layout(synthetic_h5, synthetic_params, cache):
     params, info = weights.load(synthetic_h5)
     independent = ref.load_h5_params(str(synthetic_h5))
