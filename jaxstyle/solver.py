@@ -1,4 +1,5 @@
-"""The optimizer loop: L-BFGS (optax's direction, our line search) or Adam, one evaluation per step.
+"""The optimizer loop: L-BFGS (optax's direction computed from inner products, our line search) or
+Adam, one evaluation per step.
 
 One program serves one image and a batch. Each step of the loop evaluates the loss and its
 gradient once, at the point the method names (the L-BFGS line search's trial step, or Adam's
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import linesearch, losses
+from . import lbfgs, linesearch, losses
 from .config import Config
 from .losses import Objective, Targets
 
@@ -44,7 +45,7 @@ class Method:
     lbfgs_memory: int = Config.lbfgs_memory
     linesearch_steps: int = Config.linesearch_steps
     stall_patience: int = 5  # L-BFGS iterations without a decrease before we call it stalled
-    # optax's first L-BFGS direction has at most unit length; the solver works on
+    # The first L-BFGS direction (optax's rule) has at most unit length; the solver works on
     # u = x / scale so that this step changes pixels by at most `first_step` (RMS, 0..255
     # units). Without it the line search spends ~13 evaluations growing a step of ~0.002 per
     # pixel; 10 measured best.
@@ -85,8 +86,6 @@ class Method:
             u = jnp.fft.irfft2(jnp.fft.rfft2(u, axes=(-3, -2)) / d, s=x.shape[-3:-1], axes=(-3, -2))
         return u
 
-    def lbfgs(self) -> optax.GradientTransformation:
-        return optax.scale_by_lbfgs(memory_size=self.lbfgs_memory)
 
 
 class LoopState(NamedTuple):
@@ -98,7 +97,7 @@ class LoopState(NamedTuple):
     terms: jax.Array  # (3,) unweighted content, style and tv terms there
     first: jax.Array  # (4,) total, content, style, tv at the initial image
     direction: jax.Array  # L-BFGS: the search direction; Adam: the last point with a finite loss
-    opt: Any  # optax state: scale_by_lbfgs's history, or Adam's moments
+    opt: Any  # L-BFGS's history (`lbfgs.LbfgsState`), or optax's Adam state
     search: linesearch.Search
     iteration: jax.Array  # int32, iterations done
     evaluations: jax.Array  # int32, loss+gradient evaluations done
@@ -130,7 +129,7 @@ def init_state(x0: jax.Array, method: Method, active: jax.Array | bool = True) -
         opt = optax.adam(1.0).init(u)
         direction = u
     else:
-        opt = method.lbfgs().init(u)
+        opt = lbfgs.init(u, method.lbfgs_memory)
         direction = jnp.zeros_like(u)
     # Strong dtypes throughout, so every chunk returns exactly the types it was given.
     opt = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), opt)
@@ -205,7 +204,7 @@ def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopStat
     g = jnp.where(accept, t.grad, s.grad)
     opt = s.opt._replace(count=jnp.where(restart, 0, s.opt.count).astype(s.opt.count.dtype),
                          weights_memory=jnp.where(restart, 0.0, s.opt.weights_memory))
-    precond, opt = method.lbfgs().update(g, opt, u)
+    precond, opt = lbfgs.update(g, opt, u)
     direction = -precond
     value = jnp.where(accept, t.value, s.value)
     stepped = (accept & ~fresh) | fail
