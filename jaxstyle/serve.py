@@ -28,6 +28,7 @@ only by those random ids or by demo names looked up in a table, so no request ca
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import queue
 import re
@@ -35,7 +36,6 @@ import secrets
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -83,7 +83,7 @@ class Run:
     message: str | None = None
     result: Path | None = None
     iterations: int = 0
-    created: float = field(default_factory=time.time)
+    order: int = 0  # its place in the worker's queue, set when submitted
     _png: tuple[int, bytes] = (0, b"")  # the preview's version and PNG, encoded once
 
     def preview_png(self) -> bytes | None:
@@ -124,12 +124,14 @@ class Worker:
         self.settings, self.weights, self.paths, self.transfer = settings, weights, paths, transfer
         self.runs: dict[str, Run] = {}
         self.lock = threading.Lock()
+        self._submitted = itertools.count(1)
         self.queue: queue.Queue[Run | None] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="jaxstyle-worker", daemon=True)
         self.thread.start()
 
     def submit(self, run: Run) -> None:
         with self.lock:
+            run.order = next(self._submitted)
             self.runs[run.id] = run
         self.queue.put(run)
 
@@ -138,8 +140,7 @@ class Worker:
         if run.status != "queued":
             return 0
         with self.lock:
-            ahead = [r for r in self.runs.values() if r.created <= run.created and r is not run
-                     and r.status in ("queued", "running")]
+            ahead = [r for r in self.runs.values() if r.order < run.order and r.status in ("queued", "running")]
         return len(ahead)
 
     def stop(self, run: Run) -> None:

@@ -166,6 +166,37 @@ def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, capsys):
                                         "pip install 'jaxstyle[web]'"]
 
 
+def test_the_command_serves_on_localhost_until_interrupted_and_the_core_never_imports_it(tmp_path, synthetic_h5):
+    import json
+    import signal
+    import subprocess
+    import urllib.request
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys, jaxstyle.api, jaxstyle.cli, jaxstyle.run, jaxstyle.progress; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'waitress', 'werkzeug') "
+            "or m == 'jaxstyle.serve'))")
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "[]\n"
+    folder = tmp_path / "srv"
+    proc = subprocess.Popen([sys.executable, "-m", "jaxstyle", "serve", "--port", "0", "--folder", str(folder),
+                             "--weights", str(synthetic_h5), "--device", "cpu"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        while line and "serving" not in line:
+            line = proc.stderr.readline()
+        assert line.startswith("jaxstyle: serving http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "api/config", timeout=10) as r:
+            assert json.load(r)["max_upload_mb"] == 20
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"<title>jaxstyle</title>" in r.read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0 and rest.strip().splitlines()[-1] == "jaxstyle: stopped serving", rest
+    assert {p.name for p in folder.iterdir()} <= {"uploads", "results", "tmp", "xla"}
+
+
 # --- in a real browser --------------------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
