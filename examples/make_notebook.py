@@ -84,26 +84,14 @@ if UPLOAD:
     content, style = names[0], names[1]
 ''')
 code('''
-# Style transfer, watched live: the image updates in place while the loss goes down.
-from IPython.display import display
-from jaxstyle.progress import printer as make_printer  # a line updated in place in a notebook
-import time
-
+# Style transfer, watched live: the image and the loss curve update in place while the loss goes down.
+# Stop it with the stop button (interrupt): the image so far is kept, returned and written.
 params = jaxstyle.load_weights()  # VGG16 from Keras on first use (58 MB, MD5-checked), then cached
-preview, printer, last = display(None, display_id=True), make_printer(), [0.0]
-
-def watch(p):
-    printer(p)
-    if preview is not None and p.image is not None and time.monotonic() - last[0] > 2:
-        last[0] = time.monotonic()
-        preview.update(Image.fromarray(p.image().round().clip(0, 255).astype("uint8")))
-
-result = jaxstyle.transfer(content, style, weights=params, size=512, iterations=300, progress=watch,
+result = jaxstyle.transfer(content, style, weights=params, size=512, iterations=300, progress=True,
                            output="result.png")
-preview.update(result.to_pil()) if preview is not None else display(result.to_pil())
-print(f"{result.seconds_per_iteration:.3f} s/iteration, {result.evaluations_per_iteration:.2f} "
-      f"evaluations/iteration, loss {result.initial['total']:.3g} -> {result.final['total']:.3g}, "
-      f"compile {result.compile_seconds:.1f} s")
+print(f"{result.status}: {result.iterations} iterations, {result.seconds_per_iteration:.3f} s/iteration, "
+      f"{result.evaluations_per_iteration:.2f} evaluations/iteration, loss {result.initial['total']:.3g} -> "
+      f"{result.final['total']:.3g}, compile {result.compile_seconds:.1f} s")
 ''')
 md("""
 Options are `jaxstyle.Config` fields: `style_weight`, `content_layers`, `preserve_colors="luminance"`,
@@ -112,7 +100,7 @@ styles are blended with `style_blend`; a list of photos runs as one batch.
 """)
 code('''
 blend = jaxstyle.transfer(content, [style, content], style_blend=[0.8, 0.2], weights=params, size=512,
-                          iterations=200, preserve_colors="luminance", progress=printer)
+                          iterations=200, preserve_colors="luminance", progress=True)
 blend.to_pil()
 ''')
 code('''

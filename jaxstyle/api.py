@@ -3,12 +3,20 @@
 Images may be paths, PIL images or arrays, one or a list; options are `Config` field names,
 e.g. `jaxstyle.transfer("photo.jpg", "painting.jpg", size=256, iterations=100)`. Messages
 (a warning about the weights file, a skipped image) go to the "jaxstyle" logger.
+
+In a notebook, `progress=True` shows the progress line, the current image and the loss curve,
+updated in place, and interrupting the cell stops the run after the current chunk: the image
+so far comes back as a Result with status "interrupted" (and is written to `output`, if given);
+a second interrupt aborts. `should_stop` lets other code (a web page's stop button) do the same.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any, Callable, Mapping, Sequence
+import signal
+import threading
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import job as job_mod
 from . import resuming as resume_mod
@@ -28,11 +36,44 @@ def _progress(progress: bool | Callable[[Progress], None] | None, config: Config
     elsewhere), the caller's own, or, with `print_every` and no progress, its lines logged."""
     from .progress import printer
     if progress is True:
-        return printer(config.dtype, lines=bool(config.print_every))
+        return printer(config.dtype, lines=bool(config.print_every), live=True)
     if not progress and config.print_every:
         lines = printer(config.dtype, lines=True)
         return lambda p: log.info(lines.iteration_line(p)) if p.phase == "iteration" else None
     return progress or None
+
+
+@contextlib.contextmanager
+def _interrupt_stops(should_stop: Callable[[], bool] | None) -> Iterator[Callable[[], bool] | None]:
+    """In a notebook, on the main thread: interrupting the cell (SIGINT) asks the run to stop
+    after the current chunk, keeping the image so far; a second interrupt aborts
+    (KeyboardInterrupt). Elsewhere (a script, a server's worker thread) nothing changes.
+    Yields the run's `should_stop`."""
+    from . import progress as progress_mod
+    if not progress_mod.in_notebook() or threading.current_thread() is not threading.main_thread():
+        yield should_stop
+        return
+    asked: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        log.warning("interrupted: stopping after the current chunk and keeping the image so far "
+                    "(interrupt again to abort without it)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(asked) or bool(should_stop and should_stop())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(job: job_mod.Job, progress: bool | Callable[[Progress], None] | None,
+         should_stop: Callable[[], bool] | None) -> list[Result]:
+    """Run a job with the API's progress and stopping rules."""
+    with _interrupt_stops(should_stop) as stop:
+        return run(job, progress=_progress(progress, job.config), message=log.warning, should_stop=stop)
 
 
 def _config(mode: str, config: Config | None, preset: str | None, options: Mapping[str, Any]) -> Config:
@@ -45,7 +86,8 @@ def _config(mode: str, config: Config | None, preset: str | None, options: Mappi
 
 
 def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[ImageLike], cfg: Config, *,
-        output, weights, style_blend, progress, gif, trace, quality, bits) -> Result | list[Result]:
+        output, weights, style_blend, progress, gif, trace, quality, bits,
+        should_stop) -> Result | list[Result]:
     common = dict(style_blend=style_blend, quality=quality, bits=bits, weights=weights)
     if isinstance(images, (list, tuple)):
         job = job_mod.many(mode, cfg, list(images), styles, outdir=output, gif_dir=gif, trace_dir=trace,
@@ -54,7 +96,7 @@ def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[Ima
         content = None if mode == "style" else images
         own = [images] if mode == "style" else styles
         job = job_mod.single(mode, cfg, content, own, output_path=output, gif=gif, trace=trace, **common)
-    results = run(job, progress=_progress(progress, cfg), message=log.warning)
+    results = _run(job, progress, should_stop)
     return results if isinstance(images, (list, tuple)) else results[0]
 
 
@@ -64,18 +106,19 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
              progress: bool | Callable[[Progress], None] | None = None,
              config: Config | None = None, preset: str | None = None, gif: PathLike | None = None,
              trace: PathLike | None = None, quality: int = 95, bits: int = 8,
-             **options: Any) -> Result | list[Result]:
+             should_stop: Callable[[], bool] | None = None, **options: Any) -> Result | list[Result]:
     """Render `content` in the style of `style` (one image or several, blended by `style_blend`).
 
     `content` may be a list: the result is then a list of Results, one per image, and
     `output`, `gif` and `trace` name folders. `preset` names layers and weights from
     `config.STYLE_PRESETS`; `options` override it. With `output`, the result (and snapshots,
-    `gif`, `trace`) are also written to files.
+    `gif`, `trace`) are also written to files. `should_stop`, called after each chunk of
+    iterations, stops the run when it returns True (status "interrupted", the image so far kept).
     """
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     cfg = _config("transfer", config, preset, options)
     return _go("transfer", content, styles, cfg, output=output, weights=weights, style_blend=style_blend,
-               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits)
+               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits, should_stop=should_stop)
 
 
 def reconstruct_content(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,
@@ -83,11 +126,11 @@ def reconstruct_content(image: ImageLike | Sequence[ImageLike], *, output: PathL
                         progress: bool | Callable[[Progress], None] | None = None,
                         config: Config | None = None, gif: PathLike | None = None,
                         trace: PathLike | None = None, quality: int = 95, bits: int = 8,
-                        **options: Any) -> Result | list[Result]:
+                        should_stop: Callable[[], bool] | None = None, **options: Any) -> Result | list[Result]:
     """Recover an image (or each of a list) from its VGG16 activations, starting from noise."""
     cfg = _config("content", config, None, options)
     return _go("content", image, (), cfg, output=output, weights=weights, style_blend=None,
-               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits)
+               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits, should_stop=should_stop)
 
 
 def reconstruct_style(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,
@@ -96,24 +139,25 @@ def reconstruct_style(image: ImageLike | Sequence[ImageLike], *, output: PathLik
                       progress: bool | Callable[[Progress], None] | None = None,
                       config: Config | None = None, gif: PathLike | None = None,
                       trace: PathLike | None = None, quality: int = 95, bits: int = 8,
-                      **options: Any) -> Result:
+                      should_stop: Callable[[], bool] | None = None, **options: Any) -> Result:
     """Synthesize a texture whose Gram matrices match the style image's (several images are
     blended by `style_blend`), starting from noise."""
     styles = list(image) if isinstance(image, (list, tuple)) else [image]
     cfg = _config("style", config, None, options)
     job = job_mod.single("style", cfg, None, styles, output_path=output, gif=gif, trace=trace,
                          style_blend=style_blend, quality=quality, bits=bits, weights=weights)
-    return run(job, progress=_progress(progress, cfg), message=log.warning)[0]
+    return _run(job, progress, should_stop)[0]
 
 
 def resume(checkpoint: PathLike, *, output: PathLike | None = None, weights: PathLike | Mapping | None = None,
            content: ImageLike | None = None, styles: Sequence[ImageLike] | None = None,
-           progress: bool | Callable[[Progress], None] | None = None, **changes: Any) -> Result:
+           progress: bool | Callable[[Progress], None] | None = None,
+           should_stop: Callable[[], bool] | None = None, **changes: Any) -> Result:
     """Continue a checkpointed run; `changes` may set iterations, save_every and checkpoint_every.
     The final image equals the one an uninterrupted run gives."""
     job = resume_mod.job_from(checkpoint, changes, output=output, content=content, styles=styles,
                               weights=weights)
-    return run(job, progress=_progress(progress, job.config), message=log.warning)[0]
+    return _run(job, progress, should_stop)[0]
 
 
 def load_weights(path: PathLike | None = None) -> dict:

@@ -161,13 +161,14 @@ class Runner:
         if per:
             rest = self.total - self.images_done - len(active)
             eta = per * (self.iterations - it + max(rest, 0) / len(active) * self.iterations)
+        finish, raw = self.finish[active[0].index], info["image"]
         terms = {"total": float(info["values"][0]), **dict(zip(("content", "style", "tv"),
                                                                 map(float, info["terms"][0])))}
         self.progress(Progress("optimize", self.images_done, self.total, tuple(p.item.name for p in active),
                                k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape, it,
                                self.iterations, int(info["evaluations"][0]), float(info["values"][0]), terms,
                                self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active),
-                               image=info["image"]))
+                               image=lambda: finish(raw())))
 
     def _finish(self, p, s: dict, compile_seconds: float, seconds: float) -> OutputError | None:
         """Write the image's result, animation and trace, and record its Result. A file that
@@ -221,7 +222,8 @@ class Runner:
         self.progress(Progress("done", self.images_done, self.total, (item.name,), len(config.stages()),
                                len(config.stages()), config.size, image.shape[:2] if image is not None else (0, 0),
                                s["offset"][0], self.iterations, s["offset"][1], s["final"].get("total", float("nan")),
-                               s["final"] or None, self.elapsed, result.seconds_per_iteration, None, self.device))
+                               s["final"] or None, self.elapsed, result.seconds_per_iteration, None, self.device,
+                               image=None if image is None else (lambda: image)))
         return None if job.folder else failure
 
 

@@ -567,6 +567,77 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
         click.echo(bench_mod.format_table(rows))
 
 
+WEB_EXTRA = "`jaxstyle serve` needs the web extra: pip install 'jaxstyle[web]'"
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; another than localhost lets anyone who can reach this machine "
+                   "use the page.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: a free one).")
+@click.option("--folder", type=str, default=None,
+              help="Working folder for uploads and results; nothing is written outside it. "
+                   "Default: serve/ in the user cache (~/.cache/jaxstyle/serve).")
+@click.option("--demo", type=str, default=None,
+              help="A folder of photos and paintings the page offers besides uploads (e.g. ../shared/images).")
+@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=20.0, show_default=True,
+              help="Largest upload; larger ones are refused (HTTP 413).")
+@click.option("--max-size", type=click.IntRange(16), default=1024, show_default=True,
+              help="Largest size a run may ask for; uploads are stored no larger.")
+@click.option("--max-iterations", type=click.IntRange(1), default=2000, show_default=True,
+              help="Most iterations a run may ask for.")
+@click.option("--weights", type=str, default=None, help="VGG16 weights (resolved as for transfer).")
+@click.option("--device", type=str, default="auto", show_default=True,
+              help="Where runs go, one at a time: cpu, gpu or tpu, optionally one device (gpu:1).")
+@click.option("-v", "--verbose", is_flag=True, help="Also show what JAX and the server libraries log.")
+def serve_cmd(host: str, port: int, folder: str | None, demo: str | None, max_upload_mb: float, max_size: int,
+              max_iterations: int, weights: str | None, device: str, verbose: bool) -> None:
+    """Serve a local web page: pick or upload a photo and a painting, set the options, start a
+    run, watch the image and the loss terms evolve, stop it, download the result. Runs are
+    queued and go one at a time. Needs `pip install 'jaxstyle[web]'`."""
+    from pathlib import Path
+    try:
+        from . import serve as serve_mod
+    except ImportError as e:
+        if e.name in ("flask", "werkzeug", "waitress"):
+            raise JaxstyleError(WEB_EXTRA) from None
+        raise
+    try:
+        import waitress  # noqa: F401  (imported when serving; checked before the slow start)
+    except ImportError:
+        raise JaxstyleError(WEB_EXTRA) from None
+    Config(device=device)  # a bad value is refused before JAX starts
+    root = Path(folder).expanduser() if folder else weights_mod.cache_dir() / "serve"
+    demo_dir = Path(demo).expanduser() if demo else None
+    if demo_dir is not None and not demo_dir.is_dir():
+        raise JaxstyleError(f"{demo}: --demo needs a folder of images")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JaxstyleError(f"{root}: cannot create the server's folder ({first_line(e)})") from None
+    _start(device, verbose)
+    params, info = weights_mod.load(weights, progress=_download_bar())
+    if info.warning:
+        _say(f"jaxstyle: warning: {info.warning}")
+    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
+        runtime.enable_compilation_cache(root / "xla")  # inside the folder too
+    if not verbose:
+        logging.getLogger("waitress").setLevel(logging.ERROR)
+    settings = serve_mod.Settings(root, int(max_upload_mb * 2**20), max_size, max_iterations, demo_dir,
+                                  device=device)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _say(f"jaxstyle: warning: listening on {host}: anyone who can reach this machine can use the page")
+    try:
+        serve_mod.serve(settings, params, host, port,
+                        ready=lambda url: _say(f"jaxstyle: serving {url} (folder {root}); Ctrl-C stops"))
+    except OSError as e:
+        raise JaxstyleError(f"cannot listen on {host}:{port} ({first_line(e)})") from None
+    except KeyboardInterrupt:
+        pass
+    _say("jaxstyle: stopped serving")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one-line messages and exit codes."""
     try:

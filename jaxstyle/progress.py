@@ -7,7 +7,9 @@ but measured here, when its output is not a terminal it prints nothing until the
 30-update, 3 s run wrote one 142-byte line at exit), and a 10-minute run in CI or under
 `nohup` must say how it is going; tqdm is not a dependency. What is left to do by hand is
 small: cut one line to the terminal's width, and in a notebook update an IPython display
-(every Jupyter and Colab has it; no widget library needed).
+(every Jupyter and Colab has it; no widget library needed). The notebook's live view (the
+current image and the loss curve, `LiveNotebookPrinter`) is HTML in one more such display:
+an inline JPEG and an SVG drawn by `preview`, no plotting library.
 """
 from __future__ import annotations
 
@@ -196,6 +198,61 @@ class NotebookPrinter(ProgressPrinter):
         self.handle = None
 
 
+class LiveNotebookPrinter(NotebookPrinter):
+    """The notebook printer plus a live view below its line: the current image and the loss
+    curve of every term (an inline JPEG and SVG in one HTML output updated in place). The image
+    is fetched at most every `image_interval` seconds (and once more at the end, the finished
+    image), so watching costs the run next to nothing."""
+
+    def __init__(self, display: Callable[..., Any] | None = None, image_interval: float = 1.5,
+                 image_side: int = 512, **kwargs: Any) -> None:
+        from .preview import Watcher
+        super().__init__(display=display, **kwargs)
+        self.watcher = Watcher(image_interval)
+        self.image_side = image_side
+        self.view_handle: Any = None
+        self._shown = 0  # the image version on display
+        self._view_broken = False
+
+    def __call__(self, p: Progress) -> None:
+        super().__call__(p)
+        if self._view_broken:
+            return
+        self.watcher(p)
+        view = self.watcher.view()
+        if view.image_version == self._shown or view.image is None:
+            return
+        self._shown = view.image_version
+        try:
+            data = {"text/html": self.html(view), "text/plain": f"jaxstyle: {p.names[0] if p.names else ''} "
+                                                                  f"(live image and loss curve)"}
+            if self.view_handle is None:
+                self.view_handle = self.display(data, raw=True, display_id=True)
+            else:
+                self.view_handle.update(data, raw=True)
+        except Exception:  # a display that went away must not stop the run
+            self._view_broken = True
+
+    def html(self, view: Any) -> str:
+        """The live view as one HTML fragment: the image and the loss curve side by side."""
+        import base64
+
+        from .preview import encode, loss_svg
+        latest = view.latest
+        jpeg = base64.b64encode(encode(view.image, "JPEG", self.image_side)).decode("ascii")
+        h, w = view.image.shape[:2]
+        scale = max(1.0, 256 / max(h, w))  # tiny images shown larger
+        iterations = latest.iterations if latest is not None else 0
+        return ('<div style="display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start">'
+                f'<img alt="current image" width="{round(w * scale)}" height="{round(h * scale)}" '
+                f'src="data:image/jpeg;base64,{jpeg}"/>'
+                f'{loss_svg(view.rows, iterations)}</div>')
+
+    def close(self) -> None:
+        super().close()
+        self.view_handle = None
+
+
 def in_notebook() -> bool:
     """Whether this process is a Jupyter or Colab kernel."""
     ipython = sys.modules.get("IPython")
@@ -206,10 +263,13 @@ def in_notebook() -> bool:
     return type(shell).__name__ in ("ZMQInteractiveShell", "Shell")
 
 
-def printer(precision: str = "float32", lines: bool = False) -> ProgressPrinter:
-    """The printer for where this process runs: a notebook's, else one on stderr."""
+def printer(precision: str = "float32", lines: bool = False, live: bool = False) -> ProgressPrinter:
+    """The printer for where this process runs: a notebook's (with `live`, also the current
+    image and the loss curve), else one on stderr."""
     if in_notebook():
         try:
+            if live:
+                return LiveNotebookPrinter(precision=precision, lines=lines)
             return NotebookPrinter(precision=precision, lines=lines)
         except ImportError:
             pass

@@ -35,8 +35,9 @@ class Progress:
     programs: int = 0  # programs compiled for this batch ("compile" phase)
     batch: int = 1
     image: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
-    """The batch's first image now (float RGB 0..255, before colour recombination), for a live
-    preview; None outside the "optimize" phase."""
+    """For a live preview: in the "optimize" phase the batch's first image now, in the "done"
+    phase the finished image (float RGB 0..255, colours recombined as the written file's);
+    None otherwise."""
 
 
 @dataclass
