@@ -28,7 +28,8 @@ class Runner:
 
     def __init__(self, job: Job, config: Config, builder: Builder, results: list, progress: Callable,
                  notify: Callable[[str], None], should_stop: Callable[[], bool] | None,
-                 weights_sha: str | None, weights_path: str | None, total: int, device: str) -> None:
+                 weights_sha: str | None, weights_path: str | None, total: int, device: str,
+                 started: float | None = None) -> None:
         self.job, self.config, self.builder, self.results = job, config, builder, results
         self.progress, self.notify, self.should_stop = progress, notify, should_stop
         self.total = total
@@ -43,7 +44,7 @@ class Runner:
         self.snapshots = Snapshots(config.save_every, outputs, totals, self.finish, job.quality)
         frame_every = config.save_every or max(1, self.iterations // 40)
         self.frames = Frames(frame_every, {i: it.gif for i, it in items.items() if it.gif}, totals, self.finish)
-        self.trace = Trace({i: it.trace for i, it in items.items()}, [s for s, _ in stages])
+        self.trace = Trace({i: it.trace for i, it in items.items()}, [s for s, _ in stages], started)
         prov = {i: provenance(job, config, it, weights_sha, weights_path) for i, it in items.items()
                 if it.checkpoint is not None}
         self.checkpoints = Checkpoints(config.checkpoint_every, {i: items[i].checkpoint for i in prov},

@@ -1,15 +1,21 @@
-"""Per-iteration throughput benchmark (`jaxstyle bench`).
+"""Per-iteration throughput and time-to-quality benchmark (`jaxstyle bench`).
 
-Every configuration (device, size, dtype, optimizer, batch) is measured on the programs a run
-compiles (`problem.Builder`), so the bench measures what users run:
+Every configuration (device, size, dtype, optimizer, batch, coarse-to-fine schedule) is measured
+on the programs a run compiles (`problem.Builder`), so the bench measures what users run:
   - compile_s: compiling them (the targets-and-start program and the loop), `programs` of them;
-  - s_per_iter, s_per_eval, evals_per_iter, evals_per_s: the loop in timed chunks of
+  - s_per_eval: one loss+gradient evaluation on its own (a jitted `value_and_grad` of the loss
+    of the image, as the peers time theirs), median of `repeats`;
+  - s_per_iter, s_per_eval_loop, evals_per_iter, evals_per_s: the loop in timed chunks of
     `iterations` (medians, min and max over `repeats` chunks after a 10-iteration warm-up),
     each timed from dispatch to its end: one device sync per chunk, never per iteration;
+    iter_over_eval = s_per_iter / s_per_eval is what an iteration costs beyond one evaluation
+    (line-search evaluations, the L-BFGS direction, the preconditioner);
   - flops_per_eval (XLA's cost analysis of the loop's body: one evaluation and the L-BFGS
     step), FLOP/s measured inside the loop and, where the device's peak is known, the
     fraction of it; the loop's memory (XLA's analysis) and the peak device or process memory;
-  - optionally, the wall time (compilation included) to reach a target loss.
+  - with a target loss, the whole run as `jaxstyle transfer` makes it (every coarse-to-fine
+    stage of the schedule, compiling included, the persistent compilation cache off): the wall
+    time until the loss at the full size is at most the target, and the whole run's.
 `objective="peer"` is exactly the objective of the PyTorch and Keras peers in
 ../shared/peers (raw mean-squared terms, content 1, style 100, init = content, square images).
 """
@@ -73,6 +79,8 @@ class Case:
     batch: int = 1  # images per compiled batch (>1: the batched, sharded solver)
     devices: int = 0  # devices the batch is sharded over (0: all)
     remat: bool = False  # rematerialize each VGG block in the backward pass
+    scales: int = 1  # coarse-to-fine stages of the whole run timed to a target
+    run_iterations: int = 0  # iterations of the timed whole run (0: the Config's default)
 
 
 def peak_flops(device: jax.Device, dtype: str) -> float | None:
@@ -136,7 +144,8 @@ def _median_spread(values: list[float]) -> tuple[float, float, float]:
 def _config(case: Case) -> Config:
     base = PEER_CONFIG if case.objective == "peer" else Config()
     return base.replace(size=case.size, dtype=case.dtype, optimizer=case.optimizer, conv=case.conv,
-                        remat=case.remat, bucket=1 if case.objective == "peer" else 0)
+                        remat=case.remat, bucket=1 if case.objective == "peer" else 0, scales=case.scales,
+                        iterations=case.run_iterations or None)
 
 
 def _layout(config: Config, batch: int, shape: tuple[int, int], style_shape: tuple[int, int],
@@ -146,16 +155,18 @@ def _layout(config: Config, batch: int, shape: tuple[int, int], style_shape: tup
 
 
 def run_case(case: Case, params: dict, contents: list[np.ndarray], style: np.ndarray, *,
-             iterations: int = 10, repeats: int = 5, target_loss: float | None = None,
-             max_target_iterations: int = 1000) -> dict[str, Any]:
+             iterations: int = 10, repeats: int = 5, target_loss: float | None = None) -> dict[str, Any]:
     """Measure one configuration through the program a run uses (`problem.Builder`): images are
     float RGB 0..255 at the case's size, one per batch slot.
 
-    The loop runs a 10-iteration warm-up (L-BFGS's start-up line searches), then `repeats`
-    chunks of `iterations`, each timed from its dispatch to its end (one device sync per chunk).
+    With `target_loss`, first the whole run (`run_to_target`, compiling from cold). Then the
+    loop runs a 10-iteration warm-up (L-BFGS's start-up line searches) and `repeats` chunks of
+    `iterations`, each timed from its dispatch to its end (one device sync per chunk), and one
+    evaluation is timed on its own.
     """
-    own_peak = reset_peak_memory()
     config = resolve(_config(case), jax.devices()[0].platform)
+    to_target = run_to_target(config, params, contents, style, target_loss) if target_loss is not None else {}
+    own_peak = reset_peak_memory()
     n_dev = min(case.devices or jax.device_count(), case.batch)
     if case.batch % n_dev:
         raise ValueError(f"batch {case.batch} is not a multiple of {n_dev} devices")
@@ -187,25 +198,28 @@ def run_case(case: Case, params: dict, contents: list[np.ndarray], style: np.nda
         evals.append(int((np.asarray(summary.evaluations) - e0).sum()))
         if (np.asarray(summary.status) != solver.RUNNING).any():
             break
+    alone = evaluation_seconds(problem, xs[0], repeats)
     per_iter = [t / max(k, 1) for t, k in zip(times, its)]
     per_eval = [t / max(e, 1) for t, e in zip(times, evals)]
     s_per_iter, iter_min, iter_max = _median_spread(per_iter)
-    s_per_eval, eval_min, eval_max = _median_spread(per_eval)
+    s_per_eval_loop = statistics.median(per_eval)
+    s_per_eval, eval_min, eval_max = _median_spread(alone)
     device = devices[0]
     peak = peak_flops(device, case.dtype)
     mem_mb, mem_kind = peak_memory_mb(device, own_peak)
-    flops_per_s = flops / s_per_eval if math.isfinite(flops) else None
+    flops_per_s = flops / s_per_eval_loop if math.isfinite(flops) else None
     result: dict[str, Any] = {
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "devices": n_dev,
         "size": case.size, "shape": list(contents[0].shape[:2]), "padded_shape": list(layout.shape),
         "batch": case.batch, "dtype": case.dtype, "optimizer": case.optimizer, "objective": case.objective,
         "conv": case.conv, "remat": case.remat,
+        "stages": [list(st) for st in config.stages()],
         "winograd_layers": sorted(problem.loop_variables.get("winograd", {})),
         "programs": programs.count, "compile_s": round(compile_s, 3),
         "s_per_eval": round(s_per_eval, 5), "s_per_eval_min": round(eval_min, 5),
-        "s_per_eval_max": round(eval_max, 5),
+        "s_per_eval_max": round(eval_max, 5), "s_per_eval_loop": round(s_per_eval_loop, 5),
         "s_per_iter": round(s_per_iter, 5), "s_per_iter_min": round(iter_min, 5),
-        "s_per_iter_max": round(iter_max, 5), "iter_over_eval": round(s_per_iter / s_per_eval, 4),
+        "s_per_iter_max": round(iter_max, 5), "iter_over_eval": round(s_per_iter / (n // n_dev) / s_per_eval, 4),
         "evals_per_iter": round(sum(evals) / max(sum(its) * n, 1), 4),
         "evals_per_s": round(sum(evals) / sum(times), 4),
         "image_iterations_per_s": round(n / s_per_iter, 3),
@@ -216,44 +230,66 @@ def run_case(case: Case, params: dict, contents: list[np.ndarray], style: np.nda
         "repeats": len(times), "iterations_per_repeat": iterations, "loss0": loss0,
         "final_loss": float(summary.value[0]), "final_iterations": int(summary.iteration[0]),
         "final_evaluations": int(summary.evaluations[0]),
+        **to_target,
     }
-    if target_loss is not None:
-        fresh = builder.problem(layout, xs, xs, [[preprocess.to_vgg(style)]], [np.ones(1, np.float32)])
-        result.update(time_to_target(fresh, compile_s, target_loss, max_target_iterations))
     return result
 
 
-def time_to_target(problem: Any, compile_s: float, target: float, max_iterations: int,
-                   chunk: int = 10) -> dict[str, Any]:
-    """Wall time from the initial image until the first image's loss is at most `target`,
-    compilation included. The loop runs in chunks of `chunk` iterations with one host read
-    each; the iteration that reached the target comes from the chunk's per-iteration record,
-    and its time is interpolated inside the chunk."""
-    t0 = time.perf_counter()
-    state, at, elapsed = problem.state, 0, 0.0
-    reached_at = None
-    evaluations = 0
-    while at < max_iterations:
-        state, summary = problem.chunk(state, np.full(problem.layout.batch, at + chunk))
-        summary = jax.device_get(summary)
-        now = time.perf_counter() - t0
-        # (iteration, evaluations, loss) of the start (first chunk only) and of every iteration.
-        rows = ([(0, 1, float(summary.first[0][0]))] if at == 0 else []) + \
-            [(int(r[0]), int(r[1]), float(r[2])) for r in np.asarray(summary.history[0]) if np.isfinite(r[0])]
-        hit = next((k for k, r in enumerate(rows) if r[2] <= target), None)
-        if hit is not None:
-            reached_at = (rows[hit][0], elapsed + (now - elapsed) * (hit + 1) / len(rows))
-            evaluations = rows[hit][1]
-            break
-        elapsed = now
-        at = int(summary.iteration[0])
-        evaluations = int(summary.evaluations[0])
-        if int(summary.status[0]) != solver.RUNNING:
-            break
-    reached = reached_at is not None
-    return {"target_loss": target, "target_reached": reached,
-            "time_to_target_s": round(compile_s + reached_at[1], 3) if reached else None,
-            "target_iterations": reached_at[0] if reached else at, "target_evaluations": evaluations}
+def evaluation_seconds(problem: Any, x: np.ndarray, repeats: int) -> list[float]:
+    """Seconds of one loss+gradient evaluation of the first image on its own (a jitted
+    `value_and_grad` with respect to the image, after one untimed call), `repeats` times."""
+    from . import losses
+    objective = problem.objective
+    targets = jax.tree.map(lambda a: a[0], problem.targets)
+    x = jax.device_put(preprocess.pad_image(x, problem.layout.shape), problem.layout.devices[0])
+    fn = jax.jit(jax.value_and_grad(lambda x, v, t: losses.terms(x, v, t, objective).total))
+    jax.block_until_ready(fn(x, problem.loop_variables, targets))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(x, problem.loop_variables, targets))
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def run_to_target(config: Config, params: dict, contents: list[np.ndarray], style: np.ndarray,
+                  target: float) -> dict[str, Any]:
+    """The whole run as `jaxstyle transfer` makes it (the run path: compiling, every coarse-to-fine
+    stage of `config`'s schedule), timed from its start: the wall time until the first image's
+    loss at the full size is at most `target` (its evaluations and iterations across stages, read
+    from the per-iteration trace), and the whole run's time and final loss."""
+    from . import job as job_mod
+    from .run import run
+    images = [np.asarray(c, np.float32) for c in contents]
+    if len(images) == 1:
+        job = job_mod.single("transfer", config, images[0], [style], weights=params)
+    else:
+        job = job_mod.many("transfer", config.replace(batch_size=len(images)), images, [style],
+                           weights=params, folder=False)
+    t = time.perf_counter()
+    results = run(job)
+    run_s = time.perf_counter() - t
+    r = results[0]
+    stages = config.stages()
+    final = [row for row in r.trace if row["stage"] == len(stages)]
+    hit = next((row for row in final if row["total"] <= target), None)
+    per_stage = []
+    for k in range(1, len(stages) + 1):
+        rows = [row for row in r.trace if row["stage"] == k]
+        if rows:
+            before = per_stage[-1]["evaluations_to"] if per_stage else 0
+            per_stage.append({"size": stages[k - 1][0], "iterations": stages[k - 1][1],
+                              "evaluations": rows[-1]["evaluations"] - before,
+                              "evaluations_to": rows[-1]["evaluations"], "loss": rows[-1]["total"],
+                              "seconds_to": rows[-1]["seconds"]})
+    for st in per_stage:
+        st.pop("evaluations_to")
+    return {"target_loss": target, "target_reached": hit is not None,
+            "time_to_target_s": round(hit["seconds"], 3) if hit else None,
+            "target_iterations": hit["iteration"] if hit else None,
+            "target_evaluations": hit["evaluations"] if hit else None,
+            "run_s": round(run_s, 3), "run_compile_s": round(results.compile_seconds, 3),
+            "run_final_loss": r.final.get("total"), "run_status": r.status, "run_stages": per_stage}
 
 
 def loop_bytes(config: Config, params: dict, size: int, platform: str | None = None) -> int:
@@ -310,13 +346,15 @@ BATCH_COLUMNS = (("device", "device", "{}"), ("devices", "devices", "{}"), ("bat
                  ("size", "size", "{}"), ("compile_s", "compile s", "{:.2f}"),
                  ("s_per_iter", "s/iter", "{:.4f}"), ("image_iterations_per_s", "image-its/s", "{:.2f}"),
                  ("evals_per_s", "evals/s", "{:.2f}"), ("loop_mb", "loop MiB", "{:.0f}"),
-                 ("peak_mem_mb", "peak MiB", "{:.0f}"))
+                 ("peak_mem_mb", "peak MiB", "{:.0f}"), ("stages", "stages", "{}"),
+                 ("time_to_target_s", "to target s", "{:.1f}"), ("run_s", "run s", "{:.1f}"))
 COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"),
            ("optimizer", "opt", "{}"), ("conv", "conv", "{}"), ("remat", "remat", "{}"),
            ("compile_s", "compile s", "{:.2f}"), ("s_per_eval", "s/eval", "{:.4f}"), ("s_per_iter", "s/iter", "{:.4f}"),
-           ("evals_per_iter", "evals/iter", "{:.2f}"), ("evals_per_s", "evals/s", "{:.2f}"),
+           ("iter_over_eval", "iter/eval", "{:.3f}"), ("evals_per_iter", "evals/iter", "{:.2f}"), ("evals_per_s", "evals/s", "{:.2f}"),
            ("flops_per_eval", "GFLOP/eval", "{:.1f}"), ("flops_per_s", "GFLOP/s", "{:.1f}"),
-           ("fraction_of_peak", "of peak", "{:.0%}"), ("peak_mem_mb", "peak MiB", "{:.0f}"))
+           ("fraction_of_peak", "of peak", "{:.0%}"), ("peak_mem_mb", "peak MiB", "{:.0f}"),
+           ("stages", "stages", "{}"), ("time_to_target_s", "to target s", "{:.1f}"), ("run_s", "run s", "{:.1f}"))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -335,6 +373,8 @@ def _table(rows: list[dict[str, Any]], columns) -> str:
             return "-"
         if key in ("flops_per_eval", "flops_per_s"):
             v = v / 1e9
+        if key == "stages":
+            v = "+".join(f"{n}@{size}" for size, n in v)
         return fmt.format(v)
 
     header = [title for _, title, _ in columns]

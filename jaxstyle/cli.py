@@ -494,7 +494,13 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
               help="Timed repetitions; medians and min/max are reported.")
 @click.option("--target-loss", type=float, default=None,
-              help="Also measure wall time (compile included) until the loss is at most this.")
+              help="Also time the whole run as `jaxstyle transfer` makes it (every coarse-to-fine stage, "
+                   "compiling included): the wall time until the loss at full size is at most this.")
+@click.option("--scales", "scales_list", type=click.IntRange(1, 8), multiple=True, default=(1,),
+              show_default=True, help="Coarse-to-fine stages of the whole run timed by --target-loss "
+                                      "(as transfer's --scales, each stage --run-iterations); repeat for several.")
+@click.option("--run-iterations", type=click.IntRange(0), default=0, show_default=True,
+              help="Iterations of the whole run timed by --target-loss (0: transfer's default).")
 @click.option("--largest", is_flag=True,
               help="Instead of timing: the largest size whose compiled loop fits in the device's "
                    "available memory, with and without --remat (XLA's memory analysis).")
@@ -504,7 +510,8 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
                    "a100-40gb, h100 (from the memory estimate).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
 def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices, weights, synthetic_weights,
-          content, style, iterations, repeats, target_loss, largest, target_name, as_json) -> None:
+          content, style, iterations, repeats, target_loss, scales_list, run_iterations, largest, target_name,
+          as_json) -> None:
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
 
@@ -550,9 +557,9 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
                            f"{row['device']} {dtype} remat={remat}: largest size {size} px "
                            f"(compiled loop {row['loop_mb_at_largest']} MiB of {row['available_mb']} MiB available)")
         return
-    cases = [bench_mod.Case(size, dtype, opt, objective, conv, b, devices, remat == "on")
+    cases = [bench_mod.Case(size, dtype, opt, objective, conv, b, devices, remat == "on", sc, run_iterations)
              for size in sizes for dtype in dtypes for opt in optimizers for conv in convs
-             for b in batches for remat in remats]
+             for b in batches for remat in remats for sc in scales_list]
     rows = []
     for row in bench_mod.run(cases, params, content, style, iterations=iterations,
                              repeats=repeats, target_loss=target_loss):

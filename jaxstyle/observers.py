@@ -87,29 +87,28 @@ class Frames(Observer):
 
 class Trace(Observer):
     """Every iteration's loss terms and evaluation count, with the seconds since the run began
-    (interpolated inside a chunk: the loop records losses, not times)."""
+    (`start`, a `time.perf_counter()` reading; compiling included; interpolated inside a chunk:
+    the loop records losses, not times)."""
 
-    def __init__(self, items: Mapping[int, Path | None], sizes: list[int]) -> None:
+    def __init__(self, items: Mapping[int, Path | None], sizes: list[int], start: float | None = None) -> None:
         self.items, self.sizes = items, sizes
         self.entries: dict[int, list[dict]] = {i: [] for i in items}
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() if start is None else start
         self.last: dict[int, float] = {}
 
     def observe(self, r: Report) -> None:
         if r.item not in self.entries:
             return
         entries = self.entries[r.item]
+        rows = [{"stage": r.stage + 1, "size": self.sizes[r.stage], **row} for row in r.history]
         if not entries and r.stage == 0 and r.iteration - len(r.history) == 0:
-            # The run began here: the initial image's losses are iteration 0.
-            entries.append({"stage": 1, "size": self.sizes[0], "iteration": 0, "evaluations": 1,
-                            "seconds": 0.0, **r.first})
+            # The run began here: the initial image's losses are iteration 0 (known after its
+            # first evaluation, inside this chunk).
+            rows.insert(0, {"stage": 1, "size": self.sizes[0], "iteration": 0, "evaluations": 1, **r.first})
         now = time.perf_counter() - self.start
         before = self.last.get(r.item, 0.0)
-        rows = r.history
         for k, row in enumerate(rows):
-            seconds = before + (now - before) * (k + 1) / len(rows)
-            self.entries[r.item].append({"stage": r.stage + 1, "size": self.sizes[r.stage], **row,
-                                         "seconds": round(seconds, 4)})
+            entries.append({**row, "seconds": round(before + (now - before) * (k + 1) / len(rows), 4)})
         self.last[r.item] = now
 
 

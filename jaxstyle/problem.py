@@ -295,6 +295,8 @@ def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, pla
     from . import memory
     objective = Objective.from_config(config)
     plan = vgg.winograd_plan(objective.layers, (width, *shape, 3), objective.conv, platform, objective.dtype)
-    return memory.estimate(shape, objective.layers, lbfgs_memory=config.lbfgs_memory,
+    from .config import auto_lbfgs_memory
+    history = config.lbfgs_memory or auto_lbfgs_memory(config.size, platform)
+    return memory.estimate(shape, objective.layers, lbfgs_memory=history,
                            optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
                            batch=batch, remat=config.remat, width=width, platform=platform)

@@ -10,6 +10,7 @@ batch. A single image is a group of one.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -54,6 +55,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
         message: Callable[[str], None] | None = None, should_stop: Callable[[], bool] | None = None,
         download_progress: Callable[[int, int], None] | None = None) -> Results:
     """Make every image of `job`; one Result per item, in order."""
+    started = time.perf_counter()
     notify = message or (lambda _m: None)
     devices = tuple(select_devices(job.config.device))
     devices = devices[: job.config.devices or len(devices)]
@@ -105,7 +107,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     builder = Builder(config, vgg.prepare_variables(params))
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items),
-                    device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""))
+                    device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""),
+                    started=started)
     for key, group in groups.items():
         size = sizes[key]
         for first in range(0, len(group), size):

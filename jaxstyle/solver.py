@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from . import lbfgs, linesearch, losses
-from .config import Config
+from .config import LBFGS_MEMORY, Config
 from .losses import Objective, Targets
 
 RUNNING, NONFINITE, STALLED, IDLE = 0, 1, 2, 3
@@ -42,7 +42,7 @@ class Method:
 
     # Defaults come from Config, the one source of truth for settings.
     optimizer: str = Config.optimizer
-    lbfgs_memory: int = Config.lbfgs_memory
+    lbfgs_memory: int = LBFGS_MEMORY
     linesearch_steps: int = Config.linesearch_steps
     stall_patience: int = 5  # L-BFGS iterations without a decrease before we call it stalled
     # The first L-BFGS direction (optax's rule) has at most unit length; the solver works on
@@ -56,7 +56,7 @@ class Method:
 
     @classmethod
     def from_config(cls, config: Config) -> "Method":
-        return cls(config.optimizer, config.lbfgs_memory, config.linesearch_steps,
+        return cls(config.optimizer, config.lbfgs_memory or LBFGS_MEMORY, config.linesearch_steps,
                    precondition=config.precondition)
 
     def scale(self, shape: tuple[int, ...]) -> float:

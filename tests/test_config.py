@@ -25,7 +25,7 @@ from jaxstyle.errors import ConfigError
     ({"style_layer_weights": (0.1, 0.1, 0.1, 0.1, -0.1)}, "--style-layer-weights must be"),
     ({"optimizer": "sgd"}, "--optimizer must be one of"),
     ({"learning_rate": 0.0}, "--learning-rate must be"),
-    ({"lbfgs_memory": 0}, "--lbfgs-memory must be"),
+    ({"lbfgs_memory": -1}, "--lbfgs-memory must be"),
 ])
 def test_invalid_settings_raise_config_error(changes, message):
     with pytest.raises(ConfigError) as e:
@@ -71,3 +71,11 @@ def test_cli_options_and_defaults_come_from_the_config():
         assert f"default: {preset.size}" in out
     out = runner.invoke(cli.cli, ["content", "--help"], terminal_width=200).output
     assert "default: block2_conv2" in out
+
+
+def test_the_automatic_lbfgs_history_depends_on_size_and_device():
+    from jaxstyle.config import LBFGS_MEMORY, LBFGS_MEMORY_CPU, resolve
+    assert resolve(Config(size=512), "cpu").lbfgs_memory == LBFGS_MEMORY_CPU
+    assert resolve(Config(size=2048), "cpu").lbfgs_memory == LBFGS_MEMORY
+    assert resolve(Config(size=512), "tpu").lbfgs_memory == LBFGS_MEMORY
+    assert resolve(Config(size=512, lbfgs_memory=7), "cpu").lbfgs_memory == 7
