@@ -351,7 +351,8 @@ BATCH_COLUMNS = (("device", "device", "{}"), ("devices", "devices", "{}"), ("bat
 COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"),
            ("optimizer", "opt", "{}"), ("conv", "conv", "{}"), ("remat", "remat", "{}"),
            ("compile_s", "compile s", "{:.2f}"), ("s_per_eval", "s/eval", "{:.4f}"), ("s_per_iter", "s/iter", "{:.4f}"),
-           ("iter_over_eval", "iter/eval", "{:.3f}"), ("evals_per_iter", "evals/iter", "{:.2f}"), ("evals_per_s", "evals/s", "{:.2f}"),
+           ("iter_over_eval", "iter/eval", "{:.3f}"), ("evals_per_iter", "evals/iter", "{:.2f}"),
+           ("evals_per_s", "evals/s", "{:.2f}"),
            ("flops_per_eval", "GFLOP/eval", "{:.1f}"), ("flops_per_s", "GFLOP/s", "{:.1f}"),
            ("fraction_of_peak", "of peak", "{:.0%}"), ("peak_mem_mb", "peak MiB", "{:.0f}"),
            ("stages", "stages", "{}"), ("time_to_target_s", "to target s", "{:.1f}"), ("run_s", "run s", "{:.1f}"))
