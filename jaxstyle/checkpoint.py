@@ -24,7 +24,7 @@ from .errors import InputError, first_line
 from .files import CHECKPOINT_SUFFIX, atomic_write, write_or_keep
 
 FORMAT = "jaxstyle-checkpoint"
-VERSION = 3  # 2: the one-run-path solver (its own line search); 3: L-BFGS keeps its inner products
+VERSION = 2  # 2: the loop state of the one-run-path solver (its own line search)
 
 
 @dataclass(frozen=True)

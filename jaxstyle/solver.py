@@ -1,5 +1,4 @@
-"""The optimizer loop: L-BFGS (optax's direction computed from inner products, our line search) or
-Adam, one evaluation per step.
+"""The optimizer loop: L-BFGS (optax's direction, our line search) or Adam, one evaluation per step.
 
 One program serves one image and a batch. Each step of the loop evaluates the loss and its
 gradient once, at the point the method names (the L-BFGS line search's trial step, or Adam's
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import lbfgs, linesearch, losses
+from . import linesearch, losses
 from .config import LBFGS_MEMORY, Config
 from .losses import Objective, Targets
 
@@ -71,6 +70,9 @@ class Method:
         fx = np.fft.rfftfreq(w)[None, :]
         return ((1 + (fx ** 2 + fy ** 2) / self.precondition ** 2) ** -0.5)[:, :, None].astype(np.float32)
 
+    def lbfgs(self) -> optax.GradientTransformation:
+        return optax.scale_by_lbfgs(memory_size=self.lbfgs_memory)
+
     def to_image(self, u: jax.Array) -> jax.Array:
         """The image x (network input space) for the optimized variable u."""
         d = self._filter(u.shape)
@@ -97,7 +99,7 @@ class LoopState(NamedTuple):
     terms: jax.Array  # (3,) unweighted content, style and tv terms there
     first: jax.Array  # (4,) total, content, style, tv at the initial image
     direction: jax.Array  # L-BFGS: the search direction; Adam: the last point with a finite loss
-    opt: Any  # L-BFGS's history (`lbfgs.LbfgsState`), or optax's Adam state
+    opt: Any  # optax state: scale_by_lbfgs's history, or Adam's moments
     search: linesearch.Search
     iteration: jax.Array  # int32, iterations done
     evaluations: jax.Array  # int32, loss+gradient evaluations done
@@ -129,7 +131,7 @@ def init_state(x0: jax.Array, method: Method, active: jax.Array | bool = True) -
         opt = optax.adam(1.0).init(u)
         direction = u
     else:
-        opt = lbfgs.init(u, method.lbfgs_memory)
+        opt = method.lbfgs().init(u)
         direction = jnp.zeros_like(u)
     # Strong dtypes throughout, so every chunk returns exactly the types it was given.
     opt = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), opt)
@@ -204,7 +206,7 @@ def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopStat
     g = jnp.where(accept, t.grad, s.grad)
     opt = s.opt._replace(count=jnp.where(restart, 0, s.opt.count).astype(s.opt.count.dtype),
                          weights_memory=jnp.where(restart, 0.0, s.opt.weights_memory))
-    precond, opt = lbfgs.update(g, opt, u)
+    precond, opt = method.lbfgs().update(g, opt, u)
     direction = -precond
     value = jnp.where(accept, t.value, s.value)
     stepped = (accept & ~fresh) | fail
