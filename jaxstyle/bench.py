@@ -273,17 +273,14 @@ def run_to_target(config: Config, params: dict, contents: list[np.ndarray], styl
     stages = config.stages()
     final = [row for row in r.trace if row["stage"] == len(stages)]
     hit = next((row for row in final if row["total"] <= target), None)
-    per_stage = []
-    for k in range(1, len(stages) + 1):
+    per_stage, before = [], 0  # trace rows count evaluations across stages
+    for k, (size, its) in enumerate(stages, 1):
         rows = [row for row in r.trace if row["stage"] == k]
         if rows:
-            before = per_stage[-1]["evaluations_to"] if per_stage else 0
-            per_stage.append({"size": stages[k - 1][0], "iterations": stages[k - 1][1],
-                              "evaluations": rows[-1]["evaluations"] - before,
-                              "evaluations_to": rows[-1]["evaluations"], "loss": rows[-1]["total"],
-                              "seconds_to": rows[-1]["seconds"]})
-    for st in per_stage:
-        st.pop("evaluations_to")
+            last = rows[-1]
+            per_stage.append({"size": size, "iterations": its, "evaluations": last["evaluations"] - before,
+                              "loss": last["total"], "seconds_to": last["seconds"]})
+            before = last["evaluations"]
     return {"target_loss": target, "target_reached": hit is not None,
             "time_to_target_s": round(hit["seconds"], 3) if hit else None,
             "target_iterations": hit["iteration"] if hit else None,

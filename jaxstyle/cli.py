@@ -131,10 +131,11 @@ def _download_bar() -> Callable[[int, int], None]:
     return update
 
 
-def _compilation_cache() -> None:
-    """Turn on JAX's persistent compilation cache unless $JAXSTYLE_NO_COMPILE_CACHE is set."""
+def _compilation_cache(path: str | os.PathLike | None = None) -> None:
+    """Turn on JAX's persistent compilation cache (in `path`, default jaxstyle's cache
+    directory) unless $JAXSTYLE_NO_COMPILE_CACHE is set."""
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
-        runtime.enable_compilation_cache()
+        runtime.enable_compilation_cache(path)
 
 
 class _SayHandler(logging.Handler):
@@ -627,8 +628,7 @@ def serve_cmd(host: str, port: int, folder: str | None, demo: str | None, max_up
     params, info = weights_mod.load(weights, progress=_download_bar())
     if info.warning:
         _say(f"jaxstyle: warning: {info.warning}")
-    if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
-        runtime.enable_compilation_cache(root / "xla")  # inside the folder too
+    _compilation_cache(root / "xla")  # inside the folder too
     if not verbose:
         logging.getLogger("waitress").setLevel(logging.ERROR)
     settings = serve_mod.Settings(root, int(max_upload_mb * 2**20), max_size, max_iterations, demo_dir,
