@@ -135,7 +135,7 @@ def _compilation_cache(path: str | os.PathLike | None = None) -> None:
     """Turn on JAX's persistent compilation cache (in `path`, default jaxstyle's cache
     directory) unless $JAXSTYLE_NO_COMPILE_CACHE is set."""
     if not os.environ.get("JAXSTYLE_NO_COMPILE_CACHE"):
-        runtime.enable_compilation_cache(path)
+        runtime.enable_compilation_cache(*([path] if path is not None else []))
 
 
 class _SayHandler(logging.Handler):
