@@ -87,8 +87,9 @@ def _config(mode: str, config: Config | None, preset: str | None, options: Mappi
 
 def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[ImageLike], cfg: Config, *,
         output, weights, style_blend, progress, gif, trace, quality, bits,
-        should_stop) -> Result | list[Result]:
-    common = dict(style_blend=style_blend, quality=quality, bits=bits, weights=weights)
+        should_stop, content_mask=None, style_masks=None) -> Result | list[Result]:
+    common = dict(style_blend=style_blend, quality=quality, bits=bits, weights=weights,
+                  content_mask=content_mask, style_masks=style_masks)
     if isinstance(images, (list, tuple)):
         job = job_mod.many(mode, cfg, list(images), styles, outdir=output, gif_dir=gif, trace_dir=trace,
                            folder=False, **common)
@@ -106,8 +107,14 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
              progress: bool | Callable[[Progress], None] | None = None,
              config: Config | None = None, preset: str | None = None, gif: PathLike | None = None,
              trace: PathLike | None = None, quality: int = 95, bits: int = 8,
-             should_stop: Callable[[], bool] | None = None, **options: Any) -> Result | list[Result]:
+             should_stop: Callable[[], bool] | None = None, content_mask: ImageLike | None = None,
+             style_masks: Sequence[ImageLike | None] | None = None, **options: Any) -> Result | list[Result]:
     """Render `content` in the style of `style` (one image or several, blended by `style_blend`).
+
+    Guided transfer: `content_mask` has one colour per region and the k-th style paints the k-th
+    region, darkest colour first (a style given as "keep" leaves its region unstyled);
+    `style_masks`, one per style image (None: all of it), weight which of its pixels count.
+    With a list of contents, `content_mask` is one mask for all, a list, or a folder (by name).
 
     `content` may be a list: the result is then a list of Results, one per image, and
     `output`, `gif` and `trace` name folders. `preset` names layers and weights from
@@ -118,7 +125,8 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     cfg = _config("transfer", config, preset, options)
     return _go("transfer", content, styles, cfg, output=output, weights=weights, style_blend=style_blend,
-               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits, should_stop=should_stop)
+               progress=progress, gif=gif, trace=trace, quality=quality, bits=bits, should_stop=should_stop,
+               content_mask=content_mask, style_masks=style_masks)
 
 
 def reconstruct_content(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,

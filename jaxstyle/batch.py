@@ -7,16 +7,18 @@ stages to the others. At the end every image's result, animation and trace are w
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
-from . import inputs, output, preprocess, solver
+from . import inputs, masks, output, preprocess, solver
 from .config import Config
 from .driver import Slot, drive, rgb
 from .errors import JaxstyleError, OutputError
-from .job import Job
+from .job import Job, shares_styles
 from .observers import Checkpoints, Frames, Lines, Snapshots, Trace
 from .problem import Builder, Layout, default_width, with_states
 from .results import Progress, Result
@@ -51,6 +53,7 @@ class Runner:
                                        totals, prov)
         self.lines = Lines(config.print_every, self._line)
         self.observers = [self.snapshots, self.frames, self.trace, self.checkpoints, self.lines]
+        self._said: set[str] = set()  # content masks whose regions were named
         self._shape: tuple[int, int] = (0, 0)  # the current stage's working shape, for `_line`
         self.device = device  # for the progress reports
 
@@ -72,6 +75,8 @@ class Runner:
                 self.notify(f"skipped {e.message}")
         if not live:
             return
+        for p in live:
+            self._say_regions(p)
         stages = config.stages()
         start = live[0].resumed.stage if live[0].resumed else 0
         state = {p.index: {"previous": None, "status": "running", "offset": (0, 0), "first": {}, "final": {},
@@ -99,7 +104,10 @@ class Runner:
             shared = layout.shared_styles
             problem = self.builder.problem(layout, [im.content for im in imgs], [im.x0 for im in imgs],
                                            [imgs[0].styles] if shared else [im.styles for im in imgs],
-                                           [self._blend(len(imgs[0].styles))])
+                                           [self._blend(len(imgs[0].styles))],
+                                           [im.guide for im in imgs] if layout.regions else (),
+                                           ([imgs[0].style_masks] if shared else [im.style_masks for im in imgs])
+                                           if layout.regions else ())
             compile_seconds += self.builder.compile_seconds - t
             like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), problem.state)
             resumed = {j: p.resumed.state(like) for j, p in enumerate(active)
@@ -131,10 +139,21 @@ class Runner:
         shape = preprocess.bucket(imgs[0].content.shape[:2], self.config.bucket)
         style_shape = tuple(max((preprocess.bucket(s.shape[:2], self.config.bucket)[d]
                                  for im in imgs for s in im.styles), default=16) for d in (0, 1))
-        shared = self.config.preserve_colors == "none" and self.job.mode != "style"
         local = size // len(devices)
-        return Layout(size, shape, style_shape, len(imgs[0].styles), shared, devices,
-                      default_width(devices[0].platform, local))
+        return Layout(size, shape, style_shape, len(imgs[0].styles), shares_styles(self.job, self.config),
+                      devices, default_width(devices[0].platform, local), self.builder.objective.regions)
+
+    def _say_regions(self, p) -> None:
+        """Which style paints which colour of a content mask (once per mask)."""
+        colours = p.sources.region_colours if p.sources is not None else None
+        key = str(p.item.content_mask)
+        if not colours or key in self._said:
+            return
+        self._said.add(key)
+        names = [s if masks.is_keep(s) else _short_name(s, f"style {k + 1}")
+                 for k, s in enumerate(p.item.styles)]
+        self.notify(f"regions of {_short_name(p.item.content_mask, 'the content mask')}: "
+                    + ", ".join(f"{c} -> {n}" for c, n in zip(colours, names)))
 
     def _blend(self, n: int) -> np.ndarray:
         blend = np.asarray(self.job.style_blend if self.job.style_blend is not None else [1.0] * n, np.float64)
@@ -265,3 +284,7 @@ def _message(status: str, s: dict, config: Config) -> str | None:
                 f"at iteration {it} (loss {loss:.6g}): converged as far as float32 allows, or stuck; "
                 "more iterations will not help, other weights or --optimizer adam may")
     return None
+
+
+def _short_name(x: Any, default: str) -> str:
+    return Path(x).name if isinstance(x, (str, os.PathLike)) else default

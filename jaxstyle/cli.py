@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 import signal
 import sys
 from typing import Any, Callable
@@ -303,7 +304,8 @@ def _verbosity(fn: Callable) -> Callable:
 
 
 def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: dict[str, Any],
-         style_blend=None, preset: str | None = None) -> Any:
+         style_blend=None, preset: str | None = None, content_mask: str | None = None,
+         style_masks: tuple[str, ...] = ()) -> Any:
     """The job a command line asks for: one image, or a folder or pattern of them."""
     from . import job as job_mod
 
@@ -323,7 +325,12 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
                             "the format of one image follows -o")
     _start(config.device, files["verbose"], files["distributed"])
     common = dict(style_blend=style_blend, quality=files["quality"], bits=files["bits"],
-                  weights=files["weights"])
+                  weights=files["weights"], content_mask=content_mask, style_masks=style_masks or None)
+    if content_mask is not None and not Path(content_mask).exists():
+        raise JaxstyleError(f"{content_mask}: no such file or folder (--content-mask)")
+    if content_mask is not None and Path(content_mask).is_dir() and not many:
+        raise JaxstyleError(f"{content_mask}: is a folder; a folder of masks goes with a folder of images, "
+                            "one image's mask is a file")
     if many:
         import jax
         paths = job_mod.collect(images)
@@ -364,14 +371,23 @@ def cli() -> None:
 @_common
 @click.option("--style-blend", type=CommaList(float), default=None,
               help="Weights blending the Gram targets of several style images (default: equal).")
+@click.option("--content-mask", type=str, default=None, metavar="MASK",
+              help="Guided transfer: an image with one colour per region of CONTENT (a folder of them, "
+                   "by name, for a folder of images); the k-th STYLE paints the k-th region, darkest "
+                   "colour first; a STYLE given as 'keep' leaves its region unstyled.")
+@click.option("--style-mask", "style_masks", type=str, multiple=True, metavar="MASK",
+              help="Which pixels of a style image count (white: fully, black: not at all); once per "
+                   "style image, in order ('none': the whole image).")
 @click.option("--preset", type=click.Choice(sorted(STYLE_PRESETS)), default=None,
               help="Named layers and weights: the original write-up's two settings, or Gatys et al.'s; "
                    "options given explicitly still win.")
 @config_options("transfer")
 def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None, quality: int,
              bits: str, gif_path, trace_path, resume: str | None, fmt: str, distributed: bool,
-             quiet: bool, verbose: bool, style_blend, preset: str | None, **options: Any) -> None:
-    """Paint CONTENT in the style of STYLE (several STYLE images are blended).
+             quiet: bool, verbose: bool, style_blend, content_mask: str | None, style_masks: tuple[str, ...],
+             preset: str | None, **options: Any) -> None:
+    """Paint CONTENT in the style of STYLE (several STYLE images are blended, or with
+    --content-mask each paints its own region).
 
     CONTENT may be a directory or a glob pattern ('photos/*.jpg'): every image is stylized into
     the directory given by -o, in batches compiled once per shape bucket and sharded over the
@@ -379,7 +395,8 @@ def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | 
     """
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
                    verbose)
-    _execute(_job("transfer", content, styles, options, files, style_blend, preset), quiet)
+    _execute(_job("transfer", content, styles, options, files, style_blend, preset, content_mask, style_masks),
+             quiet)
 
 
 @cli.command()

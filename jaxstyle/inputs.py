@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import imageio, preprocess
+from . import imageio, masks, preprocess
 from .config import INITS, Config
 from .errors import InputError
 from .job import Item
@@ -19,8 +19,11 @@ class Sources:
     """An item's decoded images at full resolution (float RGB 0..255)."""
 
     content: np.ndarray | None
-    styles: list[np.ndarray]
+    styles: list[np.ndarray]  # a `keep` style is the content itself
     init: np.ndarray | None  # the --init image file, when one is given
+    guide: np.ndarray | None = None  # guided: the content's regions, one-hot (H, W, R)
+    style_masks: list[np.ndarray] | None = None  # guided: each style's pixel weights (h, w)
+    region_colours: list[str] | None = None  # the content mask's colour of each region
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -35,14 +38,43 @@ def _name(image, default: str) -> str:
 def decode(item: Item, config: Config) -> Sources:
     """Decode (and check) every image of `item`; InputError naming the file on failure."""
     content = imageio.as_rgb(item.content, "content") if item.content is not None else None
-    styles = [imageio.as_rgb(s, f"style {i + 1}") for i, s in enumerate(item.styles)]
+    styles = [content if masks.is_keep(s) else imageio.as_rgb(s, f"style {i + 1}")
+              for i, s in enumerate(item.styles)]
     init = None
     if config.init not in INITS:
         path = Path(config.init)
         if not path.exists():
             raise InputError(f"{path}: no such file (--init takes {', '.join(INITS)} or an image path)")
         init = imageio.load_image(path)
-    return Sources(content, styles, init)
+    sources = Sources(content, styles, init)
+    if item.regions and content is not None:
+        _decode_masks(item, sources)
+    return sources
+
+
+def _decode_masks(item: Item, src: Sources) -> None:
+    """The guide (content regions) and style masks of a guided item, checked against their images."""
+    assert src.content is not None
+    if item.content_mask is not None:
+        name = masks.name_of(item.content_mask, "content mask")
+        rgb = imageio.as_rgb(item.content_mask, "content mask")
+        masks.check_aspect(rgb.shape[:2], src.content.shape[:2], name, f"the content ({_name(item.content, 'image')})")
+        src.guide, src.region_colours = masks.regions(rgb, item.regions, name)
+    else:
+        src.guide = np.ones((*src.content.shape[:2], 1), np.float32)
+    style_masks = []
+    for k, (style, image) in enumerate(zip(item.styles, src.styles)):
+        mask = item.style_masks[k] if k < len(item.style_masks) else None
+        if masks.is_keep(style):
+            style_masks.append(src.guide[..., k])  # the region's own pixels of the content
+        elif mask is None:
+            style_masks.append(np.ones(image.shape[:2], np.float32))
+        else:
+            name = masks.name_of(mask, f"style mask {k + 1}")
+            rgb = imageio.as_rgb(mask, f"style mask {k + 1}")
+            masks.check_aspect(rgb.shape[:2], image.shape[:2], name, f"style {_name(style, str(k + 1))}")
+            style_masks.append(masks.weights(rgb, name))
+    src.style_masks = style_masks
 
 
 def style_size(config: Config, size: int) -> tuple[int, str | None]:
@@ -76,6 +108,8 @@ class StageImages:
     x0: np.ndarray  # the initial image
     styles: list[np.ndarray]
     finish: Callable[[np.ndarray], np.ndarray]  # RGB result -> RGB written (colour recombination)
+    guide: np.ndarray | None = None  # guided: the regions (h, w, R) at this stage, summing to 1
+    style_masks: list[np.ndarray] | None = None  # guided: each style's weights at its size
 
 
 def stage_images(src: Sources, item: Item, config: Config, size: int,
@@ -110,5 +144,10 @@ def stage_images(src: Sources, item: Item, config: Config, size: int,
     else:
         x0 = preprocess.resize(src.init, hw)
     zeros = np.zeros((*hw, 3), np.float32)
+    guide = style_masks = None
+    if src.guide is not None and src.style_masks is not None:
+        guide = masks.resize(src.guide, hw)
+        style_masks = [masks.resize(m, s.shape[:2]) for m, s in zip(src.style_masks, styles)]
     return StageImages(preprocess.to_vgg(content) if content is not None else zeros,
-                       preprocess.to_vgg(x0), [preprocess.to_vgg(s) for s in styles], finish)
+                       preprocess.to_vgg(x0), [preprocess.to_vgg(s) for s in styles], finish, guide,
+                       style_masks)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import output
+from . import masks, output
 from .config import INITS, MODES, Config
 from .errors import ConfigError, InputError
 from .files import check_name_length, check_output_path, same_file
@@ -34,10 +34,19 @@ class Item:
     gif: Path | None = None
     trace: Path | None = None
     checkpoint: Path | None = None  # where its checkpoint is written, and resumed from
+    content_mask: ImageLike | None = None  # guided: one colour per region, a style each
+    style_masks: tuple[ImageLike | None, ...] = ()  # guided: one per style (None: all of it)
 
     @property
     def inputs(self) -> tuple:
-        return tuple(x for x in (self.content, *self.styles) if isinstance(x, (str, os.PathLike)))
+        return tuple(x for x in (self.content, *self.styles, self.content_mask, *self.style_masks)
+                     if isinstance(x, (str, os.PathLike)) and not masks.is_keep(x))
+
+    @property
+    def regions(self) -> int:
+        """Regions of a guided run, one per style (0: unguided, the styles are blended)."""
+        guided = self.content_mask is not None or any(m is not None for m in self.style_masks)
+        return len(self.styles) if guided else 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,11 @@ class Job:
     resume: Path | None = None  # an explicit checkpoint to continue (one item)
     weights: Any = field(default=None, repr=False)  # a path, loaded parameters, or None
     makes_folders: bool = False  # the output folders are made when the run starts
+
+    @property
+    def regions(self) -> int:
+        """Regions of a guided run (every item has as many), 0 when unguided."""
+        return max((item.regions for item in self.items), default=0)
 
 
 def is_folder_spec(spec: Any) -> bool:
@@ -91,7 +105,8 @@ def default_output(mode: str, image: str | os.PathLike, styles: Sequence[Any] = 
     free name (`photo_painting-2.png`, ...), so no earlier result or run is ever replaced."""
     stem = Path(image).stem
     if mode == "transfer":
-        stem += "_" + (Path(styles[0]).stem if styles and isinstance(styles[0], (str, os.PathLike)) else "style")
+        named = [s for s in styles if isinstance(s, (str, os.PathLike)) and not masks.is_keep(s)]
+        stem += "_" + (Path(named[0]).stem if named else "style")
     else:
         stem += f"_{mode}"
     directory = Path(directory)
@@ -110,8 +125,10 @@ def single(mode: str, config: Config, content: ImageLike | None, styles: Sequenc
            output_path: str | os.PathLike | None = None, gif: str | os.PathLike | None = None,
            trace: str | os.PathLike | None = None, style_blend: Sequence[float] | None = None,
            quality: int = 95, bits: int = 8, resume: str | os.PathLike | None = None,
-           weights: Any = None) -> Job:
-    """A job for one image."""
+           weights: Any = None, content_mask: ImageLike | None = None,
+           style_masks: Sequence[ImageLike | None] | None = None) -> Job:
+    """A job for one image; `content_mask` and `style_masks` (one per style image, None for a
+    whole image) make it guided (see `masks`)."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     out = _abs(output_path)
@@ -119,7 +136,8 @@ def single(mode: str, config: Config, content: ImageLike | None, styles: Sequenc
     name = Path(content).name if isinstance(content, (str, os.PathLike)) else \
         (Path(styles[0]).name if mode == "style" and styles and isinstance(styles[0], (str, os.PathLike))
          else "image")
-    item = Item(name, content, tuple(styles), out, _abs(gif), _abs(trace), ckpt)
+    item = Item(name, content, tuple(styles), out, _abs(gif), _abs(trace), ckpt, content_mask,
+                align_style_masks(styles, style_masks))
     job = Job(mode, config, (item,), _blend(style_blend), quality, bits, False, _abs(resume), weights)
     check(job)
     return job
@@ -129,9 +147,11 @@ def many(mode: str, config: Config, contents: Sequence[ImageLike], styles: Seque
          outdir: str | os.PathLike | None = None, suffix: str = ".png",
          gif_dir: str | os.PathLike | None = None, trace_dir: str | os.PathLike | None = None,
          style_blend: Sequence[float] | None = None, quality: int = 95, bits: int = 8,
-         weights: Any = None, folder: bool = True) -> Job:
+         weights: Any = None, folder: bool = True, content_mask: Any = None,
+         style_masks: Sequence[ImageLike | None] | None = None) -> Job:
     """A job for many images: results go to OUTDIR/<stem><suffix> (and GIFs and traces to
-    their folders); in style mode each image is its own style."""
+    their folders); in style mode each image is its own style. `content_mask`: one mask for
+    every image, a folder holding one per image (by name), or a list (one per image)."""
     names = [Path(c).stem if isinstance(c, (str, os.PathLike)) else f"image{i + 1}"
              for i, c in enumerate(contents)]
     seen: dict[str, ImageLike] = {}
@@ -142,19 +162,52 @@ def many(mode: str, config: Config, contents: Sequence[ImageLike], styles: Seque
         seen[name] = c
     out = _abs(outdir)
     items = []
-    for name, c in zip(names, contents):
+    content_masks = _content_masks(content_mask, contents)
+    aligned = align_style_masks(styles, style_masks)
+    for name, c, cm in zip(names, contents, content_masks):
         result = out / f"{name}{suffix}" if out is not None else None
         content, own = (None, (c,)) if mode == "style" else (c, tuple(styles))
         items.append(Item(Path(c).name if isinstance(c, (str, os.PathLike)) else name, content, own,
                           result, _abs(gif_dir) / f"{name}.gif" if gif_dir is not None else None,
                           _abs(trace_dir) / f"{name}.json" if trace_dir is not None else None,
-                          _checkpoint_path(result) if result is not None else None))
+                          _checkpoint_path(result) if result is not None else None, cm,
+                          aligned if mode != "style" else ()))
     job = Job(mode, config, tuple(items), _blend(style_blend), quality, bits, folder, None, weights, True)
     for d, what in ((outdir, "-o"), (gif_dir, "--gif"), (trace_dir, "--trace")):
         if d is not None:
             _check_folder(Path(d), what, contents)
     check(job)
     return job
+
+
+def align_style_masks(styles: Sequence[ImageLike], style_masks: Sequence[ImageLike | None] | None
+                      ) -> tuple[ImageLike | None, ...]:
+    """Style masks given one per style image (`keep` styles have none) as one per style;
+    "none" or None: the whole image."""
+    if not style_masks:
+        return ()
+    real = [i for i, s in enumerate(styles) if not masks.is_keep(s)]
+    if len(style_masks) != len(real):
+        raise ConfigError(f"--style-mask was given {len(style_masks)} time(s) for {len(real)} style image(s); "
+                          "give one per style image (none: the whole image)")
+    out: list[ImageLike | None] = [None] * len(styles)
+    for i, m in zip(real, style_masks):
+        out[i] = None if m is None or (isinstance(m, str) and m == "none") else m
+    return tuple(out)
+
+
+def _content_masks(spec: Any, contents: Sequence[ImageLike]) -> list[ImageLike | None]:
+    """One content mask per content image from a file (shared), a folder (by name) or a list."""
+    if spec is None:
+        return [None] * len(contents)
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != len(contents):
+            raise ConfigError(f"content_mask has {len(spec)} mask(s) for {len(contents)} image(s)")
+        return list(spec)
+    if isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir():
+        return [masks.find_in_folder(Path(spec), c if isinstance(c, (str, os.PathLike)) else f"image{i + 1}",
+                                     IMAGE_SUFFIXES) for i, c in enumerate(contents)]
+    return [spec] * len(contents)
 
 
 def _blend(b: Sequence[float] | None) -> tuple[float, ...] | None:
@@ -174,6 +227,13 @@ def _check_folder(d: Path, what: str, contents: Sequence[ImageLike]) -> None:
     for c in contents:
         if isinstance(c, (str, os.PathLike)) and same_file(Path(c).parent, d):
             raise InputError(f"{d}: is the folder the images are read from; write the results elsewhere")
+
+
+def shares_styles(job: Job, config: Config) -> bool:
+    """Whether a batch's images share one set of style images (and targets): not when colours
+    are matched per content, in style mode, or when a `keep` region's style is its own content."""
+    keep = any(masks.is_keep(s) for item in job.items for s in item.styles)
+    return config.preserve_colors == "none" and job.mode != "style" and not keep
 
 
 def written_paths(job: Job, item: Item) -> list[tuple[Path, str]]:
@@ -207,6 +267,7 @@ def _check_settings(job: Job) -> None:
         if job.style_blend is not None and len(job.style_blend) != len(item.styles):
             raise ConfigError(f"--style-blend has {len(job.style_blend)} value(s) for "
                               f"{len(item.styles)} style image(s)")
+        _check_guided(job, item)
     if mode == "content" and config.content_weight > 0 and not config.content_layers:
         raise ConfigError("content reconstruction needs at least one content layer")
     if mode == "style" and not config.style_layers:
@@ -219,6 +280,29 @@ def _check_settings(job: Job) -> None:
         raise ConfigError(f"--init content needs a content image ({mode} mode has none); use --init noise")
     if config.init == "style" and mode == "content":
         raise ConfigError(f"--init style needs a style image ({mode} mode has none); use --init noise")
+
+
+def _check_guided(job: Job, item: Item) -> None:
+    """Masks and `keep` styles only where a guided run can use them."""
+    keeps = sum(masks.is_keep(s) for s in item.styles)
+    guided = item.content_mask is not None or any(m is not None for m in item.style_masks)
+    if job.mode != "transfer" and (guided or (keeps and job.mode != "style")):
+        raise ConfigError("--content-mask and --style-mask are for transfer mode")
+    if job.mode != "transfer":
+        return
+    if keeps and item.content_mask is None:
+        raise ConfigError(f"a style given as {masks.KEEP!r} leaves a region of the content unstyled, so it "
+                          "needs --content-mask (to name a file called keep, write ./keep)")
+    if keeps == len(item.styles):
+        raise ConfigError(f"every style is {masks.KEEP!r}: give at least one style image")
+    if guided and job.style_blend is not None:
+        raise ConfigError("--style-blend mixes styles over the whole image; with masks each style paints "
+                          "its own region, so leave --style-blend out")
+    if item.content_mask is None and len(item.styles) > 1 and guided:
+        raise ConfigError("--style-mask with several style images needs --content-mask (which region each "
+                          "style paints)")
+    if guided and job.config.style_weight <= 0:
+        raise ConfigError("--content-mask and --style-mask guide the style term, but --style-weight is 0")
 
 
 def check(job: Job) -> None:

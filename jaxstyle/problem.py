@@ -41,6 +41,7 @@ class Layout:
     shared_styles: bool  # one set of style images for the whole batch (else one per image)
     devices: tuple[Any, ...]  # the devices the batch is split over
     width: int = 1  # images of a device's share that run side by side (vmap); 1: one by one
+    regions: int = 0  # guided style transfer: regions of each content mask, one style each (0: none)
 
     @property
     def platform(self) -> str:
@@ -82,22 +83,26 @@ def _spec_tree(tree: Any, spec: P) -> Any:
     return jax.tree.map(lambda _: spec, tree)
 
 
-def _prepare(variables, content, content_hw, x0, active, styles, style_hw, blend, weights, *,
-             objective: Objective, method: Method, shared: bool, width: int):
+def _prepare(variables, content, content_hw, guide, x0, active, styles, style_hw, style_masks, blend,
+             weights, *, objective: Objective, method: Method, shared: bool, width: int):
     """(per device) Targets and initial loop states for a device's share of a batch."""
     b = content.shape[0]
-    grams_of = partial(losses.style_grams, variables, objective=objective)
+    guided = bool(objective.regions)
+
+    def grams_of(s, h, bl, m):
+        return losses.style_grams(variables, s, h, bl, objective, m if guided else None)
+
     if shared:
-        grams = grams_of(styles[0], style_hw[0], blend[0])
+        grams = grams_of(styles[0], style_hw[0], blend[0], style_masks[0])
         grams = tuple(jnp.broadcast_to(g, (b, *g.shape)) for g in grams)
     else:
-        grams = solver.each(lambda a: grams_of(*a), (styles, style_hw, blend), width)
+        grams = solver.each(lambda a: grams_of(*a), (styles, style_hw, blend, style_masks), width)
 
     def one(item):
-        c, hw, g = item
-        return losses.make_targets(variables, c, hw, g, weights, objective)
+        c, hw, g, gd = item
+        return losses.make_targets(variables, c, hw, g, weights, objective, gd if guided else None)
 
-    targets = solver.each(one, (content, content_hw, grams), width)
+    targets = solver.each(one, (content, content_hw, grams, guide), width)
     # The initial states of the whole share at once: the FFT of the preconditioner batches.
     return targets, jax.vmap(lambda x, a: solver.init_state(x, method, a))(x0, active)
 
@@ -114,10 +119,13 @@ def abstract_inputs(objective: Objective, layout: Layout, weights: LossWeights) 
     sty = rep if layout.shared_styles else per
     f32, i32 = jnp.float32, jnp.int32
     s = jax.ShapeDtypeStruct
+    mh, mw = (hs, ws) if layout.regions else (0, 0)  # style masks only in guided runs
     return (s((b, h, w, 3), f32, sharding=per), s((b, 2), i32, sharding=per),
+            s((b, h, w, layout.regions), f32, sharding=per),
             s((b, h, w, 3), f32, sharding=per), s((b,), bool, sharding=per),
             s((bs, layout.styles, hs, ws, 3), f32, sharding=sty),
-            s((bs, layout.styles, 2), i32, sharding=sty), s((bs, layout.styles), f32, sharding=sty),
+            s((bs, layout.styles, 2), i32, sharding=sty), s((bs, layout.styles, mh, mw), f32, sharding=sty),
+            s((bs, layout.styles), f32, sharding=sty),
             jax.tree.map(lambda a: s(np.shape(a), f32, sharding=rep), weights))
 
 
@@ -136,7 +144,7 @@ def jitted(objective: Objective, method: Method, layout: Layout, variables: Any,
     prep = jax.shard_map(
         partial(_prepare, objective=objective, method=method, shared=layout.shared_styles,
                 width=layout.width),
-        mesh=mesh, in_specs=(_spec_tree(variables, rep), per, per, per, per, sty, sty, sty,
+        mesh=mesh, in_specs=(_spec_tree(variables, rep), per, per, per, per, per, sty, sty, sty, sty,
                              _spec_tree(weights, rep)),
         out_specs=per, check_vma=False)
     data = abstract_inputs(objective, layout, weights)
@@ -203,8 +211,8 @@ class Builder:
     """Builds one run's problems: the objective, method and weights from its `Config`, each
     layout's programs compiled once, the network's variables put on the devices once."""
 
-    def __init__(self, config: Any, variables: Any) -> None:
-        self.objective = Objective.from_config(config)
+    def __init__(self, config: Any, variables: Any, regions: int = 0) -> None:
+        self.objective = Objective.from_config(config, regions)
         self.method = Method.from_config(config)
         self.weights = LossWeights.from_config(config, self.objective)
         self.learning_rate = config.learning_rate
@@ -240,11 +248,15 @@ class Builder:
         return self.programs[layout]
 
     def problem(self, layout: Layout, contents: Sequence[np.ndarray], x0s: Sequence[np.ndarray],
-                styles: Sequence[Sequence[np.ndarray]], blends: Sequence[np.ndarray]) -> Problem:
+                styles: Sequence[Sequence[np.ndarray]], blends: Sequence[np.ndarray],
+                guides: Sequence[np.ndarray] = (), style_masks: Sequence[Sequence[np.ndarray]] = ()) -> Problem:
         """A batch ready to run: `prepare` run on contents and initial images (network input
         space, real size), one list of style images per image (or one shared list) with its
-        blend weights. Slots past the given images are padding: they start IDLE and cost no
-        iterations."""
+        blend weights. Guided runs (`layout.regions`) also give each image's region masks
+        (h, w, R) and each style image's mask (at its size). Slots past the given images are
+        padding: they start IDLE and cost no iterations."""
+        if layout.regions != self.objective.regions:
+            raise ValueError(f"layout has {layout.regions} regions, the objective {self.objective.regions}")
         programs = self.compile(layout)
         variables, loop = self._variables(layout)
         b, n = layout.batch, len(contents)
@@ -265,10 +277,21 @@ class Builder:
                 style_arr[g, k] = pad_image(s, layout.style_shape)
                 style_hw[g, k] = s.shape[:2]
             blend[g, : len(group)] = np.asarray(bl, np.float32)[: len(group)]
+        r = layout.regions
+        guide = np.zeros((b, *layout.shape, r), np.float32)
+        masks = np.zeros((count, layout.styles, *(layout.style_shape if r else (0, 0))), np.float32)
+        if r:
+            for i, g in enumerate(guides):
+                guide[i, : g.shape[0], : g.shape[1]] = g
+            mask_sets = list(style_masks) + [style_masks[-1]] * (count - len(style_masks))
+            for g, group in enumerate(mask_sets):
+                for k, m in enumerate(group):
+                    masks[g, k, : m.shape[0], : m.shape[1]] = m
         sty = rep if layout.shared_styles else per
-        args = (jax.device_put(content, per), jax.device_put(content_hw, per), jax.device_put(x0, per),
-                jax.device_put(np.arange(b) < n, per), jax.device_put(style_arr, sty),
-                jax.device_put(style_hw, sty), jax.device_put(blend, sty), jax.device_put(self.weights, rep))
+        args = (jax.device_put(content, per), jax.device_put(content_hw, per), jax.device_put(guide, per),
+                jax.device_put(x0, per), jax.device_put(np.arange(b) < n, per), jax.device_put(style_arr, sty),
+                jax.device_put(style_hw, sty), jax.device_put(masks, sty), jax.device_put(blend, sty),
+                jax.device_put(self.weights, rep))
         targets, state = programs.prepare(variables, *args)
         return Problem(layout, self.objective, self.method, programs, loop, targets, state,
                        jax.device_put(np.float32(self.learning_rate), rep), hw)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint as ckpt_mod
-from . import imageio
+from . import imageio, masks
 from .config import INITS, RUN_ONLY, Config
 from .errors import InputError
 from .files import file_sha256
@@ -72,7 +72,10 @@ def _sha256(image: Any) -> str:
 def input_hashes(item: Item, config: Config) -> dict[str, str]:
     """SHA-256 of every input (files' bytes, or in-memory images' pixels), by role."""
     named = {"content": item.content} if item.content is not None else {}
-    named.update({f"style{i + 1}": s for i, s in enumerate(item.styles)})
+    named.update({f"style{i + 1}": s for i, s in enumerate(item.styles) if not masks.is_keep(s)})
+    if item.content_mask is not None:
+        named["content_mask"] = item.content_mask
+    named.update({f"style_mask{i + 1}": m for i, m in enumerate(item.style_masks) if m is not None})
     if config.init not in INITS:
         named["init"] = config.init
     return {k: _sha256(v) for k, v in named.items()}
@@ -94,9 +97,11 @@ def find(job: Job, config: Config, item: Item) -> Resumed | None:
             raise InputError(f"{path}: checkpoint was made with --{f.name.replace('_', '-')} {_show(theirs)}, "
                              f"not {_show(mine)}; {advice}")
     hashes = input_hashes(item, config)
-    for name, sha in ck.input_sha256.items():
-        if hashes.get(name) != sha:
-            raise InputError(f"{path}: input {name} differs from the one the checkpoint was made with; {advice}")
+    for name in sorted(set(ck.input_sha256) | set(hashes)):
+        if hashes.get(name) != ck.input_sha256.get(name):
+            what = "differs from the one" if name in hashes and name in ck.input_sha256 else \
+                ("was not given to the run" if name in hashes else "is missing from the inputs")
+            raise InputError(f"{path}: input {name} {what} the checkpoint was made with; {advice}")
     return Resumed(Path(path), ck.stage, ck.offset, ck.weights_sha256, ck.offset[0] + ck.iteration)
 
 
@@ -104,12 +109,16 @@ def provenance(job: Job, config: Config, item: Item, weights_sha256: str | None,
                weights_path: str | None) -> dict[str, Any]:
     """What a checkpoint of `item` records about where it came from (absolute paths)."""
     def where(x):
+        if masks.is_keep(x):
+            return x
         return str(Path(x).resolve()) if isinstance(x, (str, os.PathLike)) else None
 
     return {"mode": job.mode, "config": config,
             "inputs": {"content": where(item.content) if item.content is not None else None,
                        "styles": [where(s) for s in item.styles],
-                       "style_blend": list(job.style_blend) if job.style_blend is not None else None},
+                       "style_blend": list(job.style_blend) if job.style_blend is not None else None,
+                       "content_mask": where(item.content_mask) if item.content_mask is not None else None,
+                       "style_masks": [where(m) if m is not None else None for m in item.style_masks]},
             "input_sha256": input_hashes(item, config), "weights_sha256": weights_sha256,
             "weights_path": weights_path, "output": where(item.output) if item.output else None}
 
@@ -131,6 +140,12 @@ def job_from(path: str | os.PathLike, changes: dict[str, Any], *, output: str | 
         raise InputError(f"{ck.path}: this checkpoint's run used in-memory images; pass them again")
     if weights is None and ck.weights_path and Path(ck.weights_path).is_file():
         weights = ck.weights_path  # the file the run used (its hash is checked)
+    named_masks = [m for s, m in zip(styles, ck.inputs.get("style_masks") or []) if not masks.is_keep(s)]
+    content_mask = ck.inputs.get("content_mask")
+    if "content_mask" in ck.input_sha256 and content_mask is None:
+        raise InputError(f"{ck.path}: this checkpoint's run used an in-memory content mask, which a "
+                         "checkpoint does not hold; start the run again")
     return job_mod.single(ck.mode, config, content, styles, output_path=output or ck.output, gif=gif,
                           trace=trace, style_blend=ck.inputs.get("style_blend"), quality=quality, bits=bits,
-                          resume=ck.path, weights=weights)
+                          resume=ck.path, weights=weights, content_mask=content_mask,
+                          style_masks=named_masks if any(m is not None for m in named_masks) else None)

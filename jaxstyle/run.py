@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import imageio, inputs, memory, preprocess, vgg
+from . import imageio, inputs, masks, memory, preprocess, vgg
 from . import weights as weights_mod
 from .config import Config, resolve
 from .batch import Runner
 from .errors import ConfigError, JaxstyleError
-from .job import Item, Job
+from .job import Item, Job, shares_styles
 from .problem import Builder, default_width, memory_need
 from .results import Progress, Result, Results
 from .resuming import Resumed, find as find_checkpoint
@@ -80,7 +80,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                 raise
             results[i] = _failed(job, config, item, e.message)
             notify(f"skipped {e.message}")
-    shared = config.preserve_colors == "none" and job.mode != "style"
+    shared = shares_styles(job, config)
     groups: dict[tuple, list[_Plan]] = {}
     for p in plans:
         groups.setdefault(p.key(config, shared), []).append(p)
@@ -104,7 +104,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     for p in plans:
         if p.resumed is not None:
             p.resumed.check_weights(weights_sha)
-    builder = Builder(config, vgg.prepare_variables(params))
+    builder = Builder(config, vgg.prepare_variables(params), job.regions)
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items),
                     device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""),
@@ -127,7 +127,8 @@ def _plan(job: Job, config: Config, index: int, item: Item) -> _Plan:
     resumed = find_checkpoint(job, config, item)
     if job.folder:  # headers only: a folder's images are decoded batch by batch
         content = imageio.image_size(item.content) if item.content is not None else None
-        styles = [imageio.image_size(s) if isinstance(s, (str, Path)) else imageio.as_rgb(s).shape[:2]
+        styles = [content if masks.is_keep(s) else
+                  imageio.image_size(s) if isinstance(s, (str, Path)) else imageio.as_rgb(s).shape[:2]
                   for s in item.styles]
         sources = None
     else:

@@ -77,19 +77,20 @@ def _abstract(tree: Any) -> Any:
 
 
 def compile_for(config: Config, devices: tuple[Any, ...], shape: tuple[int, int],
-                style_shape: tuple[int, int], batch: int = 1, params: Any = None) -> Programs:
+                style_shape: tuple[int, int], batch: int = 1, params: Any = None, regions: int = 0) -> Programs:
     """Compile a run's two programs for `devices` (real or a topology's) from shapes alone:
-    a batch of `batch` images of (h, w) `shape`, styles of `style_shape`, padded to buckets."""
+    a batch of `batch` images of (h, w) `shape`, styles of `style_shape`, padded to buckets
+    (`regions`: a guided run's regions, one style image each)."""
     from .config import resolve
     platform = devices[0].platform
     config = resolve(config, platform)
     params = params if params is not None else vgg.random_params(0)
     host = vgg.prepare_variables(params)
-    builder = Builder(config, _abstract(host))
+    builder = Builder(config, _abstract(host), regions)
     local = batch // len(devices)
     layout = Layout(batch, preprocess.bucket(shape, config.bucket),
-                    preprocess.bucket(style_shape, config.bucket), 1, True, devices,
-                    default_width(platform, local))
+                    preprocess.bucket(style_shape, config.bucket), max(regions, 1), True, devices,
+                    default_width(platform, local), regions)
     loop = _abstract(loop_variables(host, builder.objective, layout))
     return build_programs(builder.objective, builder.method, layout, builder.variables, loop,
                           builder.weights, config.compile)

@@ -98,6 +98,22 @@ def gram_grad(f: np.ndarray, g_gram: np.ndarray) -> np.ndarray:
     return (mat @ (g_gram + g_gram.T) / (h * w * c)).reshape(h, w, c)
 
 
+def guided_gram(f: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Gram matrix F^T diag(m) F / (sum(m)*C) of f (H, W, C) weighted by a mask m (H, W)."""
+    h, w, c = f.shape
+    mat = f.reshape(h * w, c)
+    wts = m.reshape(h * w, 1)
+    return (mat * wts).T @ mat / (max(m.sum(), 1e-6) * c)
+
+
+def guided_gram_grad(f: np.ndarray, m: np.ndarray, g_gram: np.ndarray) -> np.ndarray:
+    """dL/df given f (H, W, C), the mask m (H, W) and dL/dG (C, C) for G = guided_gram(f, m)."""
+    h, w, c = f.shape
+    mat = f.reshape(h * w, c)
+    wts = m.reshape(h * w, 1)
+    return ((mat * wts) @ (g_gram + g_gram.T) / (max(m.sum(), 1e-6) * c)).reshape(h, w, c)
+
+
 def tv_loss(x: np.ndarray) -> float:
     """mean of squared vertical diffs + mean of squared horizontal diffs."""
     return float(np.mean((x[1:] - x[:-1]) ** 2) + np.mean((x[:, 1:] - x[:, :-1]) ** 2))
@@ -164,11 +180,20 @@ def _terms_and_act_grads(x, params, spec):
         act_grads[name] += cw * coeff * 2.0 * diff / diff.size
 
     style = 0.0
-    for name, coeff, target in zip(spec["style_layers"], spec["style_coeffs"],
-                                   spec["style_targets"]):
-        diff = gram(acts[name]) - np.asarray(target, dtype=np.float64)
-        style += coeff * np.mean(diff ** 2)
-        act_grads[name] += gram_grad(acts[name], sw * coeff * 2.0 * diff / diff.size)
+    guides = spec.get("style_guides")  # per style layer (H_l, W_l, R): a guided run
+    for i, (name, coeff, target) in enumerate(zip(spec["style_layers"], spec["style_coeffs"],
+                                                  spec["style_targets"])):
+        if guides is None:
+            diff = gram(acts[name]) - np.asarray(target, dtype=np.float64)
+            style += coeff * np.mean(diff ** 2)
+            act_grads[name] += gram_grad(acts[name], sw * coeff * 2.0 * diff / diff.size)
+            continue
+        for r, a_r in enumerate(spec["region_weights"]):
+            m = np.asarray(guides[i][..., r], dtype=np.float64)
+            diff = guided_gram(acts[name], m) - np.asarray(target[r], dtype=np.float64)
+            k = coeff[r] * a_r
+            style += k * np.mean(diff ** 2)
+            act_grads[name] += guided_gram_grad(acts[name], m, sw * k * 2.0 * diff / diff.size)
 
     tv = tv_loss(np.asarray(x, dtype=np.float64))
     total = cw * content + sw * style + float(spec["tv_weight"]) * tv

@@ -254,3 +254,54 @@ def test_average_pooling_features_match_reference_and_differ_from_max(synthetic_
     assert np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want) < 1e-5
     other = vgg.features(variables, jnp.asarray(x), ("block3_conv1",))["block3_conv1"]
     assert np.linalg.norm(np.asarray(other) - np.asarray(got)) > 0.05 * np.linalg.norm(np.asarray(got))
+
+
+def _pool_mask(m, pools):
+    """A pixel mask (H, W, ...) averaged over 2**pools windows, the odd remainder dropped."""
+    k = 2 ** pools
+    h, w = m.shape[0] // k, m.shape[1] // k
+    return m[: h * k, : w * k].reshape(h, k, w, k, *m.shape[2:]).mean(axis=(1, 3))
+
+
+def test_guided_loss_and_gradient_match_float64_reference(synthetic_params, variables):
+    """Guided style transfer (a content mask with two soft regions, each painted by its own
+    style image weighted by its own style mask) against the float64 reference."""
+    content, style, x = _images(5)
+    style2 = _images(6)[1]
+    config = Config(content_layers=("block4_conv2",), style_weight=30.0, tv_weight=0.01)
+    cols = np.clip((np.arange(W) - 10) / 8.0, 0.0, 1.0)  # a soft border between the regions
+    right = np.broadcast_to(cols, (H, W))
+    guide = np.stack([1 - right, right], axis=-1).astype(np.float32)
+    rows = np.arange(H)[:, None] < 20
+    smask1 = np.where(rows, 1.0, 0.25) * np.ones((H, W))
+    smask2 = np.ones((H, W)) * (np.arange(W) >= 5)
+    objective, targets = losses.targets_for(variables, config, content, [style, style2], guide=guide,
+                                            style_masks=[smask1.astype(np.float32), smask2.astype(np.float32)])
+    assert objective.regions == 2 and targets.style[0].shape == (2, 64, 64)
+
+    rp = _ref_params(synthetic_params)
+    cf = ref.forward(rp, content.astype(np.float64))
+    feats = [ref.forward(rp, s.astype(np.float64)) for s in (style, style2)]
+    pools = {n: int(n[5]) - 1 for n in config.style_layers}
+    s_t = [np.stack([ref.guided_gram(f[n], _pool_mask(m, pools[n])) for f, m in zip(feats, (smask1, smask2))])
+           for n in config.style_layers]
+    c_t = [cf["block4_conv2"]]
+    area = guide.sum(axis=(0, 1))
+    spec = dict(content_layers=["block4_conv2"], content_coeffs=[1 / np.mean(c_t[0] ** 2)], content_targets=c_t,
+                style_layers=list(config.style_layers), style_targets=s_t,
+                style_coeffs=[w / np.mean(t ** 2, axis=(1, 2)) for w, t in zip(config.style_layer_weights, s_t)],
+                style_guides=[_pool_mask(guide.astype(np.float64), pools[n]) for n in config.style_layers],
+                region_weights=area / area.sum(), content_weight=1.0, style_weight=30.0, tv_weight=0.01)
+    want_total, want_terms, want_grad = ref.loss_and_grad(x.astype(np.float64), rp, spec)
+    got = terms_at(x, variables, targets, objective)
+    for k in ("content", "style", "tv", "total"):
+        np.testing.assert_allclose(float(getattr(got, k)), want_terms[k], rtol=2e-4, err_msg=k)
+    _, grad = value_and_grad(x, variables, targets, objective)
+    grad = np.asarray(grad, np.float64)
+    assert np.linalg.norm(grad - want_grad) / np.linalg.norm(want_grad) < 1e-4
+    # One region covering everything equals the unguided loss.
+    _, plain = losses.targets_for(variables, config, content, [style])
+    objective1, whole = losses.targets_for(variables, config, content, [style], guide=np.ones((H, W, 1), np.float32))
+    np.testing.assert_allclose(float(terms_at(x, variables, whole, objective1).total),
+                               float(terms_at(x, variables, plain, losses.Objective.from_config(config)).total),
+                               rtol=1e-5)

@@ -156,6 +156,8 @@ def test_signal_saves_image_and_checkpoint_and_resume_matches(tmp_path, image_di
     assert f"checkpoint in {ck}" in err and out.is_file() and ck.is_file()
     stopped_at = checkpoint.load(ck).iteration
     assert 3 <= stopped_at < 150
+    if sig != signal.SIGINT:
+        return  # the image so far and the checkpoint, as for SIGINT; its resume is checked once, there
     r = subprocess.run([sys.executable, "-m", "jaxstyle", "resume", str(ck)], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 0, r.stderr
