@@ -3,7 +3,6 @@
 against the float64 reference are in test_losses.py.)"""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
