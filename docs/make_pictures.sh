@@ -29,3 +29,14 @@ im = Image.open('/tmp/jaxstyle_2048.jpg')
 im.resize((768, 576), Image.LANCZOS).save('docs/multiscale_2048.jpg', quality=88)
 im.crop((1000, 500, 1512, 884)).save('docs/multiscale_2048_crop.jpg', quality=90)"
 rm -f /tmp/jaxstyle_2048.jpg
+# guided transfer: the sky (black in the mask) in one painting, the rest in another or kept
+python3 docs/make_sky_mask.py $I/tubingen.jpg docs/tubingen_sky_mask.png
+jaxstyle transfer $I/tubingen.jpg $I/starry_night.jpg $I/the_scream.jpg --content-mask docs/tubingen_sky_mask.png -o /tmp/jaxstyle_guided.jpg --size 384 $W
+jaxstyle transfer $I/tubingen.jpg $I/starry_night.jpg keep --content-mask docs/tubingen_sky_mask.png -o /tmp/jaxstyle_keep.jpg --size 384 $W
+python3 -c "
+from PIL import Image
+m = Image.open('docs/tubingen_sky_mask.png').convert('RGB').resize((384, 288), Image.NEAREST)
+out = Image.new('RGB', (384 * 3 + 16, 288), 'white')
+for x, im in ((0, m), (392, Image.open('/tmp/jaxstyle_guided.jpg')), (784, Image.open('/tmp/jaxstyle_keep.jpg'))):
+    out.paste(im, (x, 0))
+out.save('docs/guided.jpg', quality=88)"

@@ -32,12 +32,12 @@ def _check_device_only(hlo: str) -> None:
 
 
 @needs_libtpu
-@pytest.mark.parametrize("name, batch", [("tpu-v5e-1", 1), ("tpu-v2-8", 2)])
-def test_the_run_compiles_for_tpu_without_host_work_and_within_the_estimate(name, batch):
+@pytest.mark.parametrize("name, batch, regions", [("tpu-v5e-1", 1, 0), ("tpu-v2-8", 2, 0), ("tpu-v2-8", 2, 2)])
+def test_the_run_compiles_for_tpu_without_host_work_and_within_the_estimate(name, batch, regions):
     devices = targets.topology_devices(targets.target(name))[:batch]
     assert devices[0].platform == "tpu" and len(devices) == batch
     config = Config(size=64)
-    programs = targets.compile_for(config, devices, (48, 64), (64, 48), batch)
+    programs = targets.compile_for(config, devices, (48, 64), (64, 48), batch, regions=regions)
     for compiled in (programs.prepare, programs.chunk):
         _check_device_only(compiled.as_text())
     local = batch // len(devices)
@@ -59,11 +59,13 @@ def test_bench_plans_a_tpu_run(capsys):
     assert row["programs"] == 2 and row["fits"] and row["flops_per_iteration"] > 1e8
 
 
-def test_the_run_lowers_for_cuda(synthetic_params):
+@pytest.mark.parametrize("regions", [0, 2])
+def test_the_run_lowers_for_cuda(synthetic_params, regions):
     config = Config(size=64, conv="direct")
     host = vgg.prepare_variables(synthetic_params)
-    builder = problem.Builder(config, host)
-    layout = problem.Layout(1, (48, 64), (64, 48), 1, True, tuple(jax.devices()[:1]))
+    builder = problem.Builder(config, host, regions)
+    layout = problem.Layout(1, (48, 64), (64, 48), max(regions, 1), True, tuple(jax.devices()[:1]),
+                            regions=regions)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32), host)
     for fn, args in problem.jitted(builder.objective, builder.method, layout, abstract, abstract,
                                    builder.weights):

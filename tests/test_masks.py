@@ -177,3 +177,24 @@ def test_cli_guided_folder_and_refusals(capsys, tmp_path, guided_dir, image_dir,
     code, _, err = run_cli(capsys, "transfer", str(photos), *styles, "--content-mask", str(mask_dir),
                            "-o", str(tmp_path / "out2"), *common)
     assert code != 0 and "has no mask for b.png" in err
+
+
+def test_a_guided_run_resumes_to_the_uninterrupted_image_and_refuses_a_changed_mask(tmp_path, guided_dir,
+                                                                                   image_dir, synthetic_h5):
+    from test_resume import _stop_after
+    mask = _split_mask(tmp_path / "mask.png")
+    args = dict(content_mask=mask, weights=synthetic_h5, size=40, iterations=12, save_every=4)
+    styles = ["keep", guided_dir / "noise.png"]
+    whole = jaxstyle.transfer(image_dir / "content.png", styles, output=tmp_path / "whole.png", **args)
+    progress, should_stop = _stop_after(4)
+    part = jaxstyle.transfer(image_dir / "content.png", styles, output=tmp_path / "part.png", progress=progress,
+                             should_stop=should_stop, **args)
+    assert part.status == "interrupted" and part.iterations < 12
+    _split_mask(tmp_path / "other.png", left=(255, 255, 255), right=(0, 0, 0))
+    mask.write_bytes((tmp_path / "other.png").read_bytes())  # the mask changed since
+    with pytest.raises(InputError, match="input content_mask differs"):
+        jaxstyle.resume(part.checkpoint, weights=synthetic_h5)
+    _split_mask(mask)
+    resumed = jaxstyle.resume(part.checkpoint, weights=synthetic_h5)
+    assert resumed.status == "done" and resumed.iterations == 12
+    np.testing.assert_array_equal(resumed.image, whole.image)
