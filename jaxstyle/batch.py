@@ -139,9 +139,11 @@ class Runner:
         shape = preprocess.bucket(imgs[0].content.shape[:2], self.config.bucket)
         style_shape = tuple(max((preprocess.bucket(s.shape[:2], self.config.bucket)[d]
                                  for im in imgs for s in im.styles), default=16) for d in (0, 1))
-        local = size // len(devices)
+        split = self.config.split_image and len(devices) > 1
+        local = size if split else size // len(devices)
         return Layout(size, shape, style_shape, len(imgs[0].styles), shares_styles(self.job, self.config),
-                      devices, default_width(devices[0].platform, local), self.builder.objective.regions)
+                      devices, 1 if split else default_width(devices[0].platform, local),
+                      self.builder.objective.regions, split)
 
     def _say_regions(self, p) -> None:
         """Which style paints which colour of a content mask (once per mask)."""

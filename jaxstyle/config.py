@@ -111,6 +111,10 @@ class Config:
         "accelerator jax finds, else the CPU."))
     devices: int = field(default=0, metadata=_meta(
         "Devices to shard a folder's batches over (0: all of --device's devices)."))
+    split_image: bool = field(default=False, metadata=_meta(
+        "Split each image by rows over the run's devices instead of giving each device its own "
+        "images: N devices hold N times the pixels of one, with no tiles and no seams (XLA "
+        "exchanges the convolutions' border rows and sums the Gram matrices across devices)."))
     dtype: str = field(default="float32", metadata=_meta(
         "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
     remat: bool = field(default=False, metadata=_meta(
@@ -289,6 +293,8 @@ def _validate(c: Config) -> None:
         if weight > 0 and not any(getattr(c, f"{kind}_layer_weights")):
             raise ConfigError(f"--{kind}-layer-weights are all 0, so the {kind} term would be 0 although "
                               f"--{kind}-weight is {weight:g}; give a layer a weight or --{kind}-weight 0")
+    if c.split_image and c.batch_size > 1:
+        raise ConfigError("--split-image runs one image at a time over every device; leave --batch-size out")
     if c.content_weight == 0 and c.style_weight == 0 and c.tv_weight == 0:
         raise ConfigError("nothing to optimize: --content-weight, --style-weight and --tv-weight are all 0")
 

@@ -42,6 +42,7 @@ class Layout:
     devices: tuple[Any, ...]  # the devices the batch is split over
     width: int = 1  # images of a device's share that run side by side (vmap); 1: one by one
     regions: int = 0  # guided style transfer: regions of each content mask, one style each (0: none)
+    spatial: bool = False  # one image split over the devices by rows (else images over devices)
 
     @property
     def platform(self) -> str:
@@ -49,10 +50,29 @@ class Layout:
 
     @property
     def mesh(self) -> Mesh:
-        return Mesh(np.array(self.devices), ("batch",))
+        return Mesh(np.array(self.devices), ("space",) if self.spatial else ("batch",))
 
     def sharding(self, spec: P) -> NamedSharding:
         return NamedSharding(self.mesh, spec)
+
+    def per_image(self, shape: tuple[int, ...]) -> NamedSharding:
+        """Where an array with one entry per image (leading axis) lives: split over the devices by
+        image, or in a spatial layout by the rows of its first image-shaped (H, W) axes (an image,
+        an activation, the L-BFGS history), everything else replicated."""
+        if not self.spatial:
+            return self.sharding(P("batch"))
+        h, w = self.shape
+        for axis in range(1, len(shape) - 2):  # (..., H, W, channels): not a Gram matrix (C, C)
+            for k in range(5):  # an activation's grid after k pools
+                if shape[axis] == h >> k and shape[axis + 1] == w >> k:
+                    if shape[axis] % len(self.devices):  # a deep layer's few rows: whole on each
+                        return self.sharding(P())
+                    return self.sharding(P(*([None] * axis), "space"))
+        return self.sharding(P())
+
+    def place(self, tree: Any) -> Any:
+        """`per_image` shardings for every leaf of a pytree of arrays or shapes."""
+        return jax.tree.map(lambda a: self.per_image(np.shape(a)), tree)
 
 
 def default_width(platform: str, local_batch: int) -> int:
@@ -114,19 +134,23 @@ def _chunk(state, until, variables, targets, learning_rate, *, objective, method
 def abstract_inputs(objective: Objective, layout: Layout, weights: LossWeights) -> tuple:
     """Shapes and shardings of `prepare`'s data arguments (all but the variables)."""
     b, (h, w), (hs, ws) = layout.batch, layout.shape, layout.style_shape
-    per, rep = layout.sharding(P("batch")), layout.sharding(P())
+    rep = layout.sharding(P())
     bs = 1 if layout.shared_styles else b
-    sty = rep if layout.shared_styles else per
     f32, i32 = jnp.float32, jnp.int32
-    s = jax.ShapeDtypeStruct
+
+    def per(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=layout.per_image(shape))
+
+    def sty(shape, dtype):  # a spatial layout's styles are whole on every device
+        shared = layout.shared_styles or layout.spatial
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=rep if shared else layout.per_image(shape))
+
     mh, mw = (hs, ws) if layout.regions else (0, 0)  # style masks only in guided runs
-    return (s((b, h, w, 3), f32, sharding=per), s((b, 2), i32, sharding=per),
-            s((b, h, w, layout.regions), f32, sharding=per),
-            s((b, h, w, 3), f32, sharding=per), s((b,), bool, sharding=per),
-            s((bs, layout.styles, hs, ws, 3), f32, sharding=sty),
-            s((bs, layout.styles, 2), i32, sharding=sty), s((bs, layout.styles, mh, mw), f32, sharding=sty),
-            s((bs, layout.styles), f32, sharding=sty),
-            jax.tree.map(lambda a: s(np.shape(a), f32, sharding=rep), weights))
+    return (per((b, h, w, 3), f32), per((b, 2), i32), per((b, h, w, layout.regions), f32),
+            per((b, h, w, 3), f32), per((b,), bool),
+            sty((bs, layout.styles, hs, ws, 3), f32), sty((bs, layout.styles, 2), i32),
+            sty((bs, layout.styles, mh, mw), f32), sty((bs, layout.styles), f32),
+            jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), f32, sharding=rep), weights))
 
 
 def _abstract(tree: Any, sharding: NamedSharding) -> Any:
@@ -138,6 +162,8 @@ def jitted(objective: Objective, method: Method, layout: Layout, variables: Any,
     """The two jitted programs of `layout`, each with its abstract arguments (shapes and
     shardings): ((prepare, args), (chunk, args)). `variables` and `loop_variables` may be arrays
     or ShapeDtypeStructs."""
+    if layout.spatial:
+        return _spatial_jitted(objective, method, layout, variables, loop_variables, weights)
     mesh = layout.mesh
     per, rep = P("batch"), P()
     sty = rep if layout.shared_styles else per
@@ -160,6 +186,30 @@ def jitted(objective: Objective, method: Method, layout: Layout, variables: Any,
                   _abstract(targets_abs, layout.sharding(per)),
                   jax.ShapeDtypeStruct((), jnp.float32, sharding=layout.sharding(rep)))
     return (jax.jit(prep), prep_args), (jax.jit(chunk_fn, donate_argnums=(0,)), chunk_args)
+
+
+def _spatial_jitted(objective: Objective, method: Method, layout: Layout, variables: Any, loop_variables: Any,
+                    weights: LossWeights) -> tuple[tuple[Any, tuple], tuple[Any, tuple]]:
+    """`jitted` for one image split over the devices by rows: the same per-image functions
+    under XLA's SPMD partitioner, which exchanges the convolutions' border rows between devices
+    and sums the Gram matrices' partial products across them."""
+    rep = layout.sharding(P())
+    prep_fn = partial(_prepare, objective=objective, method=method, shared=layout.shared_styles, width=1)
+    prep_args = (_abstract(variables, rep), *abstract_inputs(objective, layout, weights))
+    targets_abs, state_abs = jax.eval_shape(prep_fn, *prep_args)
+    prep = jax.jit(prep_fn, out_shardings=(layout.place(targets_abs), layout.place(state_abs)))
+    chunk_fn = partial(_chunk, objective=objective, method=method, width=1)
+    chunk_args = (jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=layout.per_image(a.shape)),
+                               state_abs),
+                  jax.ShapeDtypeStruct((layout.batch,), jnp.int32, sharding=rep),
+                  _abstract(loop_variables, rep),
+                  jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=layout.per_image(a.shape)),
+                               targets_abs),
+                  jax.ShapeDtypeStruct((), jnp.float32, sharding=rep))
+    summary_abs = jax.eval_shape(chunk_fn, *chunk_args)[1]
+    chunk = jax.jit(chunk_fn, donate_argnums=(0,),
+                    out_shardings=(layout.place(state_abs), jax.tree.map(lambda _: rep, summary_abs)))
+    return (prep, prep_args), (chunk, chunk_args)
 
 
 # XLA's options for `Config.compile`: "fast" lowers the effort spent on run time.
@@ -203,7 +253,9 @@ class Problem:
 
     def chunk(self, state: LoopState, until: np.ndarray) -> tuple[LoopState, Summary]:
         """Queue one chunk: every image continues to its `until` iteration (the state is donated)."""
-        until = jax.device_put(np.asarray(until, np.int32), self.layout.sharding(P("batch")))
+        until = np.asarray(until, np.int32)
+        until = jax.device_put(until, self.layout.sharding(P()) if self.layout.spatial
+                               else self.layout.sharding(P("batch")))
         return self.programs.chunk(state, until, self.loop_variables, self.targets, self.learning_rate)
 
 
@@ -260,7 +312,7 @@ class Builder:
         programs = self.compile(layout)
         variables, loop = self._variables(layout)
         b, n = layout.batch, len(contents)
-        per, rep = layout.sharding(P("batch")), layout.sharding(P())
+        rep = layout.sharding(P())
         empty = np.zeros((*layout.shape, 3), np.float32)
         hw = [tuple(c.shape[:2]) for c in contents]
         content = np.stack([pad_image(c, layout.shape) for c in contents] + [empty] * (b - n))
@@ -287,11 +339,10 @@ class Builder:
             for g, group in enumerate(mask_sets):
                 for k, m in enumerate(group):
                     masks[g, k, : m.shape[0], : m.shape[1]] = m
-        sty = rep if layout.shared_styles else per
-        args = (jax.device_put(content, per), jax.device_put(content_hw, per), jax.device_put(guide, per),
-                jax.device_put(x0, per), jax.device_put(np.arange(b) < n, per), jax.device_put(style_arr, sty),
-                jax.device_put(style_hw, sty), jax.device_put(masks, sty), jax.device_put(blend, sty),
-                jax.device_put(self.weights, rep))
+        data = (content, content_hw, guide, x0, np.arange(b) < n, style_arr, style_hw, masks, blend)
+        specs = abstract_inputs(self.objective, layout, self.weights)
+        args = tuple(jax.device_put(a, spec.sharding) for a, spec in zip(data, specs))
+        args += (jax.device_put(self.weights, rep),)
         targets, state = programs.prepare(variables, *args)
         return Problem(layout, self.objective, self.method, programs, loop, targets, state,
                        jax.device_put(np.float32(self.learning_rate), rep), hw)
@@ -307,19 +358,25 @@ def with_states(problem: Problem, states: dict[int, Any]) -> Problem:
     for slot, state in states.items():
         for a, b in zip(leaves, jax.tree.leaves(state)):
             a[slot] = b
-    state = jax.device_put(jax.tree.unflatten(treedef, leaves), problem.layout.sharding(P("batch")))
+    state = jax.tree.unflatten(treedef, leaves)
+    state = jax.device_put(state, problem.layout.place(state))
     return Problem(problem.layout, problem.objective, problem.method, problem.programs,
                    problem.loop_variables, problem.targets, state, problem.learning_rate, problem.hw)
 
 
-def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, platform: str):
+def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, platform: str, split: int = 1):
     """The memory estimate (`memory.estimate`) for a device holding `batch` images of a padded
-    `shape` under `config`, `width` of them side by side, on `platform`."""
+    `shape` under `config`, `width` of them side by side, on `platform`; `split`: one image
+    split over that many devices (a device holds its share of the image-sized parts)."""
     from . import memory
     objective = Objective.from_config(config)
     plan = vgg.winograd_plan(objective.layers, (width, *shape, 3), objective.conv, platform, objective.dtype)
     from .config import auto_lbfgs_memory
     history = config.lbfgs_memory or auto_lbfgs_memory(config.size, platform)
-    return memory.estimate(shape, objective.layers, lbfgs_memory=history,
+    need = memory.estimate(shape, objective.layers, lbfgs_memory=history,
                            optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
                            batch=batch, remat=config.remat, width=width, platform=platform)
+    if split > 1:
+        need = memory.Estimate(-(-need.activations // split), -(-need.optimizer // split), need.weights,
+                               need.runtime)
+    return need

@@ -116,7 +116,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                 for p in group[first:]:
                     results[p.index] = Result(p.item.name, None, job.mode, config, "interrupted")
                 continue
-            runner.batch(group[first:first + size], size, _devices_for(size, devices))
+            runner.batch(group[first:first + size], size, _devices_for(size, devices, config.split_image))
     out = Results(r for r in results if r is not None)
     out.compile_seconds, out.seconds = builder.compile_seconds, runner.elapsed
     out.programs = 2 * len(builder.programs)
@@ -147,6 +147,8 @@ def _batch_size(config: Config, key: tuple, count: int, devices: tuple) -> int:
     """Images per batch: the requested number, or as many as the memory estimate allows (one per
     device on a CPU, where images run one after another anyway), a multiple of the devices."""
     n = len(devices)
+    if config.split_image:
+        return 1  # each image is split over every device
     if config.batch_size:
         return max(config.batch_size, 1)
     if devices[0].platform == "cpu":
@@ -161,16 +163,19 @@ def _batch_size(config: Config, key: tuple, count: int, devices: tuple) -> int:
     return min(per * n, math.ceil(count / n) * n)
 
 
-def _devices_for(size: int, devices: tuple) -> tuple:
+def _devices_for(size: int, devices: tuple, split: bool = False) -> tuple:
+    if split:
+        return devices
     n = max(d for d in range(1, min(len(devices), size) + 1) if size % d == 0)
     return devices[:n]
 
 
 def _check_memory(config: Config, key: tuple, size: int, devices: tuple) -> memory.Estimate:
-    used = _devices_for(size, devices)
+    used = _devices_for(size, devices, config.split_image)
     shape = key[0][-1]
-    local = size // len(used)
-    need = memory_need(config, shape, local, default_width(used[0].platform, local), used[0].platform)
+    local = max(size // len(used), 1)
+    need = memory_need(config, shape, local, default_width(used[0].platform, local), used[0].platform,
+                       len(used) if config.split_image else 1)
     kind = getattr(used[0], "device_kind", "") or used[0].platform
     name = used[0].platform if kind == used[0].platform else f"{used[0].platform} ({kind})"
     memory.check(need, config.size, memory.available(used[0]), name,

@@ -52,11 +52,14 @@ class Method:
     # L-BFGS on u with x = scale · L(u), where L damps spatial frequency f (cycles per pixel)
     # by (1 + (f / precondition)²)^(-1/2) via an FFT: preconditioned L-BFGS. 0 turns it off.
     precondition: float = Config.precondition
+    # The preconditioner's Fourier transforms as matrix products instead of FFTs: for images
+    # split over devices (`Config.split_image`), whose partitioned programs XLA:CPU cannot FFT.
+    products: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "Method":
         return cls(config.optimizer, config.lbfgs_memory or LBFGS_MEMORY, config.linesearch_steps,
-                   precondition=config.precondition)
+                   precondition=config.precondition, products=config.split_image)
 
     def scale(self, shape: tuple[int, ...]) -> float:
         """x = scale · L(u) between the image x (H, W, 3) and the optimized variable u (1 for Adam)."""
@@ -77,7 +80,7 @@ class Method:
         """The image x (network input space) for the optimized variable u."""
         d = self._filter(u.shape)
         if d is not None:
-            u = jnp.fft.irfft2(jnp.fft.rfft2(u, axes=(-3, -2)) * d, s=u.shape[-3:-1], axes=(-3, -2))
+            u = (_filtered_by_products if self.products else _filtered)(u, d, multiply=True)
         return u * self.scale(u.shape)
 
     def from_image(self, x: jax.Array) -> jax.Array:
@@ -85,8 +88,52 @@ class Method:
         u = x / self.scale(x.shape)
         d = self._filter(x.shape)
         if d is not None:
-            u = jnp.fft.irfft2(jnp.fft.rfft2(u, axes=(-3, -2)) / d, s=x.shape[-3:-1], axes=(-3, -2))
+            u = (_filtered_by_products if self.products else _filtered)(u, d, multiply=False)
         return u
+
+
+def _filtered_by_products(u: jax.Array, d: np.ndarray, multiply: bool) -> jax.Array:
+    """`_filtered` with the discrete Fourier transforms as matrix products (float32, highest
+    precision): what an image split over devices by rows uses, since XLA:CPU's FFT fails in
+    programs partitioned over several devices. Equal to the FFT's result to float32 rounding."""
+    h, w = u.shape[-3], u.shape[-2]
+    k = w // 2 + 1
+    ang_w = 2 * np.pi * np.outer(np.arange(w), np.arange(k)) / w
+    ang_h = 2 * np.pi * np.outer(np.arange(h), np.arange(h)) / h
+    cw, sw = jnp.asarray(np.cos(ang_w), jnp.float32), jnp.asarray(np.sin(ang_w), jnp.float32)
+    ch, sh = jnp.asarray(np.cos(ang_h), jnp.float32), jnp.asarray(np.sin(ang_h), jnp.float32)
+    hi = jax.lax.Precision.HIGHEST
+
+    def mm(spec, a, b):
+        return jnp.einsum(spec, a, b, precision=hi)
+
+    # forward: X = Σ_h Σ_w u e^{-2πi(hy/H + wx/W)}, as real and imaginary parts
+    a_re, a_im = mm("...hwc,wk->...hkc", u, cw), -mm("...hwc,wk->...hkc", u, sw)
+    x_re = mm("yh,...hkc->...ykc", ch, a_re) + mm("yh,...hkc->...ykc", sh, a_im)
+    x_im = mm("yh,...hkc->...ykc", ch, a_im) - mm("yh,...hkc->...ykc", sh, a_re)
+    f = jnp.asarray(d if multiply else 1.0 / d, jnp.float32)
+    x_re, x_im = x_re * f, x_im * f
+    # inverse along H (complex), then the real inverse along W (half spectrum, doubled terms)
+    b_re = (mm("yh,...ykc->...hkc", ch, x_re) - mm("yh,...ykc->...hkc", sh, x_im)) / h
+    b_im = (mm("yh,...ykc->...hkc", ch, x_im) + mm("yh,...ykc->...hkc", sh, x_re)) / h
+    twice = np.full((k,), 2.0)
+    twice[0] = 1.0
+    if w % 2 == 0:
+        twice[-1] = 1.0
+    cw2 = jnp.asarray(np.cos(ang_w).T * twice[:, None] / w, jnp.float32)  # (k, w)
+    sw2 = jnp.asarray(np.sin(ang_w).T * twice[:, None] / w, jnp.float32)
+    return mm("...hkc,kw->...hwc", b_re, cw2) - mm("...hkc,kw->...hwc", b_im, sw2)
+
+
+def _filtered(u: jax.Array, d: np.ndarray, multiply: bool) -> jax.Array:
+    """u (..., H, W, C) with its spatial spectrum multiplied (or divided) by d (H, W//2+1, 1). The
+    FFT runs over the two minor axes of a (..., C, H, W) copy: XLA:CPU's FFT needs them minor,
+    and an image split over devices by rows otherwise reaches it in a layout it refuses."""
+    v = jnp.moveaxis(u, -1, -3)
+    f = jnp.fft.rfft2(v, axes=(-2, -1))
+    k = jnp.moveaxis(jnp.asarray(d), -1, -3)
+    v = jnp.fft.irfft2(f * k if multiply else f / k, s=v.shape[-2:], axes=(-2, -1))
+    return jnp.moveaxis(v, -3, -1)
 
 
 

@@ -87,10 +87,11 @@ def compile_for(config: Config, devices: tuple[Any, ...], shape: tuple[int, int]
     params = params if params is not None else vgg.random_params(0)
     host = vgg.prepare_variables(params)
     builder = Builder(config, _abstract(host), regions)
-    local = batch // len(devices)
+    split = config.split_image and len(devices) > 1 and batch == 1
+    local = batch if split else batch // len(devices)
     layout = Layout(batch, preprocess.bucket(shape, config.bucket),
                     preprocess.bucket(style_shape, config.bucket), max(regions, 1), True, devices,
-                    default_width(platform, local), regions)
+                    1 if split else default_width(platform, local), regions, split)
     loop = _abstract(loop_variables(host, builder.objective, layout))
     return build_programs(builder.objective, builder.method, layout, builder.variables, loop,
                           builder.weights, config.compile)
@@ -105,7 +106,8 @@ def plan(name: str, config: Config, size: int, batch: int = 1) -> dict[str, Any]
     row: dict[str, Any] = {"target": t.name, "platform": t.platform, "size": size, "shape": list(hw),
                            "batch": batch, "hbm_bytes": t.hbm_bytes}
     if t.platform == "tpu":
-        devices = topology_devices(t)[: max(1, min(batch, t.devices))]
+        count = t.devices if config.split_image else max(1, min(batch, t.devices))
+        devices = topology_devices(t)[:count]
         start = time.perf_counter()
         try:
             programs = compile_for(config, devices, hw, hw, batch)
