@@ -185,7 +185,7 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
                    checkpoint_every=2, batch_size=2, devices=1, dtype="bfloat16", remat=True,
                    pooling="avg", bucket=32, conv="direct", compile="fast", precision="high", device="cpu:0",
                    print_every=2)
-    adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48)
+    adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48, split_image=True)
     touched = {f.name for f in dataclasses.fields(Config) if getattr(lbfgs, f.name) != getattr(Config(), f.name)}
     touched |= {f.name for f in dataclasses.fields(Config) if getattr(adam, f.name) != getattr(Config(), f.name)}
     assert touched == {f.name for f in dataclasses.fields(Config)}
