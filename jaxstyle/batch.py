@@ -14,9 +14,9 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from . import inputs, masks, output, preprocess, solver
+from . import inputs, masks, output, preprocess, solver, tiles
 from .config import Config
-from .driver import Slot, drive, rgb
+from .driver import Outcome, Slot, drive, rgb
 from .errors import JaxstyleError, OutputError
 from .job import Job, shares_styles
 from .observers import Checkpoints, Frames, Lines, Snapshots, Trace
@@ -56,6 +56,7 @@ class Runner:
         self._said: set[str] = set()  # content masks whose regions were named
         self._shape: tuple[int, int] = (0, 0)  # the current stage's working shape, for `_line`
         self.device = device  # for the progress reports
+        self.devices: tuple = ()  # every device of the run (a tiled stage uses them all)
 
     @property
     def images_done(self) -> int:
@@ -97,29 +98,12 @@ class Runner:
                     for p in active]
             for p, im in zip(active, imgs):
                 self.finish[p.index] = im.finish
-            layout = self._layout(size, active, imgs, devices, k)
             t = self.builder.compile_seconds
-            if self.builder.pending(layout):
-                self._report("compile", active, k, layout, programs=self.builder.pending(layout))
-            shared = layout.shared_styles
-            problem = self.builder.problem(layout, [im.content for im in imgs], [im.x0 for im in imgs],
-                                           [imgs[0].styles] if shared else [im.styles for im in imgs],
-                                           [self._blend(len(imgs[0].styles))],
-                                           [im.guide for im in imgs] if layout.regions else (),
-                                           ([imgs[0].style_masks] if shared else [im.style_masks for im in imgs])
-                                           if layout.regions else ())
+            if self._tiled(k, imgs):
+                outcome = self._tiled_stage(active, imgs, devices, k, its, state)
+            else:
+                outcome = self._whole_stage(size, active, imgs, devices, k, its, state)
             compile_seconds += self.builder.compile_seconds - t
-            like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), problem.state)
-            resumed = {j: p.resumed.state(like) for j, p in enumerate(active)
-                       if p.resumed is not None and p.resumed.stage == k}
-            problem = with_states(problem, resumed)
-            for j, p in enumerate(active):
-                if k == 0 and j not in resumed:
-                    self.frames.add(p.index, 0, rgb(imgs[j].x0, imgs[j].x0.shape[:2]))
-            slots = [Slot(p.index, p.item.name, state[p.index]["offset"], its) for p in active]
-            self._shape = layout.shape
-            outcome = drive(problem, slots, self.observers, stage=k, should_stop=self.should_stop,
-                            on_chunk=lambda info: self._chunk(info, active, k, layout))
             seconds += outcome.seconds
             self.elapsed += outcome.seconds
             for j, p in enumerate(active):
@@ -135,10 +119,112 @@ class Runner:
         if failures:  # every image of the batch is finished (and written where possible) first
             raise failures[0] if len(failures) == 1 else _joined(failures)
 
+    def _problem(self, layout: Layout, active, imgs, k: int, contents, x0s, guides) -> Any:
+        if self.builder.pending(layout):
+            self._report("compile", active, k, layout, programs=self.builder.pending(layout))
+        shared = layout.shared_styles
+        return self.builder.problem(layout, contents, x0s,
+                                    [imgs[0].styles] if shared else [im.styles for im in imgs],
+                                    [self._blend(len(imgs[0].styles))], guides if layout.regions else (),
+                                    ([imgs[0].style_masks] if shared else [im.style_masks for im in imgs])
+                                    if layout.regions else ())
+
+    def _whole_stage(self, size: int, active, imgs, devices: tuple, k: int, its: int, state: dict) -> Outcome:
+        """A stage on whole images: the batch's problem, resumed slots, driven with every observer."""
+        layout = self._layout(size, active, imgs, devices, k)
+        problem = self._problem(layout, active, imgs, k, [im.content for im in imgs], [im.x0 for im in imgs],
+                                [im.guide for im in imgs])
+        like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), problem.state)
+        resumed = {j: p.resumed.state(like) for j, p in enumerate(active)
+                   if p.resumed is not None and p.resumed.stage == k}
+        problem = with_states(problem, resumed)
+        for j, p in enumerate(active):
+            if k == 0 and j not in resumed:
+                self.frames.add(p.index, 0, rgb(imgs[j].x0, imgs[j].x0.shape[:2]))
+        slots = [Slot(p.index, p.item.name, state[p.index]["offset"], its) for p in active]
+        self._shape = layout.shape
+        return drive(problem, slots, self.observers, stage=k, should_stop=self.should_stop,
+                     on_chunk=lambda info: self._chunk(info, active, k, layout))
+
+    def _tiled(self, k: int, imgs) -> bool:
+        """Whether stage k runs in tiles: the last stage, with --tile smaller than the image."""
+        tile = self.config.tile
+        return bool(tile) and k == len(self.config.stages()) - 1 and \
+            max(max(im.content.shape[:2]) for im in imgs) > tile
+
+    def _tiled_stage(self, active, imgs, devices: tuple, k: int, its: int, state: dict) -> Outcome:
+        """A stage in overlapping tiles (`tiles`): each image's tiles run one batch of them per
+        device at a time, every tile starting from the result so far and matching the global
+        style targets, and are cross-faded into the image. The loss reported is the tiles' mean."""
+        config = self.config
+        overlap = tiles.overlap_for(config.tile)
+        devices = self.devices or devices  # a tiled stage gives every device of the run its own tiles
+        n = len(devices)
+        out = Outcome([], [], [], [], [], [], 0.0, False)
+        for p, im in zip(active, imgs):
+            hw = im.content.shape[:2]
+            tile_hw = tuple(min(config.tile, d) for d in hw)
+            offset = state[p.index]["offset"]
+            base = rgb(im.x0, hw)
+            if out.interrupted:  # a stop asked during an earlier image: this one keeps its last stage
+                self._add(out, base, "interrupted", offset, {}, {})
+                continue
+            wins = tiles.windows(hw, config.tile, overlap)
+            weights = tiles.blend_weights(hw, config.tile, overlap)
+            canvas = tiles.Canvas(base)
+            layout = Layout(n, preprocess.bucket(tile_hw, config.bucket), self._style_shape([im]), len(im.styles),
+                            True, devices, 1, self.builder.objective.regions)
+            self._shape = layout.shape
+            status, evaluations, firsts, finals = "done", 0, [], []
+            for first in range(0, len(wins), n):
+                group = list(range(first, min(first + n, len(wins))))
+                crop = [wins[t] for t in group]
+                current = canvas.image()
+                problem = self._problem(layout, [p] * len(group), [im] * len(group), k,
+                                        [im.content[y0:y1, x0:x1] for y0, y1, x0, x1 in crop],
+                                        [preprocess.to_vgg(current[y0:y1, x0:x1]) for y0, y1, x0, x1 in crop],
+                                        [im.guide[y0:y1, x0:x1] for y0, y1, x0, x1 in crop]
+                                        if im.guide is not None else [])
+                names = [f"{p.item.name} tile {t + 1}/{len(wins)}" for t in group]
+                slots = [Slot(p.index, name, (0, 0), its) for name in names]
+                result = drive(problem, slots, [], stage=k, should_stop=self.should_stop,
+                               on_chunk=lambda info: self._chunk(info, [p], k, layout, names[0]))
+                out.seconds += result.seconds
+                for i, t in enumerate(group):
+                    canvas.add(wins[t], result.images[i], weights[t])
+                evaluations += sum(result.evaluations)
+                firsts += result.first
+                finals += result.final
+                if result.interrupted:
+                    status, out.interrupted = "interrupted", True
+                    break
+                if "non-finite" in result.status:
+                    status = "non-finite"
+                    break
+            done = status == "done"
+            final = {key: float(np.mean([f[key] for f in finals])) for key in (finals[0] if finals else {})}
+            per_tile = round(evaluations / max(len(finals), 1))  # an iteration of every tile counts once
+            self._add(out, canvas.image(), status, (offset[0] + (its if done else 0), offset[1] + per_tile),
+                      firsts[0] if firsts else {}, final)
+        return out
+
+    @staticmethod
+    def _add(out: Outcome, image: np.ndarray, status: str, offset: tuple[int, int], first: dict,
+             final: dict) -> None:
+        out.images.append(image)
+        out.status.append(status)
+        out.iterations.append(offset[0])
+        out.evaluations.append(offset[1])
+        out.first.append(first)
+        out.final.append(final)
+
+    def _style_shape(self, imgs) -> tuple[int, int]:
+        return tuple(max((preprocess.bucket(s.shape[:2], self.config.bucket)[d]
+                          for im in imgs for s in im.styles), default=16) for d in (0, 1))
+
     def _layout(self, size: int, active, imgs, devices: tuple, k: int) -> Layout:
         shape = preprocess.bucket(imgs[0].content.shape[:2], self.config.bucket)
-        style_shape = tuple(max((preprocess.bucket(s.shape[:2], self.config.bucket)[d]
-                                 for im in imgs for s in im.styles), default=16) for d in (0, 1))
+        style_shape = self._style_shape(imgs)
         split = self.config.split_image and len(devices) > 1
         local = size if split else size // len(devices)
         return Layout(size, shape, style_shape, len(imgs[0].styles), shares_styles(self.job, self.config),
@@ -175,7 +261,7 @@ class Runner:
                                self.iterations, row["evaluations"], row["total"], terms, self.elapsed, None,
                                None, self.device))
 
-    def _chunk(self, info: dict, active, k: int, layout: Layout) -> None:
+    def _chunk(self, info: dict, active, k: int, layout: Layout, name: str | None = None) -> None:
         its = info["iterations"]
         it = int(its.min())
         per = info["seconds_per_iteration"]
@@ -186,7 +272,8 @@ class Runner:
         finish, raw = self.finish[active[0].index], info["image"]
         terms = {"total": float(info["values"][0]), **dict(zip(("content", "style", "tv"),
                                                                 map(float, info["terms"][0])))}
-        self.progress(Progress("optimize", self.images_done, self.total, tuple(p.item.name for p in active),
+        names = (name,) if name else tuple(p.item.name for p in active)
+        self.progress(Progress("optimize", self.images_done, self.total, names,
                                k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape, it,
                                self.iterations, int(info["evaluations"][0]), float(info["values"][0]), terms,
                                self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from pathlib import Path
 import signal
 import sys
@@ -526,10 +527,14 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
               help="Plan for a device that is not here instead of timing: tpu-v5e-1, tpu-v2-8, tpu-v4, "
                    "tpu-v6e-1 (compiled for real with libtpu: `pip install 'jax[tpu]'`), or t4, l4, "
                    "a100-40gb, h100 (from the memory estimate).")
+@click.option("--fit", "fit_size", type=str, default=None, metavar="WxH",
+              help="With --target: how a WxH image fits the target (e.g. 6000x4000, 24 MP): the memory per "
+                   "device of each way (shorter L-BFGS history, bfloat16, split over its devices, tiles), "
+                   "the first that fits, compiled deviceless on a TPU.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
 def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices, weights, synthetic_weights,
           content, style, iterations, repeats, target_loss, scales_list, run_iterations, largest, target_name,
-          as_json) -> None:
+          fit_size, as_json) -> None:
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
 
@@ -539,8 +544,35 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
     from . import bench as bench_mod
     from . import memory, vgg
 
+    if fit_size is not None and target_name is None:
+        raise JaxstyleError("--fit plans for a device: give --target too")
     if target_name is not None:  # shapes only: no weights, no timing
         from . import targets
+        if fit_size is not None:
+            m = re.fullmatch(r"(\d+)[x×](\d+)", fit_size.strip())
+            if not m:
+                raise JaxstyleError(f"--fit takes WIDTHxHEIGHT (6000x4000), got {fit_size!r}")
+            plan = targets.fit(target_name, (int(m.group(2)), int(m.group(1))))
+            if as_json:
+                click.echo(json_mod.dumps(plan))
+                return
+            click.echo(f"{fit_size} on {plan['target']} ({plan['hbm_bytes'] / 2**30:.0f} GiB per device), "
+                       "memory per device by the estimate:")
+            for w in plan["ways"]:
+                tiles_note = f", {w['tiles']} tiles" if w["tiles"] > 1 else ""
+                click.echo(f"  {'fits' if w['fits'] else 'no  '}  {w['need_bytes'] / 2**30:6.1f} GiB  "
+                           f"{w['way']}{tiles_note}")
+            if plan["chosen"] is None:
+                click.echo("nothing above fits")
+                return
+            click.echo(f"first that fits: {plan['chosen']}")
+            if "compiled_bytes" in plan:
+                click.echo(f"compiled for {plan['target']} (deviceless, {plan['compile_s']} s): loop "
+                           f"{plan['compiled_bytes'] / 2**30:.2f} GiB per device "
+                           f"({'fits' if plan['compiled_fits'] else 'does NOT fit'}), "
+                           f"{plan['flops_per_iteration'] / 1e12:.2f} TFLOP per iteration (every tile), "
+                           f"~{plan['seconds_per_iteration_at_30pct']} s per iteration at 30% of peak")
+            return
         for size in sizes:
             for dtype in dtypes:
                 config = Config(dtype=dtype, conv=convs[0], remat=remats[0] == "on")

@@ -111,6 +111,11 @@ class Config:
         "accelerator jax finds, else the CPU."))
     devices: int = field(default=0, metadata=_meta(
         "Devices to shard a folder's batches over (0: all of --device's devices)."))
+    tile: int = field(default=0, metadata=_meta(
+        "Run the full-resolution stage in overlapping tiles of at most N x N pixels, blended "
+        "without seams, so its memory is bounded by N, not by --size; the coarser stages run "
+        "whole (0: no tiles). Each tile runs the stage's iterations, matching the global style "
+        "targets and its own part of the content."))
     split_image: bool = field(default=False, metadata=_meta(
         "Split each image by rows over the run's devices instead of giving each device its own "
         "images: N devices hold N times the pixels of one, with no tiles and no seams (XLA "
@@ -293,6 +298,14 @@ def _validate(c: Config) -> None:
         if weight > 0 and not any(getattr(c, f"{kind}_layer_weights")):
             raise ConfigError(f"--{kind}-layer-weights are all 0, so the {kind} term would be 0 although "
                               f"--{kind}-weight is {weight:g}; give a layer a weight or --{kind}-weight 0")
+    if not isinstance(c.tile, int) or isinstance(c.tile, bool) or not (c.tile == 0 or 64 <= c.tile <= MAX_SIZE) \
+            or c.tile % 16:
+        raise ConfigError(f"--tile must be 0 or a multiple of 16 from 64 to {MAX_SIZE}, got {c.tile!r}")
+    if c.tile and c.split_image:
+        raise ConfigError("--tile and --split-image are two ways to make a large image fit; give one")
+    if c.tile and (c.save_every or c.checkpoint_every):
+        raise ConfigError("--save-every and --checkpoint-every cannot see inside a tiled stage (--tile); "
+                          "leave them out")
     if c.split_image and c.batch_size > 1:
         raise ConfigError("--split-image runs one image at a time over every device; leave --batch-size out")
     if c.content_weight == 0 and c.style_weight == 0 and c.tv_weight == 0:

@@ -257,6 +257,8 @@ def written_paths(job: Job, item: Item) -> list[tuple[Path, str]]:
 def _check_settings(job: Job) -> None:
     """The inputs each mode needs, and the settings that must agree with them."""
     mode, config = job.mode, job.config
+    if config.tile and any(item.gif is not None or item.trace is not None for item in job.items):
+        raise ConfigError("--gif and --trace cannot see inside a tiled stage (--tile); leave them out")
     for item in job.items:
         if mode == "transfer" and (item.content is None or not item.styles):
             raise ConfigError("transfer needs a content image and at least one style image")

@@ -84,6 +84,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     groups: dict[tuple, list[_Plan]] = {}
     for p in plans:
         groups.setdefault(p.key(config, shared), []).append(p)
+    if job.config.lbfgs_memory == 0 and config.optimizer == "lbfgs" and groups:
+        config = _history_by_memory(config, list(groups), devices, notify)
     sizes = {k: _batch_size(config, k, len(g), devices) for k, g in groups.items()}
     for key, group in list(groups.items()):  # every size is checked before any work
         try:
@@ -109,6 +111,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                     should_stop, weights_sha, weights_path, total=len(job.items),
                     device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""),
                     started=started)
+    runner.devices = devices
     for key, group in groups.items():
         size = sizes[key]
         for first in range(0, len(group), size):
@@ -163,6 +166,24 @@ def _batch_size(config: Config, key: tuple, count: int, devices: tuple) -> int:
     return min(per * n, math.ceil(count / n) * n)
 
 
+def _history_by_memory(config: Config, keys: list, devices: tuple, notify: Callable[[str], None]) -> Config:
+    """The automatic L-BFGS history, shortened (30, 20, 10, 5 pairs) while one image of every
+    group would not fit its device with it; unchanged when none fits (the check then refuses)."""
+    start = config.lbfgs_memory
+    for history in (start, *(h for h in (30, 20, 10, 5) if h < start)):
+        candidate = config.replace(lbfgs_memory=history)
+        try:
+            for key in keys:
+                _check_memory(candidate, key, 1, devices)
+        except ConfigError:
+            continue
+        if history != start:
+            notify(f"L-BFGS history {history} pairs instead of {start}: {start} would not fit in the device's "
+                   "memory (--lbfgs-memory N sets it)")
+        return candidate
+    return config
+
+
 def _devices_for(size: int, devices: tuple, split: bool = False) -> tuple:
     if split:
         return devices
@@ -173,6 +194,9 @@ def _devices_for(size: int, devices: tuple, split: bool = False) -> tuple:
 def _check_memory(config: Config, key: tuple, size: int, devices: tuple) -> memory.Estimate:
     used = _devices_for(size, devices, config.split_image)
     shape = key[0][-1]
+    if config.tile:  # the full-resolution stage holds one tile at a time (per device)
+        shape = tuple(min(d, preprocess.bucket((config.tile, config.tile), config.bucket)[0]) for d in shape)
+        shape = max(shape, key[0][-2] if len(key[0]) > 1 else shape, key=lambda s: s[0] * s[1])
     local = max(size // len(used), 1)
     need = memory_need(config, shape, local, default_width(used[0].platform, local), used[0].platform,
                        len(used) if config.split_image else 1)

@@ -179,3 +179,73 @@ def largest(name: str, config: Config, low: int = 256, high: int = 16384) -> tup
         else:
             hi = mid - 1
     return best
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way to run an image on a target: the settings that change its memory."""
+
+    history: int  # L-BFGS pairs (each holds two images)
+    dtype: str
+    split: int = 1  # devices the image is split over by rows (`--split-image`)
+    tile: int = 0  # tiles of the full-resolution stage (`--tile`), 0: whole
+
+    def config(self, base: Config) -> Config:
+        return base.replace(lbfgs_memory=self.history, dtype=self.dtype, split_image=self.split > 1, tile=self.tile)
+
+    def flags(self) -> str:
+        out = [f"--lbfgs-memory {self.history}"]
+        if self.dtype != "float32":
+            out.append(f"--dtype {self.dtype}")
+        if self.split > 1:
+            out.append(f"--split-image ({self.split} devices)")
+        if self.tile:
+            out.append(f"--tile {self.tile}")
+        return " ".join(out)
+
+
+def ways(t: Target) -> list[Way]:
+    """The ways to try, cheapest first: the whole image with a shorter L-BFGS history (more
+    evaluations to a given loss), then bfloat16 activations, then split over the target's
+    devices, then tiles (each tile a full run's iterations)."""
+    out = [Way(h, "float32") for h in (30, 20, 10, 5)] + [Way(h, "bfloat16") for h in (30, 10, 5)]
+    if t.devices > 1:
+        out += [Way(h, d, split=t.devices) for d in ("float32", "bfloat16") for h in (30, 10, 5)]
+    out += [Way(h, "float32", tile=n) for n in (2048, 1024, 512) for h in (30, 10)]
+    return out
+
+
+def fit(name: str, hw: tuple[int, int], base: Config | None = None, compile_check: bool = True) -> dict[str, Any]:
+    """How an (h, w) image fits target `name`: every way of `ways` with its memory per device
+    (the estimate) and whether it fits in 90%, the first that fits, and for a TPU that way's
+    programs compiled deviceless (their memory, compile time and FLOPs per iteration)."""
+    t = target(name)
+    base = base or Config()
+    padded = preprocess.bucket(hw, 64)
+    rows = []
+    for way in ways(t):
+        config = way.config(base)
+        shape = padded if not way.tile else tuple(min(d, way.tile) for d in padded)
+        need = memory_need(config, shape, 1, 1, t.platform, way.split)
+        count = 1
+        if way.tile:
+            from . import tiles
+            count = len(tiles.windows(hw, way.tile, tiles.overlap_for(way.tile)))
+        rows.append({"way": way.flags(), "need_bytes": need.total, "fits": need.total <= 0.9 * t.hbm_bytes,
+                     "tiles": count, "_way": way, "_shape": shape})
+    chosen = next((r for r in rows if r["fits"]), None)
+    out: dict[str, Any] = {"target": t.name, "hbm_bytes": t.hbm_bytes, "shape": list(hw),
+                           "ways": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+                           "chosen": chosen["way"] if chosen else None}
+    if chosen is not None and compile_check and t.platform == "tpu":
+        way = chosen["_way"]
+        devices = topology_devices(t)[: way.split]
+        start = time.perf_counter()
+        programs = compile_for(way.config(base).replace(bucket=64), devices, chosen["_shape"], (1024, 1024), 1)
+        cost = programs.chunk.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", math.nan)) * chosen["tiles"] if cost else math.nan
+        out.update(compiled_bytes=programs.loop_bytes(), compile_s=round(time.perf_counter() - start, 1),
+                   compiled_fits=programs.loop_bytes() <= 0.9 * t.hbm_bytes, flops_per_iteration=flops,
+                   seconds_per_iteration_at_30pct=round(flops / (0.3 * t.peak_flops), 3))
+    return out

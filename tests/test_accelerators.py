@@ -61,6 +61,14 @@ def test_an_image_split_over_a_v2_8_needs_less_memory_per_core_with_more_cores()
 
 
 @needs_libtpu
+def test_24_megapixels_fit_a_16_gib_v5e_in_tiles_compiled_deviceless():
+    plan = targets.fit("tpu-v5e-1", (4000, 6000))
+    assert plan["chosen"] == "--lbfgs-memory 30 --tile 1024"
+    assert plan["compiled_fits"] and plan["compiled_bytes"] < 0.9 * 16 * 2**30, plan
+    assert plan["flops_per_iteration"] > 35 * 1e11  # 35 tiles of ~0.25 TFLOP each
+
+
+@needs_libtpu
 def test_bench_plans_a_tpu_run(capsys):
     import json
 

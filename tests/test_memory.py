@@ -42,3 +42,20 @@ def test_cli_refuses_an_impossible_size_before_any_work(capsys, tmp_path, image_
                            "-o", tmp_path / "o.png", "--weights", synthetic_h5, "--size", 16000)
     assert code == 1 and "this run needs about" in err and "should fit" in err
     assert time.perf_counter() - t < 10 and not (tmp_path / "o.png").exists()
+
+
+def test_the_automatic_lbfgs_history_is_shortened_to_fit_and_says_so(monkeypatch):
+    import jax
+
+    from jaxstyle import memory, run
+    from jaxstyle.config import resolve
+    config = resolve(Config(size=2048), "cpu")  # auto: 30 pairs above 1024 px
+    key = (((1536, 2048),), (), True, 0)
+    need = {h: problem.memory_need(config.replace(lbfgs_memory=h), (1536, 2048), 1, 1, "cpu").total
+            for h in (30, 20, 10)}
+    monkeypatch.setattr(memory, "available", lambda device=None: int((need[20] + need[10]) / 2 / 0.9))
+    said = []
+    chosen = run._history_by_memory(config, [key], tuple(jax.devices()[:1]), said.append)
+    assert chosen.lbfgs_memory == 10 and said and "L-BFGS history 10 pairs instead of 30" in said[0]
+    monkeypatch.setattr(memory, "available", lambda device=None: 10**6)  # nothing fits: unchanged
+    assert run._history_by_memory(config, [key], tuple(jax.devices()[:1]), said.append).lbfgs_memory == 30
