@@ -47,16 +47,15 @@ def test_the_run_compiles_for_tpu_without_host_work_and_within_the_estimate(name
 
 @needs_libtpu
 def test_an_image_split_over_a_v2_8_needs_less_memory_per_core_with_more_cores():
-    """--split-image: one 512x384 image by rows over 1, 2 and 8 cores of a v2-8 (deviceless;
+    """--split-image: one 512x384 image by rows over 1 and 8 cores of a v2-8 (deviceless;
     `bench/split_memory.py` prints the table at larger sizes)."""
     config = Config(size=512, split_image=True)
     cores = targets.topology_devices(targets.target("tpu-v2-8"))
     need = {}
-    for n in (1, 2, 8):
+    for n in (1, 8):
         programs = targets.compile_for(config, cores[:n], (384, 512), (384, 512), 1)
         _check_device_only(programs.chunk.as_text())
         need[n] = programs.loop_bytes()
-    assert need[8] < need[2] < need[1], need
     assert need[8] < 0.5 * need[1], need  # the image-sized parts split; weights and styles whole
 
 
