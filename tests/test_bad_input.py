@@ -176,20 +176,23 @@ def test_unusual_valid_images_work(capsys, tmp_path, image_dir, synthetic_h5):
         "palette_transparent.png": pal,
         "cmyk.jpg": base.convert("CMYK"),
         "gray16.png": Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257),
-        "wide.png": base.resize((600, 60)),
-        "tall.png": base.resize((60, 600)),
+        "wide.png": base.resize((400, 40)),
+        "tall.png": base.resize((40, 400)),
     }
+    (tmp_path / "long").mkdir()
     for name, img in variants.items():
         kwargs = {"transparency": 0} if name == "palette_transparent.png" else {}
-        img.save(tmp_path / name, **kwargs)
+        img.save(tmp_path / ("long" if name in ("wide.png", "tall.png") else "") / name, **kwargs)
     exif = Image.Exif()
     exif[0x0112] = 6
     base.save(tmp_path / "rotated.jpg", exif=exif)
-    expected = {"wide.png": (256, 26), "tall.png": (26, 256), "rotated.jpg": (48, 64)}
-    for name in [*variants, "rotated.jpg"]:
-        out = tmp_path / f"out_{Path(name).stem}.png"
-        size = 256 if name in ("wide.png", "tall.png") else 64
-        code, _, err = run_cli(capsys, "transfer", tmp_path / name, image_dir / "style.png", "-o", out,
+    expected = {"wide.png": (160, 16), "tall.png": (16, 160), "rotated.jpg": (48, 64)}
+    # Two folder runs (one compiled layout per shape) decode every file as a single run does.
+    for folder, size in ((tmp_path, 64), (tmp_path / "long", 160)):
+        code, _, err = run_cli(capsys, "transfer", folder, image_dir / "style.png", "-o", folder / "out",
                                "--weights", synthetic_h5, "--size", size, "--iterations", 1)
-        assert code == 0, (name, err)
+        assert code == 0, err
+    for name in [*variants, "rotated.jpg"]:
+        folder = tmp_path / "long" if name in ("wide.png", "tall.png") else tmp_path
+        out = folder / "out" / f"{Path(name).stem}.png"
         assert Image.open(out).size == expected.get(name, (64, 48)), name
