@@ -186,13 +186,13 @@ class Runner:
                                         [im.guide[y0:y1, x0:x1] for y0, y1, x0, x1 in crop]
                                         if im.guide is not None else [])
                 names = [f"{p.item.name} tile {t + 1}/{len(wins)}" for t in group]
-                slots = [Slot(p.index, name, (0, 0), its) for name in names]
+                slots = [Slot(p.index, name, offset, its) for name in names]  # progress counts on
                 result = drive(problem, slots, [], stage=k, should_stop=self.should_stop,
                                on_chunk=lambda info: self._chunk(info, [p], k, layout, names[0]))
                 out.seconds += result.seconds
                 for i, t in enumerate(group):
                     canvas.add(wins[t], result.images[i], weights[t])
-                evaluations += sum(result.evaluations)
+                evaluations += sum(e - offset[1] for e in result.evaluations)
                 firsts += result.first
                 finals += result.final
                 if result.interrupted:
