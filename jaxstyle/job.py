@@ -287,7 +287,7 @@ def _check_settings(job: Job) -> None:
 def _check_guided(job: Job, item: Item) -> None:
     """Masks and `keep` styles only where a guided run can use them."""
     keeps = sum(masks.is_keep(s) for s in item.styles)
-    guided = item.content_mask is not None or any(m is not None for m in item.style_masks)
+    guided = item.regions > 0
     if job.mode != "transfer" and (guided or (keeps and job.mode != "style")):
         raise ConfigError("--content-mask and --style-mask are for transfer mode")
     if job.mode != "transfer":

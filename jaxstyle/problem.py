@@ -254,8 +254,7 @@ class Problem:
     def chunk(self, state: LoopState, until: np.ndarray) -> tuple[LoopState, Summary]:
         """Queue one chunk: every image continues to its `until` iteration (the state is donated)."""
         until = np.asarray(until, np.int32)
-        until = jax.device_put(until, self.layout.sharding(P()) if self.layout.spatial
-                               else self.layout.sharding(P("batch")))
+        until = jax.device_put(until, self.layout.per_image(until.shape))
         return self.programs.chunk(state, until, self.loop_variables, self.targets, self.learning_rate)
 
 
