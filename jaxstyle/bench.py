@@ -36,7 +36,7 @@ from PIL import Image
 
 from . import imageio, memory, preprocess, solver, vgg
 from .config import STYLE_LAYERS, Config
-from .problem import Builder, Layout, build_programs, default_width, loop_variables
+from .problem import Builder, Layout, build_programs, default_width, forget_programs, loop_variables
 from .config import resolve
 
 # Dense peak FLOP/s by device kind substring: (float32 as JAX runs it by default, bfloat16).
@@ -171,6 +171,7 @@ def run_case(case: Case, params: dict, contents: list[np.ndarray], style: np.nda
     if case.batch % n_dev:
         raise ValueError(f"batch {case.batch} is not a multiple of {n_dev} devices")
     devices = tuple(jax.devices()[:n_dev])
+    forget_programs()  # compile_s is a cold compile, whatever ran before in this process
     builder = Builder(config, vgg.prepare_variables(params))
     layout = _layout(config, case.batch, contents[0].shape[:2], style.shape[:2], devices)
     programs = builder.compile(layout)
@@ -266,6 +267,7 @@ def run_to_target(config: Config, params: dict, contents: list[np.ndarray], styl
     else:
         job = job_mod.many("transfer", config.replace(batch_size=len(images)), images, [style],
                            weights=params, folder=False)
+    forget_programs()  # from cold, as a first run in a fresh process
     t = time.perf_counter()
     results = run(job)
     run_s = time.perf_counter() - t

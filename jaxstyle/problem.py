@@ -11,11 +11,17 @@ image that falls into it. A layout compiles two programs:
     iteration; its state argument is donated, so the loop state is never held twice.
 Both are `shard_map`s over a device `Mesh` with a "batch" axis, compiled ahead of time from
 shapes alone, so the same code compiles for a device that is not here (a TPU topology).
+
+Compiled programs are kept for the life of the process (the latest `KEPT_PROGRAMS` layouts), so a
+second run of the same shape in one process (a notebook calling `jaxstyle.transfer` again with
+other weights or images, the web page's next job) starts at once instead of compiling again:
+the programs are functions of shapes, and everything else is an argument.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Sequence
 
@@ -229,6 +235,41 @@ def build_programs(objective: Objective, method: Method, layout: Layout, variabl
     return Programs(prepare, chunk_compiled, time.perf_counter() - t)
 
 
+KEPT_PROGRAMS = 16
+_kept: OrderedDict[tuple, Programs] = OrderedDict()
+
+
+def _signature(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(np.shape(a)), str(a.dtype)) for a in leaves)
+
+
+def _program_key(objective: Objective, method: Method, layout: Layout, variables: Any, loop_variables: Any,
+                 weights: LossWeights, effort: str) -> tuple:
+    return (objective, method, layout, effort, _signature(variables), _signature(loop_variables),
+            _signature(weights))
+
+
+def kept_programs(objective: Objective, method: Method, layout: Layout, variables: Any, loop_variables: Any,
+                  weights: LossWeights, effort: str = "full") -> Programs:
+    """`build_programs`, or the programs an earlier run of this process compiled for the same
+    shapes and settings (then with `compile_seconds` 0)."""
+    key = _program_key(objective, method, layout, variables, loop_variables, weights, effort)
+    if key in _kept:
+        _kept.move_to_end(key)
+        return replace(_kept[key], compile_seconds=0.0)
+    programs = build_programs(objective, method, layout, variables, loop_variables, weights, effort)
+    _kept[key] = programs
+    while len(_kept) > KEPT_PROGRAMS:
+        _kept.popitem(last=False)
+    return programs
+
+
+def forget_programs() -> None:
+    """Drop the programs kept from earlier runs (the next run compiles from cold)."""
+    _kept.clear()
+
+
 def loop_variables(variables: Any, objective: Objective, layout: Layout) -> Any:
     """The variables the loop takes: `variables` plus the Winograd kernels `objective.conv` calls
     for on this layout's platform and shape (transformed on the host, once per run)."""
@@ -275,26 +316,30 @@ class Builder:
 
     def pending(self, layout: Layout) -> int:
         """Programs `problem(layout, ...)` would have to compile."""
-        return 0 if layout in self.programs else 2
+        if layout in self.programs:
+            return 0
+        plain, loop = self._variables(layout)
+        key = _program_key(self.objective, self.method, layout, plain, loop, self.weights, self.effort)
+        return 0 if key in _kept else 2
 
     def _variables(self, layout: Layout) -> tuple[Any, Any]:
         plain_key = layout.devices
         if plain_key not in self._device:
             self._device[plain_key] = jax.device_put(self.variables, layout.sharding(P()))
         plain = self._device[plain_key]
-        loop = loop_variables(self.variables, self.objective, layout)
-        extra = {k: v for k, v in loop.items() if k not in plain}
         key = (layout.devices, layout.shape, layout.width)
-        if extra and key not in self._device:
-            self._device[key] = jax.device_put(extra, layout.sharding(P()))
-        return plain, {**plain, **(self._device[key] if extra else {})}
+        if key not in self._device:  # the Winograd kernels, transformed on the host once per run
+            loop = loop_variables(self.variables, self.objective, layout)
+            extra = {k: v for k, v in loop.items() if k not in plain}
+            self._device[key] = jax.device_put(extra, layout.sharding(P())) if extra else {}
+        return plain, {**plain, **self._device[key]}
 
     def compile(self, layout: Layout) -> Programs:
         """The layout's programs (compiled now unless they were already)."""
         if layout not in self.programs:
             plain, loop = self._variables(layout)
-            self.programs[layout] = build_programs(self.objective, self.method, layout, plain, loop,
-                                                   self.weights, self.effort)
+            self.programs[layout] = kept_programs(self.objective, self.method, layout, plain, loop,
+                                                  self.weights, self.effort)
             self.compile_seconds += self.programs[layout].compile_seconds
         return self.programs[layout]
 

@@ -172,6 +172,29 @@ def test_python_api_takes_pil_images_and_arrays(image_dir, synthetic_h5):
     assert result.final["total"] < result.initial["total"]
 
 
+def test_a_second_run_of_the_same_shape_in_a_process_compiles_nothing(image_dir, synthetic_h5):
+    """A notebook calling the API again (other weights and images, same shapes) reuses the
+    programs the first call compiled, and gets what a cold run gets."""
+    from conftest import count_programs
+    from jaxstyle import problem
+    params = jaxstyle.load_weights(synthetic_h5)
+    problem.forget_programs()
+    first = jaxstyle.transfer(image_dir / "content.png", image_dir / "style.png", weights=params, size=36,
+                              iterations=3, style_weight=50.0)
+    assert first.compile_seconds > 0
+    flipped = np.asarray(Image.open(image_dir / "content.png"))[::-1]
+    other_style = np.asarray(Image.open(image_dir / "style.png"))[:, ::-1]
+    with count_programs() as programs:
+        again = jaxstyle.transfer(flipped, other_style, weights=params, size=36, iterations=4,
+                                  style_weight=500.0, content_weight=3.0)
+    assert programs.count == 0 and again.compile_seconds == 0
+    problem.forget_programs()
+    cold = jaxstyle.transfer(flipped, other_style, weights=params, size=36, iterations=4,
+                             style_weight=500.0, content_weight=3.0)
+    assert cold.compile_seconds > 0
+    np.testing.assert_array_equal(again.image, cold.image)
+
+
 def test_python_api_takes_a_list_of_images(tmp_path, image_dir, synthetic_h5):
     params = jaxstyle.load_weights(synthetic_h5)
     a = Image.open(image_dir / "content.png")

@@ -141,7 +141,8 @@ def _wait_for(path: Path, timeout: float) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_image_and_checkpoint_and_resume_matches(tmp_path, image_dir, synthetic_h5, sig):
-    env = {**os.environ, "JAXSTYLE_NO_COMPILE_CACHE": "1"}
+    # one compilation cache for the three runs: the resume and the whole run load the programs
+    env = {**os.environ, "JAXSTYLE_CACHE": str(tmp_path / "cache")}
     common = [str(image_dir / "content.png"), str(image_dir / "style.png"), "--weights", str(synthetic_h5),
               "--size", "40", "--iterations", "60", "--save-every", "3"]
     out = tmp_path / "sig.png"

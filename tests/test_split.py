@@ -1,5 +1,5 @@
 """One image split by rows over several devices (`--split-image`): four forced host devices
-give one device's loss and gradient to float32 rounding, and after 50 iterations the same
+give one device's loss and gradient to float32 rounding, and after 30 iterations the same
 loss (within 1%) and picture; per-device memory falls with the device count."""
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ for n in (1, 4):
     value, grad = grad_fn(put(x), jax.device_put(variables, layout.sharding(jax.sharding.PartitionSpec())),
                           jax.tree.map(put, targets), objective)
     out[f"eval{n}"] = [float(value), np.asarray(grad).tolist(), str(grad.sharding.spec)]
+# a plain batch (shared style targets; three images padded to four) over 4 devices equals 1
+from PIL import Image
+base = Image.open(content).convert("RGB")
+photos = [np.asarray(base.resize(wh)) for wh in ((64, 48),) * 3]
+photos[1], photos[2] = photos[1][::-1], photos[2][:, :, ::-1]
+for n in (1, 4):
+    rs = jaxstyle.transfer(photos, style, weights=params, size=32, iterations=5, batch_size=4, devices=n)
+    out[f"batch{n}"] = [r.image.astype(float).tolist() for r in rs]
 # a guided batch (a `keep` region: per-image style targets) sharded over 2 devices equals 1
 mask = np.zeros((48, 64, 3), np.uint8)
 mask[:, 32:] = 255
@@ -46,7 +54,7 @@ for n in (1, 2):
                            iterations=5, batch_size=2, devices=n)
     out[f"guided{n}"] = [r.image.astype(float).tolist() for r in rs]
 for n in (1, 4):
-    r = jaxstyle.transfer(content, style, weights=params, size=64, iterations=50, split_image=True, devices=n)
+    r = jaxstyle.transfer(content, style, weights=params, size=64, iterations=30, split_image=True, devices=n)
     out[f"run{n}"] = [r.final["total"], r.image.astype(float).tolist()]
 print(json.dumps(out))
 """
@@ -66,7 +74,13 @@ def test_an_image_split_over_four_devices_equals_one_device(image_dir, synthetic
         assert abs(v - v1) <= 1e-5 * abs(v1), (n, v, v1)
         assert np.linalg.norm(g - g1) <= 1e-5 * np.linalg.norm(g1), n
     assert "space" in out["eval4"][2]  # the gradient came back split by rows
-    for a, b in zip(out["guided1"], out["guided2"]):  # a guided batch over devices: bit-equal
+    # A batch over 4 devices equals one device's to float32 rounding (the partitioned per-device
+    # programs round differently: measured at most 0.66 of an 8-bit level after 5 iterations);
+    # a guided batch over 2 devices, bit for bit.
+    for a, b in zip(out["batch1"], out["batch4"]):
+        d = np.abs(np.asarray(a) - np.asarray(b))
+        assert d.max() < 1.5 and d.mean() < 0.25, (d.max(), d.mean())
+    for a, b in zip(out["guided1"], out["guided2"]):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() == 0
     (l1, im1), (l4, im4) = out["run1"], out["run4"]
     assert abs(l4 - l1) <= 0.01 * l1, (l1, l4)
