@@ -3,9 +3,6 @@ over forced host devices, multi-host partitioning, every option per image, few p
 rematerialization."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
