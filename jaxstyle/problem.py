@@ -19,6 +19,7 @@ the programs are functions of shapes, and everything else is an argument.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -237,6 +238,7 @@ def build_programs(objective: Objective, method: Method, layout: Layout, variabl
 
 KEPT_PROGRAMS = 16
 _kept: OrderedDict[tuple, Programs] = OrderedDict()
+_kept_lock = threading.Lock()  # runs on several threads of one process share the kept programs
 
 
 def _signature(tree: Any) -> tuple:
@@ -255,19 +257,23 @@ def kept_programs(objective: Objective, method: Method, layout: Layout, variable
     """`build_programs`, or the programs an earlier run of this process compiled for the same
     shapes and settings (then with `compile_seconds` 0)."""
     key = _program_key(objective, method, layout, variables, loop_variables, weights, effort)
-    if key in _kept:
-        _kept.move_to_end(key)
-        return replace(_kept[key], compile_seconds=0.0)
+    with _kept_lock:
+        kept = _kept.get(key)
+        if kept is not None:
+            _kept.move_to_end(key)
+            return replace(kept, compile_seconds=0.0)
     programs = build_programs(objective, method, layout, variables, loop_variables, weights, effort)
-    _kept[key] = programs
-    while len(_kept) > KEPT_PROGRAMS:
-        _kept.popitem(last=False)
+    with _kept_lock:
+        _kept[key] = programs
+        while len(_kept) > KEPT_PROGRAMS:
+            _kept.popitem(last=False)
     return programs
 
 
 def forget_programs() -> None:
     """Drop the programs kept from earlier runs (the next run compiles from cold)."""
-    _kept.clear()
+    with _kept_lock:
+        _kept.clear()
 
 
 def loop_variables(variables: Any, objective: Objective, layout: Layout) -> Any:
