@@ -30,8 +30,8 @@ class Runner:
 
     def __init__(self, job: Job, config: Config, builder: Builder, results: list, progress: Callable,
                  notify: Callable[[str], None], should_stop: Callable[[], bool] | None,
-                 weights_sha: str | None, weights_path: str | None, total: int, device: str,
-                 started: float | None = None) -> None:
+                 weights_sha: str | None, weights_path: str | None, total: int, devices: tuple,
+                 device: str, started: float | None = None) -> None:
         self.job, self.config, self.builder, self.results = job, config, builder, results
         self.progress, self.notify, self.should_stop = progress, notify, should_stop
         self.total = total
@@ -56,7 +56,7 @@ class Runner:
         self._said: set[str] = set()  # content masks whose regions were named
         self._shape: tuple[int, int] = (0, 0)  # the current stage's working shape, for `_line`
         self.device = device  # for the progress reports
-        self.devices: tuple = ()  # every device of the run (a tiled stage uses them all)
+        self.devices = devices  # every device of the run (a tiled stage uses them all)
 
     @property
     def images_done(self) -> int:
@@ -100,7 +100,7 @@ class Runner:
                 self.finish[p.index] = im.finish
             t = self.builder.compile_seconds
             if self._tiled(k, imgs):
-                outcome = self._tiled_stage(active, imgs, devices, k, its, state)
+                outcome = self._tiled_stage(active, imgs, k, its, state)
             else:
                 outcome = self._whole_stage(size, active, imgs, devices, k, its, state)
             compile_seconds += self.builder.compile_seconds - t
@@ -152,13 +152,13 @@ class Runner:
         return bool(tile) and k == len(self.config.stages()) - 1 and \
             max(max(im.content.shape[:2]) for im in imgs) > tile
 
-    def _tiled_stage(self, active, imgs, devices: tuple, k: int, its: int, state: dict) -> Outcome:
+    def _tiled_stage(self, active, imgs, k: int, its: int, state: dict) -> Outcome:
         """A stage in overlapping tiles (`tiles`): each image's tiles run one batch of them per
         device at a time, every tile starting from the result so far and matching the global
         style targets, and are cross-faded into the image. The loss reported is the tiles' mean."""
         config = self.config
         overlap = tiles.overlap_for(config.tile)
-        devices = self.devices or devices  # a tiled stage gives every device of the run its own tiles
+        devices = self.devices  # every device of the run takes its own tiles, whatever the batch's
         n = len(devices)
         out = Outcome([], [], [], [], [], [], 0.0, False)
         for p, im in zip(active, imgs):

@@ -160,6 +160,12 @@ def abstract_inputs(objective: Objective, layout: Layout, weights: LossWeights) 
             jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), f32, sharding=rep), weights))
 
 
+def for_layout(method: Method, layout: Layout) -> Method:
+    """`method` as `layout` runs it: an image split over devices takes the preconditioner's
+    Fourier transforms as matrix products (XLA:CPU cannot FFT inside partitioned programs)."""
+    return replace(method, products=layout.spatial)
+
+
 def _abstract(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding), tree)
 
@@ -169,6 +175,7 @@ def jitted(objective: Objective, method: Method, layout: Layout, variables: Any,
     """The two jitted programs of `layout`, each with its abstract arguments (shapes and
     shardings): ((prepare, args), (chunk, args)). `variables` and `loop_variables` may be arrays
     or ShapeDtypeStructs."""
+    method = for_layout(method, layout)
     if layout.spatial:
         return _spatial_jitted(objective, method, layout, variables, loop_variables, weights)
     mesh = layout.mesh
@@ -394,7 +401,7 @@ class Builder:
         args = tuple(jax.device_put(a, spec.sharding) for a, spec in zip(data, specs))
         args += (jax.device_put(self.weights, rep),)
         targets, state = programs.prepare(variables, *args)
-        return Problem(layout, self.objective, self.method, programs, loop, targets, state,
+        return Problem(layout, self.objective, for_layout(self.method, layout), programs, loop, targets, state,
                        jax.device_put(np.float32(self.learning_rate), rep), hw)
 
 

@@ -108,10 +108,9 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
             p.resumed.check_weights(weights_sha)
     builder = Builder(config, vgg.prepare_variables(params), job.regions)
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
-                    should_stop, weights_sha, weights_path, total=len(job.items),
+                    should_stop, weights_sha, weights_path, total=len(job.items), devices=devices,
                     device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""),
                     started=started)
-    runner.devices = devices
     for key, group in groups.items():
         size = sizes[key]
         for first in range(0, len(group), size):

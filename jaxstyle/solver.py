@@ -52,14 +52,15 @@ class Method:
     # L-BFGS on u with x = scale · L(u), where L damps spatial frequency f (cycles per pixel)
     # by (1 + (f / precondition)²)^(-1/2) via an FFT: preconditioned L-BFGS. 0 turns it off.
     precondition: float = Config.precondition
-    # The preconditioner's Fourier transforms as matrix products instead of FFTs: for images
-    # split over devices (`Config.split_image`), whose partitioned programs XLA:CPU cannot FFT.
+    # The preconditioner's Fourier transforms as matrix products instead of FFTs: for an image
+    # split over devices (a spatial layout: `problem.for_layout`), whose partitioned programs
+    # XLA:CPU cannot FFT.
     products: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "Method":
         return cls(config.optimizer, config.lbfgs_memory or LBFGS_MEMORY, config.linesearch_steps,
-                   precondition=config.precondition, products=config.split_image)
+                   precondition=config.precondition)
 
     def scale(self, shape: tuple[int, ...]) -> float:
         """x = scale · L(u) between the image x (H, W, 3) and the optimized variable u (1 for Adam)."""
