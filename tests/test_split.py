@@ -55,7 +55,7 @@ for n in (1, 2):
     out[f"guided{n}"] = [r.image.astype(float).tolist() for r in rs]
 # a tiled last stage with every device taking its own tiles (a round of 4 at once) against one device
 for n in (1, 4):
-    r = jaxstyle.transfer(content, style, weights=params, size=128, scales=2, scale_iterations=(3, 3), tile=64,
+    r = jaxstyle.transfer(content, style, weights=params, size=128, iterations=3, tile=64,
                           devices=n)
     out[f"tiled{n}"] = [r.status, r.final["total"], r.image.astype(float).tolist()]
 for n in (1, 4):
