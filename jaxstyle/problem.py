@@ -96,7 +96,7 @@ class Programs:
     prepare: Any
     chunk: Any
     compile_seconds: float
-    count: int = 2
+    count: int = 2  # programs compiled for them (0: kept from an earlier run of this process)
 
     def loop_bytes(self) -> int:
         """Device bytes the compiled loop needs: temporaries, arguments and outputs (XLA's analysis)."""
@@ -262,13 +262,13 @@ def _program_key(objective: Objective, method: Method, layout: Layout, variables
 def kept_programs(objective: Objective, method: Method, layout: Layout, variables: Any, loop_variables: Any,
                   weights: LossWeights, effort: str = "full") -> Programs:
     """`build_programs`, or the programs an earlier run of this process compiled for the same
-    shapes and settings (then with `compile_seconds` 0)."""
+    shapes and settings (then with `compile_seconds` and `count` 0)."""
     key = _program_key(objective, method, layout, variables, loop_variables, weights, effort)
     with _kept_lock:
         kept = _kept.get(key)
         if kept is not None:
             _kept.move_to_end(key)
-            return replace(kept, compile_seconds=0.0)
+            return replace(kept, compile_seconds=0.0, count=0)
     programs = build_programs(objective, method, layout, variables, loop_variables, weights, effort)
     with _kept_lock:
         _kept[key] = programs

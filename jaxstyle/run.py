@@ -121,7 +121,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
             runner.batch(group[first:first + size], size, _devices_for(size, devices, config.split_image))
     out = Results(r for r in results if r is not None)
     out.compile_seconds, out.seconds = builder.compile_seconds, runner.elapsed
-    out.programs = 2 * len(builder.programs)
+    out.programs = sum(p.count for p in builder.programs.values())
     return out
 
 

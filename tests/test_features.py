@@ -187,7 +187,11 @@ def test_a_second_run_of_the_same_shape_in_a_process_compiles_nothing(image_dir,
     with count_programs() as programs:
         again = jaxstyle.transfer(flipped, other_style, weights=params, size=36, iterations=4,
                                   style_weight=500.0, content_weight=3.0)
+        from jaxstyle import job as job_mod, run as run_mod
+        short = PRESETS["transfer"].replace(size=36, iterations=2)
+        results = run_mod.run(job_mod.single("transfer", short, flipped, [other_style], weights=params))
     assert programs.count == 0 and again.compile_seconds == 0
+    assert results.programs == 0 and results.compile_seconds == 0  # the run's summary counts none
     problem.forget_programs()
     cold = jaxstyle.transfer(flipped, other_style, weights=params, size=36, iterations=4,
                              style_weight=500.0, content_weight=3.0)
