@@ -571,15 +571,20 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
                            f"{plan['compiled_bytes'] / 2**30:.2f} GiB per device "
                            f"({'fits' if plan['compiled_fits'] else 'does NOT fit'}), "
                            f"{plan['flops_per_iteration'] / 1e12:.2f} TFLOP per iteration (every tile), "
-                           f"~{plan['seconds_per_iteration_at_30pct']} s per iteration at 30% of peak")
+                           f"{plan['seconds_per_iteration']} s per iteration by the {plan['time_source']}")
             return
+        content_shape = None
+        if content is not None:
+            from .imageio import load_image
+            content_shape = load_image(content).shape[:2]
         for size in sizes:
             for dtype in dtypes:
-                config = Config(dtype=dtype, conv=convs[0], remat=remats[0] == "on")
-                row = {**targets.plan(target_name, config, size, max(batches)), "dtype": dtype}
-                if largest:
-                    row["largest_size"], row["largest_hbm_needed_bytes"] = targets.largest(target_name, config)
-                click.echo(json_mod.dumps(row) if as_json else " ".join(f"{k}={v}" for k, v in row.items()))
+                for batch in batches:
+                    config = Config(dtype=dtype, conv=convs[0], remat=remats[0] == "on", optimizer=optimizers[0])
+                    row = {**targets.plan(target_name, config, size, batch, content_shape), "dtype": dtype}
+                    if largest:
+                        row["largest_size"], row["largest_hbm_needed_bytes"] = targets.largest(target_name, config)
+                    click.echo(json_mod.dumps(row) if as_json else targets.describe(row))
         return
 
     if synthetic_weights:

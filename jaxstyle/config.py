@@ -20,7 +20,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 DTYPES = ("float32", "bfloat16")
 CONVS = ("auto", "direct", "winograd")
 POOLINGS = ("max", "avg")
-COMPILES = ("auto", "fast", "full")
+COMPILES = ("auto", "fast", "full", "both")
 PRECISIONS = ("auto", "default", "high", "highest")
 COLOR_MODES = ("none", "luminance", "covariance", "histogram")
 INITS = ("content", "noise", "style")  # or a path to an image file
@@ -137,9 +137,11 @@ class Config:
         "high (three bfloat16 passes), highest (float32); Gram matrices always highest. "
         "auto: default (see bench/README.md for what it does to L-BFGS).", choices=PRECISIONS))
     compile: str = field(default="auto", metadata=_meta(
-        "XLA's optimization effort: full, or fast (a new shape's programs compile several times "
-        "faster; measured 84 s -> 13 s for a TPU v5e at 512 px); auto: fast on TPU, where "
-        "compiling dominates a run, full elsewhere.", choices=COMPILES))
+        "XLA's optimization effort: full, fast (a new shape's programs compile several times "
+        "faster, and run slower), or both (the run starts with fast programs while full-effort ones "
+        "compile beside it and take over at a chunk boundary; a later run of the shape starts with "
+        "them from the compilation cache); auto: both on TPU, where compiling costs most, full "
+        "elsewhere.", choices=COMPILES))
     conv: str = field(default="auto", metadata=_meta(
         "Convolution algorithm: direct, winograd (F(4x4,3x3): 4x fewer multiplies), or auto "
         "(Winograd on CPU for the deep layers where it measured faster).", choices=CONVS))
@@ -209,7 +211,7 @@ def auto_lbfgs_memory(size: int, platform: str = "cpu") -> int:
 def resolve(config: Config, platform: str) -> Config:
     """`config` with its automatic settings made concrete for a device `platform` ("cpu", "gpu",
     "tpu"); runs store and compare the resolved settings."""
-    effort = config.compile if config.compile != "auto" else ("fast" if platform == "tpu" else "full")
+    effort = config.compile if config.compile != "auto" else ("both" if platform == "tpu" else "full")
     precision = config.precision if config.precision != "auto" else "default"
     return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=effort,
                           precision=precision,

@@ -3,9 +3,11 @@
 The device never waits for the host: each chunk is queued before the previous one's results
 are read (a running image always reaches the iteration it was sent to, so the host knows where
 the next chunk starts without asking). Chunks end where an observer wants to see an image
-(`Observer.next_stop`), at the end of the stage, or after about `CHUNK_SECONDS` of work. Only
-where an observer needs an image's whole loop state (a checkpoint) does the host copy it
-before queuing the next chunk, since the next chunk takes the state over (it is donated).
+(`Observer.next_stop`), at the end of the stage, or after about `CHUNK_SECONDS` of work. Where
+an observer needs an image's whole loop state (a checkpoint), the next chunk takes the state
+over (it is donated): on an accelerator the state is first copied on the device, the copy sent
+to the host while the next chunk runs (`snapshot`); on a CPU, or where the device has no room
+for a second state, the host copies it before queuing the next chunk.
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from . import solver
+from . import memory, solver
 from .problem import Problem
 
 # Aim for chunks about this long, and at least this many iterations. Each call of the loop
@@ -108,14 +111,39 @@ def rgb(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.clip(from_vgg(np.asarray(x)[: hw[0], : hw[1]]), 0.0, 255.0)
 
 
+@jax.jit
+def _device_copy(tree: Any) -> Any:
+    return jax.tree.map(jnp.copy, tree)
+
+
+def snapshot(state: Any, devices: Sequence[Any], force: bool | None = None) -> Any | None:
+    """A copy of the loop state on its devices, already on its way to the host, which the next
+    chunk may take the state over from; None on a CPU (where reading it is a memory copy
+    anyway) or where the device has no room for it (`force`: decide for the tests)."""
+    if force is None:
+        if devices[0].platform == "cpu":
+            return None
+        free = memory.available(devices[0])
+        size = sum(leaf.nbytes for leaf in jax.tree.leaves(state)) / max(len(devices), 1)
+        if free is None or size > 0.25 * free:
+            return None
+    elif not force:
+        return None
+    copy = _device_copy(state)
+    for leaf in jax.tree.leaves(copy):
+        leaf.copy_to_host_async()
+    return copy
+
+
 def drive(problem: Problem, slots: Sequence[Slot], observers: Sequence[Observer], *,
           stage: int = 0, should_stop: Callable[[], bool] | None = None,
-          on_chunk: Callable[[dict], None] | None = None) -> Outcome:
+          on_chunk: Callable[[dict], None] | None = None, copy_on_device: bool | None = None) -> Outcome:
     """Run `problem` until every slot has reached its `end` or stopped, reporting to observers.
 
     After a stop request the chunk already queued finishes, then every image still running gets
     a final report with status "interrupted" (its state readable). `on_chunk` gets a small
     dict after each chunk (iterations, evaluations, losses, speed) for the progress line.
+    `copy_on_device`: how a checkpoint's state leaves the device (`snapshot`; None: by platform).
     """
     n = len(slots)
     state = problem.state
@@ -152,8 +180,8 @@ def drive(problem: Problem, slots: Sequence[Slot], observers: Sequence[Observer]
         state, summary = problem.chunk(state, until)
         return until[:n], need, summary
 
-    def fetch() -> list[Any]:
-        leaves = jax.device_get(state)
+    def fetch(tree: Any = None) -> list[Any]:
+        leaves = jax.device_get(state if tree is None else tree)
         return [jax.tree.map(lambda a, i=i: np.asarray(a[i]), leaves) for i in range(n)]
 
     inflight = dispatch(its, running) if running.any() else None
@@ -163,9 +191,13 @@ def drive(problem: Problem, slots: Sequence[Slot], observers: Sequence[Observer]
         until, need, summary = inflight
         predicted = np.where(running, until, its)
         live = running & (predicted < ends)
-        fetched = fetch() if need else None  # before the next chunk takes the state over
+        copy = snapshot(state, problem.layout.devices, copy_on_device) if need else None
+        fetched = fetch() if need and copy is None else None  # before the next chunk takes the state over
         stop_requested = stop_requested or bool(should_stop and should_stop())
         inflight = dispatch(predicted, live) if live.any() and not stop_requested else None
+        if copy is not None:
+            fetched = fetch(copy)  # arrived while the next chunk runs
+            del copy
         current = jax.device_get(summary)  # blocks until this chunk is done
         now = time.perf_counter()
         new_its = np.asarray(current.iteration, np.int64)[:n]

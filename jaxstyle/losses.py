@@ -22,6 +22,8 @@ the caller (`solver` maps these functions over images).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -49,6 +51,7 @@ class Objective:
     precision: str = "default"  # of the convolutions (see `vgg.PRECISIONS`)
     gram_precision: str = "highest"  # of the Gram matrices: a few percent of the FLOPs
     regions: int = 0  # guided style transfer: regions of the content mask (0: unguided)
+    pool_impl: str = "reshape"  # how pooling is written for the platform (`vgg.pool`; `for_platform`)
 
     @classmethod
     def from_config(cls, config: Config, regions: int = 0) -> "Objective":
@@ -75,6 +78,11 @@ class Objective:
     @property
     def layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+    def for_platform(self, platform: str) -> "Objective":
+        """This objective as `platform` ("cpu", "gpu", "tpu") runs it: the same values, written
+        the way its compiler handles best (pooling: `vgg.pool`)."""
+        return dataclasses.replace(self, pool_impl="reshape" if platform == "cpu" else "window")
 
 
 class LossWeights(NamedTuple):
@@ -130,10 +138,36 @@ def gram(f: jax.Array, hw: jax.Array | None = None, precision: str = "highest") 
     """Gram matrix FᵀF / (H·W·C) of activations (H, W, C), zero outside the real `hw`, accumulated
     in float32."""
     h, w, c = f.shape
-    m = f.reshape(h * w, c)
-    g = vgg.product(lambda a, b, p, t: jnp.einsum("pc,pd->cd", a, b, precision=p,
-                                                  preferred_element_type=jnp.float32), m, m, precision)
-    return g / (_count(hw, f.shape) * c)  # in float: H·W·C passes 2**31 for large images
+    with jax.named_scope("gram"):
+        g = _gram_product(f.reshape(h * w, c), precision)
+        return g / (_count(hw, f.shape) * c)  # in float: H·W·C passes 2**31 for large images
+
+
+def _outer(a: jax.Array, b: jax.Array, p: Any, t: Any) -> jax.Array:
+    return jnp.einsum("pc,pd->cd", a, b, precision=p, preferred_element_type=jnp.float32)
+
+
+def _times(a: jax.Array, b: jax.Array, p: Any, t: Any) -> jax.Array:
+    return jnp.einsum("pc,cd->pd", a, b, precision=p, preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _gram_product(m: jax.Array, precision: str) -> jax.Array:
+    """MᵀM (C, C) in float32 for M (P, C). Its gradient is one product, M(Ḡ + Ḡᵀ), where
+    differentiating the product would make two (one for each factor)."""
+    return vgg.product(_outer, m, m, precision)
+
+
+def _gram_product_fwd(m: jax.Array, precision: str) -> tuple[jax.Array, jax.Array]:
+    return _gram_product(m, precision), m
+
+
+def _gram_product_bwd(precision: str, m: jax.Array, dg: jax.Array) -> tuple[jax.Array]:
+    sym = (dg + dg.T).astype(m.dtype)
+    return (vgg.product(_times, m, sym, precision).astype(m.dtype),)
+
+
+_gram_product.defvjp(_gram_product_fwd, _gram_product_bwd)
 
 
 def guided_gram(f: jax.Array, guide: jax.Array, precision: str = "highest") -> jax.Array:
@@ -195,7 +229,8 @@ def network(variables: Any, x: jax.Array, objective: Objective, layers: tuple[st
             hw: jax.Array | None) -> dict[str, jax.Array]:
     """The activations of `layers` for one image under `objective`'s precision and options."""
     return vgg.features(variables, x, layers, dtype=_dtype(objective.dtype), remat=objective.remat,
-                        pooling=objective.pooling, hw=hw, precision=objective.precision)
+                        pooling=objective.pooling, hw=hw, precision=objective.precision,
+                        pool_impl=objective.pool_impl)
 
 
 def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) -> Terms:

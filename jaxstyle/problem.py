@@ -12,6 +12,12 @@ image that falls into it. A layout compiles two programs:
 Both are `shard_map`s over a device `Mesh` with a "batch" axis, compiled ahead of time from
 shapes alone, so the same code compiles for a device that is not here (a TPU topology).
 
+With effort "both" (`Config.compile`; the default on TPUs) a layout's loop is compiled twice:
+fast first, so the run starts, then with XLA's full effort on a thread beside it; the full
+program takes over at the next chunk boundary (`Programs.current`), continuing the same state.
+A full-effort loop compiled once leaves a mark beside the persistent compilation cache, so
+the next run of that shape compiles it first, from the cache, and never runs the fast one.
+
 Compiled programs are kept for the life of the process (the latest `KEPT_PROGRAMS` layouts), so a
 second run of the same shape in one process (a notebook calling `jaxstyle.transfer` again with
 other weights or images, the web page's next job) starts at once instead of compiling again:
@@ -19,6 +25,10 @@ the programs are functions of shapes, and everything else is an argument.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
+import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -97,6 +107,19 @@ class Programs:
     chunk: Any
     compile_seconds: float
     count: int = 2  # programs compiled for them (0: kept from an earlier run of this process)
+    upgrade: concurrent.futures.Future | None = None  # the full-effort loop compiling beside the run
+    effort: str = "full"  # of `chunk`: "fast" until an upgrade takes over
+
+    def current(self) -> Any:
+        """The loop to run now: the full-effort one as soon as it has compiled."""
+        up = self.upgrade
+        if up is not None and up.done():
+            self.upgrade = None
+            try:
+                self.chunk, self.effort = up.result(), "full"
+            except Exception as e:  # the fast loop goes on
+                logging.getLogger("jaxstyle").warning("full-effort loop failed to compile: %s", e)
+        return self.chunk
 
     def loop_bytes(self) -> int:
         """Device bytes the compiled loop needs: temporaries, arguments and outputs (XLA's analysis)."""
@@ -162,8 +185,10 @@ def abstract_inputs(objective: Objective, layout: Layout, weights: LossWeights) 
 
 def for_layout(method: Method, layout: Layout) -> Method:
     """`method` as `layout` runs it: an image split over devices takes the preconditioner's
-    Fourier transforms as matrix products (XLA:CPU cannot FFT inside partitioned programs)."""
-    return replace(method, products=layout.spatial)
+    Fourier transforms as matrix products (XLA:CPU cannot FFT inside partitioned programs);
+    accelerators take the L-BFGS direction as matrix products (`solver.lbfgs_update`), CPUs
+    optax's two-loop recursion (the same direction, rounded as the CPU tests expect)."""
+    return replace(method, products=layout.spatial, compact=layout.platform != "cpu")
 
 
 def _abstract(tree: Any, sharding: NamedSharding) -> Any:
@@ -176,6 +201,7 @@ def jitted(objective: Objective, method: Method, layout: Layout, variables: Any,
     shardings): ((prepare, args), (chunk, args)). `variables` and `loop_variables` may be arrays
     or ShapeDtypeStructs."""
     method = for_layout(method, layout)
+    objective = objective.for_platform(layout.platform)
     if layout.spatial:
         return _spatial_jitted(objective, method, layout, variables, loop_variables, weights)
     mesh = layout.mesh
@@ -227,20 +253,55 @@ def _spatial_jitted(objective: Objective, method: Method, layout: Layout, variab
 
 
 # XLA's options for `Config.compile`: "fast" lowers the effort spent on run time.
-COMPILE_OPTIONS = {"fast": {"exec_time_optimization_effort": -1.0}, "full": {}, "auto": {}}
+COMPILE_OPTIONS = {"fast": {"exec_time_optimization_effort": -1.0}, "full": {}, "auto": {}, "both": {}}
+_upgrades = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxstyle-full-effort")
 
 
 def build_programs(objective: Objective, method: Method, layout: Layout, variables: Any,
                    loop_variables: Any, weights: LossWeights, effort: str = "full") -> Programs:
     """Compile `prepare` and `chunk` for `layout` from shapes alone (`variables` and
-    `loop_variables` may be arrays or ShapeDtypeStructs), with `effort` "full" or "fast"."""
+    `loop_variables` may be arrays or ShapeDtypeStructs), with `effort` "full", "fast" or
+    "both" (fast now, the loop again with full effort on a thread: `Programs.upgrade`)."""
     t = time.perf_counter()
     (prep, prep_args), (chunk, chunk_args) = jitted(objective, method, layout, variables, loop_variables,
                                                     weights)
-    options = COMPILE_OPTIONS[effort]
+    lowered = chunk.lower(*chunk_args)
+    mark = _full_mark(lowered, layout) if effort == "both" else None
+    if mark is not None and os.path.exists(mark):
+        effort = "full"  # compiled before: the persistent cache holds it
+    first = "fast" if effort == "both" else effort
+    options = COMPILE_OPTIONS[first]
     prepare = prep.lower(*prep_args).compile(options or None)
-    chunk_compiled = chunk.lower(*chunk_args).compile(options or None)
-    return Programs(prepare, chunk_compiled, time.perf_counter() - t)
+    chunk_compiled = lowered.compile(options or None)
+    programs = Programs(prepare, chunk_compiled, time.perf_counter() - t, effort=first)
+    if effort == "both":
+        programs.upgrade = _upgrades.submit(_compile_full, lowered, mark)
+        programs.count = 3
+    return programs
+
+
+def _compile_full(lowered: Any, mark: str | None) -> Any:
+    compiled = lowered.compile()
+    if mark is not None:
+        try:
+            os.makedirs(os.path.dirname(mark), exist_ok=True)
+            with open(mark, "w") as fh:
+                fh.write("compiled with full effort\n")
+        except OSError:
+            pass  # the next run compiles fast first again
+    return compiled
+
+
+def _full_mark(lowered: Any, layout: Layout) -> str | None:
+    """Where a full-effort loop of this program leaves its mark: beside JAX's persistent
+    compilation cache, when one is on (None otherwise: a later run could not load it)."""
+    folder = jax.config.jax_compilation_cache_dir
+    if not folder:
+        return None
+    device = layout.devices[0]
+    key = hashlib.sha256("\0".join((jax.__version__, device.platform, getattr(device, "device_kind", ""),
+                                    str(len(layout.devices)), lowered.as_text())).encode()).hexdigest()
+    return os.path.join(folder, "jaxstyle-full-effort", key[:32])
 
 
 KEPT_PROGRAMS = 16
@@ -309,7 +370,7 @@ class Problem:
         """Queue one chunk: every image continues to its `until` iteration (the state is donated)."""
         until = np.asarray(until, np.int32)
         until = jax.device_put(until, self.layout.per_image(until.shape))
-        return self.programs.chunk(state, until, self.loop_variables, self.targets, self.learning_rate)
+        return self.programs.current()(state, until, self.loop_variables, self.targets, self.learning_rate)
 
 
 class Builder:

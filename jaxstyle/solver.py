@@ -56,6 +56,9 @@ class Method:
     # split over devices (a spatial layout: `problem.for_layout`), whose partitioned programs
     # XLA:CPU cannot FFT.
     products: bool = False
+    # The L-BFGS direction from the history's inner products (a few matrix products: accelerators,
+    # `problem.for_layout`) instead of optax's two-loop recursion (2 x memory dependent steps).
+    compact: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "Method":
@@ -106,7 +109,8 @@ def _filtered_by_products(u: jax.Array, d: np.ndarray, multiply: bool) -> jax.Ar
     hi = jax.lax.Precision.HIGHEST
 
     def mm(spec, a, b):
-        return jnp.einsum(spec, a, b, precision=hi)
+        with jax.named_scope("precondition"):
+            return jnp.einsum(spec, a, b, precision=hi)
 
     # forward: X = Σ_h Σ_w u e^{-2πi(hy/H + wx/W)}, as real and imaginary parts
     a_re, a_im = mm("...hwc,wk->...hkc", u, cw), -mm("...hwc,wk->...hkc", u, sw)
@@ -236,8 +240,9 @@ def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopStat
         point = jnp.where(fresh, s.u, s.u + t.search.step * s.direction)
         value, terms, grad, finite = _evaluate(point, variables, targets, objective, method)
         slope = jnp.vdot(grad, s.direction).astype(jnp.float32)
-        accept, fail, search = linesearch.advance(t.search, s.value, value, slope, finite,
-                                                  method.linesearch_steps)
+        with jax.named_scope("linesearch"):
+            accept, fail, search = linesearch.advance(t.search, s.value, value, slope, finite,
+                                                      method.linesearch_steps)
         return _Trial(search, point, value, terms, grad, jnp.where(fresh, finite, accept), ~fresh & fail,
                       t.search.last, t.evaluations + 1)
 
@@ -254,7 +259,11 @@ def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopStat
     g = jnp.where(accept, t.grad, s.grad)
     opt = s.opt._replace(count=jnp.where(restart, 0, s.opt.count).astype(s.opt.count.dtype),
                          weights_memory=jnp.where(restart, 0.0, s.opt.weights_memory))
-    precond, opt = method.lbfgs().update(g, opt, u)
+    with jax.named_scope("lbfgs"):
+        if method.compact:
+            precond, opt = lbfgs_update(g, opt, u)
+        else:
+            precond, opt = method.lbfgs().update(g, opt, u)
     direction = -precond
     value = jnp.where(accept, t.value, s.value)
     stepped = (accept & ~fresh) | fail
@@ -265,6 +274,67 @@ def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopStat
                      linesearch.begin(value, jnp.vdot(g, direction)),
                      s.iteration + stepped.astype(jnp.int32), s.evaluations + t.evaluations,
                      stall.astype(jnp.int32), status.astype(jnp.int32), s.failures + fail.astype(jnp.int32))
+
+
+def lbfgs_update(g: jax.Array, opt: Any, u: jax.Array) -> tuple[jax.Array, Any]:
+    """optax's `scale_by_lbfgs` update (same state, same history, same initial scaling), with the
+    direction computed by the compact representation of Byrd, Nocedal and Schnabel (1994)
+    instead of the two-loop recursion: equal in exact arithmetic, a handful of matrix products
+    over the history instead of 2 x memory small dependent steps."""
+    m = opt.weights_memory.shape[0]
+    idx, prev = opt.count % m, (opt.count - 1) % m
+    started = opt.count > 0
+    ds, dy = u - opt.params, g - opt.updates
+    sy = jnp.vdot(dy, ds).real
+    weight = jnp.where(sy == 0.0, 0.0, 1.0 / sy)
+    ds, dy, weight = (jnp.where(started, a, jnp.zeros_like(a)) for a in (ds, dy, weight))
+    s_mem = opt.diff_params_memory.at[prev].set(ds)
+    y_mem = opt.diff_updates_memory.at[prev].set(dy)
+    rho = opt.weights_memory.at[prev].set(weight)
+    yy = jnp.sum(dy * dy)
+    gamma = jnp.where(started, jnp.where(yy > 0.0, jnp.vdot(dy, ds).real / yy, 1.0),
+                      jnp.minimum(1.0, 1.0 / jnp.sqrt(jnp.sum(g * g))))
+    direction = compact_direction(g, s_mem, y_mem, rho, gamma, idx)
+    state = opt._replace(count=optax.safe_increment(opt.count), params=u, updates=g,
+                         diff_params_memory=s_mem, diff_updates_memory=y_mem, weights_memory=rho)
+    return direction.astype(g.dtype), state
+
+
+def compact_direction(g: jax.Array, s_mem: jax.Array, y_mem: jax.Array, rho: jax.Array, gamma: jax.Array,
+                      oldest: jax.Array) -> jax.Array:
+    """H·g for the L-BFGS inverse Hessian approximation H of the pairs (s_i, y_i) with weights
+    rho_i = 1/(s_iᵀy_i) (0: the pair is unused), held in a ring whose oldest slot is `oldest`,
+    and initial scaling gamma:
+
+        H·g = γg + S·p − γY·r,   r = R⁻¹Sᵀg,   p = R⁻ᵀ((D + γYᵀY)·r − γYᵀg),
+
+    R the upper triangle of SᵀY in the pairs' chronological order, D its diagonal (1/rho).
+    Unused pairs are cut out of R, D and YᵀY (an identity row and column), so they contribute
+    nothing, as in the two-loop recursion."""
+    m = rho.shape[0]
+    hi = jax.lax.Precision.HIGHEST
+    axes = tuple(range(1, s_mem.ndim))
+    # Matrix-vector products as multiply-and-sum (memory-bound either way; as dots they would
+    # go to the matrix units padded to their tiles), the history in its own shape (a flat view
+    # would need a copy of it in another layout).
+    order = (oldest + jnp.arange(m)) % m  # chronological: position k holds slot order[k]
+    sy = jnp.tensordot(s_mem, y_mem, axes=(axes, axes), precision=hi)[order][:, order]
+    yy = jnp.tensordot(y_mem, y_mem, axes=(axes, axes), precision=hi)[order][:, order]
+    sg = jnp.sum(s_mem * g[None], axis=axes)[order]
+    yg = jnp.sum(y_mem * g[None], axis=axes)[order]
+    used = (rho != 0.0)[order]
+    both = used[:, None] & used[None, :]
+    d = jnp.where(used, 1.0 / jnp.where(used, rho[order], 1.0), 0.0)
+    r_mat = jnp.where(both, jnp.triu(sy, 1), 0.0) + jnp.diag(jnp.where(used, d, 1.0))
+    sg, yg = jnp.where(used, sg, 0.0), jnp.where(used, yg, 0.0)
+    yy = jnp.where(both, yy, 0.0)
+    r = jax.scipy.linalg.solve_triangular(r_mat, sg, lower=False)
+    c = (jnp.diag(d) + gamma * yy) @ r - gamma * yg
+    p = jax.scipy.linalg.solve_triangular(r_mat, c, trans="T", lower=False)
+    inverse = jnp.argsort(order)  # back from chronological positions to ring slots
+    p_slot, r_slot = p[inverse], r[inverse]
+    shape = (m,) + (1,) * g.ndim
+    return gamma * g + jnp.sum(p_slot.reshape(shape) * s_mem - (gamma * r_slot).reshape(shape) * y_mem, axis=0)
 
 
 def _adam_step(s: LoopState, variables, targets, objective, method, learning_rate) -> LoopState:

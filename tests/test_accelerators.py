@@ -82,8 +82,19 @@ def test_bench_plans_a_tpu_run(capsys):
     assert e.value.code == 0
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert {"target", "size", "compile_s", "programs", "hbm_needed_bytes", "hbm_bytes", "fits",
-            "flops_per_iteration", "seconds_per_500_iterations_at_30pct"} <= set(row)
+            "flops_per_iteration", "iteration_ms", "seconds_per_500_iterations", "breakdown_ms",
+            "xla_lower_bound_ms", "xla_bytes_accessed", "matrix_unit_share"} <= set(row)
     assert row["programs"] == 2 and row["fits"] and row["flops_per_iteration"] > 1e8
+    assert row["shape"] == [32, 32]  # --size 32 is 32x32
+    assert "cost model" in row["time_source"] and "at_30pct" not in str(row)
+    # the default effort on a TPU runs the fast loop, then the full-effort one: both timed
+    assert row["compile_effort"] == "both" and set(row["efforts"]) == {"fast", "full"}
+    for effort in row["efforts"].values():
+        assert effort["iteration_ms"] > 0
+        assert sum(effort["breakdown_ms"].values()) == pytest.approx(effort["iteration_ms"], rel=1e-3)
+        assert effort["breakdown_ms"]["convolutions"] > 0 and effort["breakdown_ms"]["lbfgs"] > 0
+    assert row["iteration_ms"] == row["efforts"]["full"]["iteration_ms"]
+    assert row["first_run_s"] >= row["later_run_s"] > 0
 
 
 @pytest.mark.parametrize("regions", [0, 2])
@@ -100,10 +111,16 @@ def test_the_run_lowers_for_cuda(synthetic_params, regions):
         _check_device_only(exported.mlir_module())
 
 
-def test_gpu_targets_are_planned_from_the_estimate():
-    row = targets.plan("t4", Config(), 512)
-    assert row["estimated"] and row["compile_s"] is None and row["fits"]
-    assert row["flops_per_iteration"] > 1e11  # VGG16 to block5_conv3 at 512x384, forward and backward
+def test_gpu_targets_are_planned_from_the_estimate_and_timed_by_a_roofline():
+    row = targets.plan("t4", Config(), 64)
+    assert row["estimated"] and row["compile_s"] is None and row["fits"] and row["shape"] == [64, 64]
+    assert row["flops_per_iteration"] > 1e9  # VGG16 to block5_conv3 at 64x64, forward and backward
+    assert "roofline estimate" in row["time_source"]
+    assert sum(row["breakdown_ms"].values()) == pytest.approx(row["iteration_ms"], rel=1e-3)
+    # a T4 (8.1 TFLOP/s, 320 GB/s) cannot beat its peak on the convolutions' FLOPs
+    assert row["iteration_ms"] / 1e3 > row["flops_per_iteration"] / 8.1e12
+    assert "custom_calls" not in row
+    assert targets.run_shape(128, (300, 600)) == (64, 128)  # a photo's aspect with --content
     assert not targets.plan("t4", Config(), 4096)["fits"]
 
 
