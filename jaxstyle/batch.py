@@ -227,9 +227,12 @@ class Runner:
         style_shape = self._style_shape(imgs)
         split = self.config.split_image and len(devices) > 1
         local = size if split else size // len(devices)
+        # One image that fills its bucket needs no padding masks; a folder keeps them, so one
+        # program serves every image of a bucket.
+        full = len(self.job.items) == 1 and all(tuple(im.content.shape[:2]) == tuple(shape) for im in imgs)
         return Layout(size, shape, style_shape, len(imgs[0].styles), shares_styles(self.job, self.config),
                       devices, 1 if split else default_width(devices[0].platform, local),
-                      self.builder.objective.regions, split)
+                      self.builder.objective.regions, split, full)
 
     def _say_regions(self, p) -> None:
         """Which style paints which colour of a content mask (once per mask)."""

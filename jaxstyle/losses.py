@@ -52,6 +52,7 @@ class Objective:
     gram_precision: str = "highest"  # of the Gram matrices: a few percent of the FLOPs
     regions: int = 0  # guided style transfer: regions of the content mask (0: unguided)
     pool_impl: str = "reshape"  # how pooling is written for the platform (`vgg.pool`; `for_platform`)
+    masked: bool = True  # False: no image is padded, the network needs no padding masks
 
     @classmethod
     def from_config(cls, config: Config, regions: int = 0) -> "Objective":
@@ -236,7 +237,7 @@ def network(variables: Any, x: jax.Array, objective: Objective, layers: tuple[st
 def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) -> Terms:
     """All loss terms of image x (H, W, 3) in the network's input space."""
     hw = targets.hw
-    feats = network(variables, x, objective, objective.layers, hw)
+    feats = network(variables, x, objective, objective.layers, hw if objective.masked else None)
     zero = jnp.zeros((), jnp.float32)
     content = sum((targets.content_coeffs[i] * mse(feats[name], targets.content[i], grid_hw(hw, name))
                    for i, name in enumerate(objective.content_layers)), zero)
@@ -300,7 +301,7 @@ def make_targets(variables: Any, content: jax.Array, hw: jax.Array, grams: tuple
     """One image's targets: the content's activations (content (H, W, 3), real size `hw`), the
     style targets (`style_grams`), the per-layer coefficients (normalized when asked), and in a
     guided run the regions' masks at each style layer from the pixel `guide` (H, W, R)."""
-    feats = network(variables, content, objective, objective.content_layers, hw) \
+    feats = network(variables, content, objective, objective.content_layers, hw if objective.masked else None) \
         if objective.content_layers else {}
     content_feats = tuple(feats[n].astype(_dtype(objective.dtype)) for n in objective.content_layers)
     r = objective.region_count

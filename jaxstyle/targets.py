@@ -115,9 +115,10 @@ def compile_for(config: Config, devices: tuple[Any, ...], shape: tuple[int, int]
     builder = Builder(config, _abstract(host), regions)
     split = config.split_image and len(devices) > 1 and batch == 1
     local = batch if split else batch // len(devices)
-    layout = Layout(batch, preprocess.bucket(shape, config.bucket),
-                    preprocess.bucket(style_shape, config.bucket), max(regions, 1), True, devices,
-                    1 if split else default_width(settings_for or platform, local), regions, split)
+    padded = preprocess.bucket(shape, config.bucket)
+    layout = Layout(batch, padded, preprocess.bucket(style_shape, config.bucket), max(regions, 1), True, devices,
+                    1 if split else default_width(settings_for or platform, local), regions, split,
+                    full=tuple(padded) == tuple(shape))
     loop = _abstract(loop_variables(host, builder.objective, layout))
     # planning times each effort on its own (`plan`): no full-effort loop beside a fast one
     effort = "fast" if config.compile == "both" else config.compile

@@ -158,3 +158,23 @@ def test_full_effort_programs_take_over_and_are_found_again(synthetic_params, im
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
         pb.forget_programs()
+
+
+def test_an_image_that_fills_its_bucket_needs_no_padding_masks(synthetic_params, images):
+    """`Layout.full`: the loss and its gradient without the network's padding masks equal those
+    with them, for an image of exactly the padded shape."""
+    p = make(synthetic_params, images)
+    targets = jax.tree.map(lambda a: a[0], p.targets)
+    x = jnp.asarray(images[0])
+
+    def value_and_grad(objective):
+        return jax.jit(jax.value_and_grad(lambda x: losses.total(x, p.loop_variables, targets, objective)))(x)
+
+    masked = value_and_grad(p.objective)
+    plain = value_and_grad(dataclasses.replace(p.objective, masked=False))
+    np.testing.assert_allclose(plain[0], masked[0], rtol=1e-6)
+    np.testing.assert_allclose(plain[1], masked[1], rtol=1e-5, atol=1e-7 * float(jnp.abs(masked[1]).max()))
+    text = jax.jit(lambda x: losses.total(x, p.loop_variables, targets, dataclasses.replace(
+        p.objective, masked=False))).lower(x).as_text()
+    assert text.count("select") < jax.jit(lambda x: losses.total(x, p.loop_variables, targets, p.objective)
+                                          ).lower(x).as_text().count("select")
