@@ -63,10 +63,17 @@ class Layout:
     # Every image fills `shape` (none is padded): the network skips the padding masks, a third
     # of an iteration's memory traffic on a TPU by XLA's cost model.
     full: bool = False
+    # The platform whose program choices to make (pooling, the L-BFGS direction), when it is not
+    # the devices' own: a GPU's programs, planned on this CPU (`targets.plan`).
+    program_platform: str | None = None
 
     @property
     def platform(self) -> str:
         return self.devices[0].platform
+
+    @property
+    def programs_for(self) -> str:
+        return self.program_platform or self.platform
 
     @property
     def mesh(self) -> Mesh:
@@ -191,7 +198,7 @@ def for_layout(method: Method, layout: Layout) -> Method:
     Fourier transforms as matrix products (XLA:CPU cannot FFT inside partitioned programs);
     accelerators take the L-BFGS direction as matrix products (`solver.lbfgs_update`), CPUs
     optax's two-loop recursion (the same direction, rounded as the CPU tests expect)."""
-    return replace(method, products=layout.spatial, compact=layout.platform != "cpu")
+    return replace(method, products=layout.spatial, compact=layout.programs_for != "cpu")
 
 
 def _abstract(tree: Any, sharding: NamedSharding) -> Any:
@@ -204,7 +211,7 @@ def jitted(objective: Objective, method: Method, layout: Layout, variables: Any,
     shardings): ((prepare, args), (chunk, args)). `variables` and `loop_variables` may be arrays
     or ShapeDtypeStructs."""
     method = for_layout(method, layout)
-    objective = objective.for_platform(layout.platform)
+    objective = objective.for_platform(layout.programs_for)
     if layout.full:
         objective = replace(objective, masked=False)
     if layout.spatial:

@@ -118,7 +118,7 @@ def compile_for(config: Config, devices: tuple[Any, ...], shape: tuple[int, int]
     padded = preprocess.bucket(shape, config.bucket)
     layout = Layout(batch, padded, preprocess.bucket(style_shape, config.bucket), max(regions, 1), True, devices,
                     1 if split else default_width(settings_for or platform, local), regions, split,
-                    full=tuple(padded) == tuple(shape))
+                    full=tuple(padded) == tuple(shape), program_platform=settings_for)
     loop = _abstract(loop_variables(host, builder.objective, layout))
     # planning times each effort on its own (`plan`): no full-effort loop beside a fast one
     effort = "fast" if config.compile == "both" else config.compile
