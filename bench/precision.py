@@ -27,17 +27,20 @@ from jaxstyle import weights as weights_mod
 from jaxstyle.config import Config, resolve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-VARIANTS = {  # name: (convolutions, Gram matrices)
-    "float32": ("highest", "highest"),
-    "tpu-default": ("bf16", "bf16"),
-    "tpu-default-conv, gram-highest": ("bf16", "highest"),
-    "tpu-high-conv, gram-highest": ("bf16x3", "highest"),
+VARIANTS = {  # name: (convolutions, Gram matrices, activations)
+    "float32": ("highest", "highest", "float32"),
+    "tpu-default": ("bf16", "bf16", "float32"),
+    "tpu-default-conv, gram-highest": ("bf16", "highest", "float32"),
+    "tpu-high-conv, gram-highest": ("bf16x3", "highest", "float32"),
+    "tpu-default-conv, gram-high": ("bf16", "bf16x3", "float32"),
+    "bfloat16 activations, gram-highest": ("bf16", "highest", "bfloat16"),
 }
 
 
 def run(variant: str, size: int, iterations: int, params, content, style, score=None) -> dict:
-    conv, gram = VARIANTS[variant]
-    config = resolve(Config(size=size, iterations=iterations), "cpu")
+    conv, gram, dtype = VARIANTS[variant]
+    config = resolve(Config(size=size, iterations=iterations, dtype=dtype,
+                            conv="direct" if dtype == "bfloat16" else "auto"), "cpu")
     builder = problem.Builder(config, vgg.prepare_variables(params))
     builder.objective = dataclasses.replace(builder.objective, precision=conv, gram_precision=gram)
     c = preprocess.to_vgg(preprocess.resize_longest(content, size))
@@ -53,7 +56,7 @@ def run(variant: str, size: int, iterations: int, params, content, style, score=
         losses[int(summary.iteration[0])] = score(summary.image[0])
     host = jax.device_get(state)
     image = np.clip(preprocess.from_vgg(summary.image[0][: c.shape[0], : c.shape[1]]), 0, 255)
-    return {"variant": variant, "convolutions": conv, "grams": gram, "size": size,
+    return {"variant": variant, "convolutions": conv, "grams": gram, "activations": dtype, "size": size,
             "loss": losses, "first": float(summary.first[0][0]),
             "evals_per_iter": int(summary.evaluations[0]) / max(int(summary.iteration[0]), 1),
             "failed_line_searches": int(host.failures[0]), "stalled": int(summary.status[0]) == solver.STALLED,
@@ -64,7 +67,7 @@ def _scorer(p):
     """The float32 objective of problem `p` (its targets), as a function of a padded image."""
     from jaxstyle import losses
     targets = jax.tree.map(lambda a: a[0], p.targets)
-    objective = dataclasses.replace(p.objective, precision="highest", gram_precision="highest")
+    objective = dataclasses.replace(p.objective, precision="highest", gram_precision="highest", dtype="float32")
     fn = jax.jit(lambda x: losses.total(x, p.loop_variables, targets, objective))
     return lambda x: float(fn(x))
 
@@ -77,11 +80,12 @@ def main() -> None:
     ap.add_argument("--content", default=str(SHARED / "images" / "tubingen.jpg"))
     ap.add_argument("--style", default=str(SHARED / "images" / "starry_night.jpg"))
     ap.add_argument("--save", default=None, help="folder for the final pictures")
+    ap.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="only these (repeatable)")
     a = ap.parse_args()
     params, _ = weights_mod.load(a.weights)
     content, style = imageio.load_image(a.content), imageio.load_image(a.style)
     reference, score = None, None
-    for variant in VARIANTS:
+    for variant in ["float32"] + [v for v in (a.variant or VARIANTS) if v != "float32"]:
         row = run(variant, a.size, a.iterations, params, content, style, score)
         image, score = row.pop("image"), row.pop("score")
         if reference is None:

@@ -134,7 +134,7 @@ class Config:
         "(0: automatic, 16 on a CPU, 64 on a GPU or TPU, where compiling costs more)."))
     precision: str = field(default="auto", metadata=_meta(
         "Precision of the convolutions: default (on TPU one bfloat16 pass, TF32 on recent GPUs), "
-        "high (three bfloat16 passes), highest (float32); Gram matrices always highest. "
+        "high (three bfloat16 passes), highest (float32); Gram matrices highest on a CPU, high on accelerators. "
         "auto: default (see bench/README.md for what it does to L-BFGS).", choices=PRECISIONS))
     compile: str = field(default="auto", metadata=_meta(
         "XLA's optimization effort: full, fast (a new shape's programs compile several times "

@@ -81,9 +81,14 @@ class Objective:
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
 
     def for_platform(self, platform: str) -> "Objective":
-        """This objective as `platform` ("cpu", "gpu", "tpu") runs it: the same values, written
-        the way its compiler handles best (pooling: `vgg.pool`)."""
-        return dataclasses.replace(self, pool_impl="reshape" if platform == "cpu" else "window")
+        """This objective as `platform` ("cpu", "gpu", "tpu") runs it: pooling written the way its
+        compiler handles best (`vgg.pool`: reduce_window for XLA:TPU's tile layouts), and the Gram
+        matrices on accelerators at "high" precision (three bfloat16 passes on a TPU instead of
+        six, TF32 on a GPU instead of float32 off the tensor cores; bench/README.md measures what
+        it costs L-BFGS), where a CPU computes float32 anyway."""
+        gram = self.gram_precision if platform == "cpu" or self.gram_precision != "highest" else "high"
+        return dataclasses.replace(self, pool_impl="window" if platform == "tpu" else "reshape",
+                                   gram_precision=gram)
 
 
 class LossWeights(NamedTuple):

@@ -110,9 +110,12 @@ def test_the_accelerators_loop_reaches_the_cpus_loss(synthetic_params, images, m
     the loss after 40 iterations within 1% of the CPU's own loop."""
     pb.forget_programs()
     _, cpu = run(make(synthetic_params, images), 40)
-    monkeypatch.setattr(pb, "for_layout", lambda method, layout: dataclasses.replace(method, compact=True))
-    monkeypatch.setattr(losses.Objective, "for_platform",
-                        lambda self, platform: dataclasses.replace(self, pool_impl="window"))
+    tpu_method, tpu_objective = pb.for_layout, losses.Objective.for_platform
+    monkeypatch.setattr(pb, "for_layout", lambda method, layout: dataclasses.replace(
+        tpu_method(method, layout), compact=True))
+    monkeypatch.setattr(losses.Objective, "for_platform", lambda self, platform: tpu_objective(self, "tpu"))
+    tpu = losses.Objective.from_config(CONFIG).for_platform("cpu")  # patched: as a TPU runs it
+    assert tpu.pool_impl == "window" and tpu.gram_precision == "high"
     pb.forget_programs()
     _, accel = run(make(synthetic_params, images), 40)
     pb.forget_programs()
