@@ -407,7 +407,7 @@ class Builder:
             return 0
         plain, loop = self._variables(layout)
         key = _program_key(self.objective, self.method, layout, plain, loop, self.weights, self.effort)
-        return 0 if key in _kept else 2
+        return 0 if key in _kept else 3 if self.effort == "both" else 2  # both: the full loop too
 
     def _variables(self, layout: Layout) -> tuple[Any, Any]:
         plain_key = layout.devices
