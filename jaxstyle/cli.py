@@ -211,10 +211,37 @@ def _execute(job: Any, quiet: bool = False) -> None:
         finally:
             printer.close()
     say = (lambda _t: None) if quiet else _say
+    _finish_upgrades(say)
     if job.folder:
         _summarize_folder(job, results, say)
     else:
         _summarize(results[0], say)
+
+
+def _finish_upgrades(say: Callable[[str], None]) -> None:
+    """`--compile both`: a run that ended before its full-effort loop compiled waits for it, so
+    the next run of the shape starts on it from the cache; Ctrl-C skips the wait."""
+    from .problem import finish_upgrades, upgrades_pending
+    if not upgrades_pending():
+        return
+    say("jaxstyle: finishing the full-effort compile of this shape for later runs (Ctrl-C skips it; "
+        "the result is written)")
+    try:
+        finish_upgrades()
+    except KeyboardInterrupt:
+        _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once, even with a compile running on a daemon thread (the interpreter's
+    shutdown would tear XLA down under it)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _summarize(result: Any, say: Callable[[str], None] = _say) -> None:
@@ -708,14 +735,21 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="jaxstyle", standalone_mode=False)
     except click.UsageError as e:
         click.echo(f"jaxstyle: error: {e.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
+        _leave(EXIT_USAGE)
     except click.ClickException as e:
         click.echo(f"jaxstyle: error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
+        _leave(e.exit_code)
     except JaxstyleError as e:
         click.echo(f"jaxstyle: error: {e.message}", err=True)
-        sys.exit(e.exit_code)
+        _leave(e.exit_code)
     except (KeyboardInterrupt, click.Abort):
         click.echo("\njaxstyle: aborted; nothing was written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(code if isinstance(code, int) else 0)
+        _leave(EXIT_INTERRUPTED)
+    _leave(code if isinstance(code, int) else 0)
+
+
+def _leave(code: int) -> None:
+    """Exit with `code`; at once when a full-effort compile is still running (`_exit_now`)."""
+    if "jaxstyle.problem" in sys.modules and sys.modules["jaxstyle.problem"].upgrades_pending():
+        _exit_now(code)
+    sys.exit(code)

@@ -25,6 +25,7 @@ the programs are functions of shapes, and everything else is an argument.
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import hashlib
 import logging
@@ -267,7 +268,58 @@ def _spatial_jitted(objective: Objective, method: Method, layout: Layout, variab
 
 # XLA's options for `Config.compile`: "fast" lowers the effort spent on run time.
 COMPILE_OPTIONS = {"fast": {"exec_time_optimization_effort": -1.0}, "full": {}, "auto": {}, "both": {}}
-_upgrades = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxstyle-full-effort")
+_upgrading: list[concurrent.futures.Future] = []  # full-effort compiles started by this process
+_upgrade_lock = threading.Lock()  # one at a time: each takes a host core or more for minutes
+
+
+def _in_background(fn: Any, *args: Any) -> concurrent.futures.Future:
+    """fn(*args) on a daemon thread (an executor's thread would hold the process open at exit
+    until a compile of minutes is done: `finish_upgrades` decides instead)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def work() -> None:
+        with _upgrade_lock:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # noqa: B902 - handed to whoever reads the future
+                future.set_exception(e)
+
+    threading.Thread(target=work, name="jaxstyle-full-effort", daemon=True).start()
+    _upgrading.append(future)
+    return future
+
+
+def _at_exit() -> None:
+    # A script that ends while a full-effort loop compiles waits for it rather than tearing XLA
+    # down under the compiling thread (the CLI decides earlier, `cli._finish_upgrades`).
+    if upgrades_pending():
+        logging.getLogger("jaxstyle").warning("waiting for the full-effort compile still running "
+                                              "(--compile both) before exiting")
+        finish_upgrades()
+
+
+atexit.register(_at_exit)
+
+
+def upgrades_pending() -> int:
+    """Full-effort compiles still running or queued (`--compile both`)."""
+    return sum(not f.done() for f in _upgrading)
+
+
+def finish_upgrades(timeout: float | None = None) -> bool:
+    """Wait for the full-effort compiles still running, so that the compilation cache holds
+    them for the next run of their shapes; True when none is left."""
+    for future in list(_upgrading):
+        try:
+            future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        except Exception:
+            pass  # a failed upgrade: the fast loop ran, nothing to keep
+    _upgrading.clear()
+    return True
 
 
 def build_programs(objective: Objective, method: Method, layout: Layout, variables: Any,
@@ -288,7 +340,7 @@ def build_programs(objective: Objective, method: Method, layout: Layout, variabl
     chunk_compiled = lowered.compile(options or None)
     programs = Programs(prepare, chunk_compiled, time.perf_counter() - t, effort=first)
     if effort == "both":
-        programs.upgrade = _upgrades.submit(_compile_full, lowered, mark)
+        programs.upgrade = _in_background(_compile_full, lowered, mark)
         programs.count = 3
     return programs
 

@@ -147,7 +147,8 @@ def test_full_effort_programs_take_over_and_are_found_again(synthetic_params, im
         p = make(synthetic_params, images, CONFIG.replace(compile="both"))
         assert p.programs.effort == "fast" and p.programs.upgrade is not None and p.programs.count == 3
         state, _ = p.chunk(p.state, np.full(1, 5))
-        p.programs.upgrade.result(timeout=300)  # the full-effort loop has compiled
+        assert pb.finish_upgrades(timeout=300) and pb.upgrades_pending() == 0  # the full loop compiled
+        assert p.programs.upgrade.done()
         state, summary = p.chunk(state, np.full(1, 20))
         summary = jax.device_get(summary)
         assert p.programs.effort == "full" and p.programs.upgrade is None
