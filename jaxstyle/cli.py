@@ -673,6 +673,7 @@ def serve_cmd(host: str, port: int, folder: str | None, demo: str | None, max_up
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise JaxstyleError(f"{root}: cannot create the server's folder ({first_line(e)})") from None
+    _check_host(host, port)  # before the slow start, not after loading the weights
     _start(device, verbose)
     params, info = weights_mod.load(weights, progress=_download_bar())
     if info.warning:
@@ -685,13 +686,20 @@ def serve_cmd(host: str, port: int, folder: str | None, demo: str | None, max_up
     if host not in ("127.0.0.1", "localhost", "::1"):
         _say(f"jaxstyle: warning: listening on {host}: anyone who can reach this machine can use the page")
     try:
-        serve_mod.serve(settings, params, host, port,
+        serve_mod.serve(settings, params, host, port, say=_say,
                         ready=lambda url: _say(f"jaxstyle: serving {url} (folder {root}); Ctrl-C stops"))
     except OSError as e:
         raise JaxstyleError(f"cannot listen on {host}:{port} ({first_line(e)})") from None
-    except KeyboardInterrupt:
-        pass
     _say("jaxstyle: stopped serving")
+
+
+def _check_host(host: str, port: int) -> None:
+    """A --host that does not resolve to an address is refused in one line."""
+    import socket
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as e:
+        raise JaxstyleError(f"--host {host!r}: not an address of this machine ({first_line(e)})") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,6 +44,13 @@ def _settings(tmp_path: Path, image_dir: Path | None = None, **kw) -> serve.Sett
                           device="cpu", **kw)
 
 
+def _client(app):
+    """A test client that carries the server's token, as the page does."""
+    c = app.test_client()
+    c.environ_base["HTTP_X_JAXSTYLE_TOKEN"] = app.config["JAXSTYLE_TOKEN"]
+    return c
+
+
 def _wait(client, run_id: str, until, timeout: float = 120.0) -> dict:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -80,13 +87,13 @@ class FakeTransfer:
 
 def test_uploads_are_decoded_limited_and_stored_under_generated_names(tmp_path):
     app = serve.create_app(_settings(tmp_path), weights={}, transfer=FakeTransfer())
-    c = app.test_client()
+    c = _client(app)
     folder = tmp_path / "srv"
     r = c.post("/api/images", data={"file": (io.BytesIO(_png(200, 100)), "../../../etc/passwd.png")})
     assert r.status_code == 201, r.json
     token = r.json["id"]
     assert r.json["name"] == "passwd.png" and (r.json["width"], r.json["height"]) == (32, 64)  # stored <= max_size
-    assert _files(folder) == [f"uploads/{token}.png"]
+    assert _files(folder) == [f"uploads/{token}.json", f"uploads/{token}.png"]
     assert imageio.load_image(folder / "uploads" / f"{token}.png").shape == (64, 32, 3)
     assert not (tmp_path / "etc").exists()
     assert c.get(f"/api/images/{token}").mimetype == "image/png"
@@ -99,12 +106,12 @@ def test_uploads_are_decoded_limited_and_stored_under_generated_names(tmp_path):
         assert r.status_code == code and words in r.json["error"], r.json
         assert "\n" not in r.json["error"] and str(folder) not in r.json["error"]
     assert c.post("/api/images", data={}).status_code == 400
-    assert _files(folder) == [f"uploads/{token}.png"]  # nothing else was written
+    assert _files(folder) == [f"uploads/{token}.json", f"uploads/{token}.png"]  # nothing else was written
 
 
 def test_requests_cannot_name_a_path(tmp_path, image_dir):
     app = serve.create_app(_settings(tmp_path, image_dir), weights={}, transfer=FakeTransfer())
-    c = app.test_client()
+    c = _client(app)
     assert [d["id"] for d in c.get("/api/config").json["demos"]] == ["demo-content", "demo-style", "demo-style2"]
     for ref in ("..%2F..%2Fetc%2Fpasswd", "demo-..", "0" * 32, "demo-content.png", "%2Fetc%2Fpasswd"):
         assert c.get(f"/api/images/{ref}").status_code == 404, ref
@@ -118,12 +125,12 @@ def test_requests_cannot_name_a_path(tmp_path, image_dir):
 
 def test_bad_settings_are_refused_in_one_line(tmp_path, image_dir):
     app = serve.create_app(_settings(tmp_path, image_dir), weights={}, transfer=FakeTransfer())
-    c = app.test_client()
+    c = _client(app)
     good = {"content": "demo-content", "style": "demo-style", "size": 32, "iterations": 5}
-    for change, words in (({"size": 65}, "size must be between 16 and 64"), ({"size": "big"}, "size must be"),
-                          ({"iterations": 0}, "iterations must be"), ({"style_weight": -1}, "style_weight"),
-                          ({"preset": "monet"}, "unknown layers preset"),
-                          ({"preserve_colors": "sepia"}, "unknown colour mode")):
+    for change, words in (({"size": 65}, "Size must be between 16 and 64 px"), ({"size": "big"}, "Size must be"),
+                          ({"iterations": 0}, "Iterations must be"), ({"style_weight": -1}, "Style weight"),
+                          ({"preset": "monet"}, "Layers preset: unknown 'monet'"),
+                          ({"preserve_colors": "sepia"}, "Colours: unknown 'sepia'")):
         r = c.post("/api/runs", json={**good, **change})
         assert r.status_code == 400 and words in r.json["error"], (change, r.json)
     assert c.post("/api/runs", data="not json").status_code == 400
@@ -132,7 +139,7 @@ def test_bad_settings_are_refused_in_one_line(tmp_path, image_dir):
 def test_runs_go_one_at_a_time_and_a_queued_run_can_be_dropped(tmp_path, image_dir):
     fake = FakeTransfer()
     app = serve.create_app(_settings(tmp_path, image_dir), weights={}, transfer=fake)
-    c = app.test_client()
+    c = _client(app)
     ids = [c.post("/api/runs", json={"content": "demo-content", "style": "demo-style", "size": 32,
                                      "iterations": 7, "preset": preset}).json["id"]
            for preset in ("gatys", "writeup", "writeup-tuned")]
@@ -186,10 +193,13 @@ def test_the_command_serves_on_localhost_until_interrupted_and_the_core_never_im
             line = proc.stderr.readline()
         assert line.startswith("jaxstyle: serving http://127.0.0.1:"), line + proc.stderr.read()
         url = line.split()[2]
-        with urllib.request.urlopen(url + "api/config", timeout=10) as r:
-            assert json.load(r)["max_upload_mb"] == 20
         with urllib.request.urlopen(url, timeout=10) as r:
-            assert b"<title>jaxstyle</title>" in r.read()
+            page = r.read().decode()
+        assert "<title>jaxstyle</title>" in page
+        token = page.split('name="jaxstyle-token" content="')[1].split('"')[0]
+        ask = urllib.request.Request(url + "api/config", headers={"X-Jaxstyle-Token": token})
+        with urllib.request.urlopen(ask, timeout=10) as r:
+            assert json.load(r)["max_upload_mb"] == 20
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=30)[1]
