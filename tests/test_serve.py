@@ -426,6 +426,9 @@ def test_in_a_browser_upload_start_watch_stop_and_download(tmp_path, image_dir, 
         wait.until(lambda d: len(Select(d.find_element(By.ID, "style")).options) > 1)
         browser.find_element(By.ID, "content-file").send_keys(str(image_dir / "content.png"))
         wait.until(lambda d: d.find_element(By.ID, "content").get_attribute("value") not in ("", None))
+        shown = lambda i: browser.find_element(By.ID, i).is_displayed()  # noqa: E731
+        assert not any(shown(i) for i in ("preview", "curve", "style-thumb"))  # no broken images before a run
+        assert shown("content-thumb")
         Select(browser.find_element(By.ID, "style")).select_by_value("demo-style")
         for name, value in (("size", "32"), ("iterations", "3000")):
             field = browser.find_element(By.ID, name)
@@ -433,8 +436,16 @@ def test_in_a_browser_upload_start_watch_stop_and_download(tmp_path, image_dir, 
             field.send_keys(value)
         Select(browser.find_element(By.ID, "preserve_colors")).select_by_value("histogram")
         browser.find_element(By.ID, "start").click()
-        wait.until(lambda d: page()["previews"] >= 2 or page()["status"] in ("done", "failed"))
-        assert page()["previews"] >= 2, page()
+        wait.until(lambda d: page()["previews"] >= 1 or page()["status"] in ("done", "failed"))
+        run = page()["run"]
+        browser.refresh()  # the page forgets nothing: it reconnects to the run it started
+        wait.until(lambda d: page()["run"] == run and page()["previews"] >= 2 or page()["status"] in ("done", "failed"))
+        assert page()["run"] == run and page()["previews"] >= 2, page()
+        photos = Select(browser.find_element(By.ID, "content")).options
+        assert [o.text for o in photos if o.get_attribute("value") not in ("", "demo-content", "demo-style",
+                                                                           "demo-style2")] == ["content.png (64×48)"]
+        assert [r["id"] for r in page()["runs"]] == [run]
+        assert browser.find_element(By.ID, "start").get_attribute("disabled") is not None
         shot = os.environ.get("JAXSTYLE_SCREENSHOT")
         if shot:
             browser.save_screenshot(shot)
@@ -443,15 +454,19 @@ def test_in_a_browser_upload_start_watch_stop_and_download(tmp_path, image_dir, 
         browser.find_element(By.ID, "stop").click()  # the image so far is kept
         wait.until(lambda d: page()["status"] not in ("running", "compiling"))
         assert page()["status"] == "interrupted", browser.find_element(By.ID, "status").text
+        assert "stopped (the image so far is kept)" in browser.find_element(By.ID, "status").text
         assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
         browser.find_element(By.ID, "download").click()
         WebDriverWait(browser, 20).until(lambda d: [p for p in browser.downloads.glob("*.png")])
         got = next(browser.downloads.glob("*.png"))
+        assert got.name == "content_style-32px.png"
         assert imageio.load_image(got).shape == (24, 32, 3)
         assert "iteration" in browser.find_element(By.ID, "status").text
         assert all(f.startswith(("results/", "uploads/")) for f in _files(tmp_path / "srv"))
     finally:
+        browser.get("about:blank")  # no request in flight when the server closes
         worker.close()
+        server.task_dispatcher.shutdown()
         server.close()
         thread.join(10)
 
