@@ -5,14 +5,16 @@ mode's preset in `config.PRESETS`; nothing here holds a default of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
 from pathlib import Path
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 from click.core import ParameterSource
@@ -347,10 +349,24 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
             from .checkpoint import load as load_checkpoint
             files["output"] = load_checkpoint(files["resume"]).output
         else:
-            files["output"] = job_mod.default_output(mode, images, styles, suffix=f".{files['fmt']}")
+            files["output"] = files["reserved"] = job_mod.default_output(
+                mode, images, styles, suffix=f".{files['fmt']}", reserve=True)
     # With --resume, the run checks the checkpoint against these settings and inputs (resume.find).
     return job_mod.single(mode, config, content, own, output_path=files["output"], gif=files["gif"],
                           trace=files["trace"], resume=files["resume"], **common)
+
+
+@contextlib.contextmanager
+def _reservation(files: dict[str, Any]) -> Iterator[None]:
+    """A default output name reserved (created empty) for the run is removed again when the run
+    ends without writing anything there (a refusal, a failure, an abort)."""
+    try:
+        yield
+    finally:
+        reserved = files.get("reserved")
+        with contextlib.suppress(OSError):
+            if reserved is not None and reserved.stat().st_size == 0:
+                reserved.unlink()
 
 
 def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
@@ -396,8 +412,9 @@ def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | 
     """
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
                    verbose)
-    _execute(_job("transfer", content, styles, options, files, style_blend, preset, content_mask, style_masks),
-             quiet)
+    with _reservation(files):
+        _execute(_job("transfer", content, styles, options, files, style_blend, preset, content_mask,
+                      style_masks), quiet)
 
 
 @cli.command()
@@ -410,7 +427,8 @@ def content(image: str, output: str, weights: str | None, quality: int, bits: st
     """Reconstruct IMAGE (or each image of a folder) from its VGG16 activations, from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
                    verbose)
-    _execute(_job("content", image, (), options, files), quiet)
+    with _reservation(files):
+        _execute(_job("content", image, (), options, files), quiet)
 
 
 @cli.command()
@@ -424,7 +442,8 @@ def style(image: str, output: str, weights: str | None, quality: int, bits: str,
     matrices, starting from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
                    verbose)
-    _execute(_job("style", image, (), options, files), quiet)
+    with _reservation(files):
+        _execute(_job("style", image, (), options, files), quiet)
 
 
 @cli.command("resume")
@@ -694,18 +713,57 @@ def serve_cmd(host: str, port: int, folder: str | None, demo: str | None, max_up
 
 
 def _check_host(host: str, port: int) -> None:
-    """A --host that does not resolve to an address is refused in one line."""
+    """A --host that does not resolve, or an address and port this machine cannot listen on, is
+    refused in one line (before the weights are loaded)."""
     import socket
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
     except (OSError, UnicodeError) as e:
-        raise JaxstyleError(f"--host {host!r}: not an address of this machine ({first_line(e)})") from None
+        raise JaxstyleError(f"--host {host!r}: no such address ({getattr(e, 'strerror', None) or first_line(e)})"
+                            ) from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress listens
+            probe.bind(address)
+    except OSError as e:
+        raise JaxstyleError(f"cannot listen on {host}:{port} ({e.strerror or first_line(e)})") from None
+
+
+_WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EPIPE", "EIO", "EFBIG", "EDQUOT") if hasattr(errno, n)}
+
+
+def _detach_stdout() -> None:
+    """Point the process's standard output at /dev/null, so that the interpreter's last flush of
+    what could not be written does not print a second error at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one-line messages and exit codes."""
+    for name in ("stdout", "stderr"):  # closed (`2>&-`): lines that cannot be shown are dropped
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        os.getcwd()
+    except OSError:
+        if not {"-h", "--help", "--version"} & set(args):
+            _say("jaxstyle: error: the current directory no longer exists; cd to one that does")
+            sys.exit(1)
     try:
         code = cli.main(args=argv, prog_name="jaxstyle", standalone_mode=False)
+        sys.stdout.flush()  # what is still buffered fails here, not silently at exit
+    except OSError as e:  # standard output on a full device or a closed pipe, or the unforeseen
+        _detach_stdout()
+        if e.errno in _WRITE_ERRNOS and e.filename is None:
+            _say(f"jaxstyle: error: cannot write to standard output ({e.strerror})")
+        else:
+            _say(f"jaxstyle: error: {first_line(e)}")
+        sys.exit(1)
     except click.UsageError as e:
         click.echo(f"jaxstyle: error: {e.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
