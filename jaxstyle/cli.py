@@ -557,8 +557,12 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
 
+    _bench_sizes(sizes, fit_size)
     _start("cpu" if target_name is not None else "auto", False)  # deviceless planning needs no TPU
     import jax
+
+    if target_name is None and not largest:
+        _bench_memory(sizes, dtypes, optimizers, remats, batches, objective)
 
     from . import bench as bench_mod
     from . import memory, vgg
@@ -641,6 +645,42 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
                        f"remat={row.get('remat', False)}", err=True)
     if not as_json:
         click.echo(bench_mod.format_table(rows))
+
+
+def _bench_sizes(sizes: tuple[int, ...], fit_size: str | None) -> None:
+    """bench's sizes checked as transfer checks --size, and --fit's sides likewise, before any
+    work (an absurd --fit would otherwise plan millions of tiles)."""
+    from .config import MAX_SIZE, MIN_SIZE
+    for size in sizes:
+        Config(size=size)
+    if fit_size is not None:
+        m = re.fullmatch(r"(\d+)[x×](\d+)", fit_size.strip())
+        if not m:
+            raise JaxstyleError(f"--fit takes WIDTHxHEIGHT (6000x4000), got {fit_size!r}")
+        if not all(MIN_SIZE <= int(side) <= MAX_SIZE for side in m.groups()):
+            raise JaxstyleError(f"--fit {fit_size}: each side must be from {MIN_SIZE} to {MAX_SIZE} pixels")
+
+
+def _bench_memory(sizes, dtypes, optimizers, remats, batches, objective: str) -> None:
+    """Refuse, as transfer does, a timed configuration whose estimate exceeds the device's memory."""
+    import jax
+
+    from . import memory
+    from .bench import PEER_CONFIG
+    from .problem import default_width, memory_need
+    device = jax.devices()[0]
+    free = memory.available(device)
+    base = PEER_CONFIG if objective == "peer" else Config()
+    for size in sorted(set(sizes), reverse=True):
+        for dtype in dtypes:
+            for optimizer in optimizers:
+                for remat in remats:
+                    config = base.replace(size=size, dtype=dtype, optimizer=optimizer, remat=remat == "on")
+                    batch = max(batches)
+                    need = memory_need(config, (size, size), batch, default_width(device.platform, batch),
+                                       device.platform)
+                    memory.check(need, size, free, device.platform,
+                                 "use a smaller --size" if remat == "on" else "use a smaller --size or --remat on")
 
 
 WEB_EXTRA = "`jaxstyle serve` needs the web extra: pip install 'jaxstyle[web]'"

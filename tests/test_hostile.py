@@ -88,3 +88,15 @@ def test_a_full_stdout_a_deleted_directory_and_a_bad_host_are_one_line(tmp_path,
                            "--weights", tmp_path / "missing.h5")
     assert code == 1 and err.startswith("jaxstyle: error: --host 'no.such.host.invalid': no such address ("), err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--size", "-5"], "--size must be an integer from 16 to 16384, got -5"),
+    (["--size", "20000"], "--size must be an integer from 16 to 16384, got 20000"),
+    (["--size", "12000"], "at --size 12000 this run needs about"),
+    (["--target", "h100", "--fit", "10000000x10000000"], "--fit 10000000x10000000: each side must be from 16"),
+    (["--target", "tpu-v5e-1", "--fit", "0x4000"], "--fit 0x4000: each side must be from 16"),
+])
+def test_bench_refuses_sizes_as_transfer_does_before_any_work(capsys, args, words):
+    code, _, err = run_cli(capsys, "bench", "--synthetic-weights", *args)
+    assert code == 1 and err.startswith(f"jaxstyle: error: {words}") and len(err.splitlines()) == 1, err
