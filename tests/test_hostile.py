@@ -100,3 +100,60 @@ def test_a_full_stdout_a_deleted_directory_and_a_bad_host_are_one_line(tmp_path,
 def test_bench_refuses_sizes_as_transfer_does_before_any_work(capsys, args, words):
     code, _, err = run_cli(capsys, "bench", "--synthetic-weights", *args)
     assert code == 1 and err.startswith(f"jaxstyle: error: {words}") and len(err.splitlines()) == 1, err
+
+
+def test_the_api_refuses_wrong_arguments_in_one_line_before_any_work(tmp_path, image_dir, synthetic_params):
+    import numpy as np
+
+    import jaxstyle
+    from jaxstyle import api
+    from jaxstyle.errors import ConfigError, WeightsError
+    c, s = image_dir / "content.png", image_dir / "style.png"
+    missing = {k: v for k, v in synthetic_params.items() if k != "block1_conv2"}
+    turned = {**synthetic_params, "block2_conv1": {"kernel": np.zeros((3, 3, 128, 64), np.float32),
+                                                   "bias": synthetic_params["block2_conv1"]["bias"]}}
+    for kwargs, error, words in (
+            (dict(output=tmp_path / "x.jpg", quality=500), ConfigError, "quality must be an integer from 1 to 100"),
+            (dict(output=tmp_path / "x.webp", quality="high"), ConfigError, "quality must be an integer"),
+            (dict(bits=12), ConfigError, "bits must be 8 or 16"),
+            (dict(weights=missing), WeightsError, "weights: layer block1_conv2 is missing"),
+            (dict(weights=turned), WeightsError, "weights: layer block2_conv1 has kernel (3, 3, 128, 64) and bias "
+                                                 "(128,), expected (3, 3, 64, 128) and (128,) (transposed?"),
+            (dict(weights=[1, 2]), ConfigError, "weights must be a path or a dict"),
+            (dict(style_masks=np.ones((24, 32))), ConfigError, "style_masks takes a list"),
+            (dict(progress="yes please"), ConfigError, "progress must be True, False, None or a callable"),
+            (dict(should_stop=1), ConfigError, "should_stop must be None or a callable"),
+            (dict(config={"size": 32}), ConfigError, "config must be a jaxstyle.Config"),
+    ):
+        with pytest.raises(error) as e:
+            jaxstyle.transfer(c, s, **{"weights": synthetic_params, **kwargs})
+        assert str(e.value).startswith(words) and "\n" not in str(e.value), (kwargs, str(e.value))
+    assert list(tmp_path.iterdir()) == []
+    # NumPy numbers are numbers
+    cfg = api._config("transfer", None, None, {"size": np.int64(32), "style_weight": np.float32(1e4),
+                                                "style_layer_weights": (np.float64(1),) * 5})
+    assert type(cfg.size) is int and cfg.size == 32 and type(cfg.style_weight) is float
+    assert api._quality(np.int64(90), np.int32(16)) == (90, 16)
+
+
+def test_the_api_returns_the_image_when_its_file_cannot_be_written(tmp_path, image_dir, synthetic_h5,
+                                                                    monkeypatch, caplog):
+    import shutil
+    import tempfile
+
+    import jaxstyle
+    keep = tmp_path / "systemp"
+    keep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(keep))
+    out = tmp_path / "out" / "result.png"
+    out.parent.mkdir()
+
+    def progress(p) -> None:  # the output's folder is removed while the run goes
+        if p.phase == "optimize":
+            shutil.rmtree(out.parent, ignore_errors=True)
+
+    result = jaxstyle.transfer(image_dir / "content.png", image_dir / "style.png", weights=synthetic_h5,
+                               size=32, iterations=3, output=out, progress=progress)
+    assert result.image is not None and result.image.shape == (24, 32, 3) and result.output is None
+    kept = keep / "result.recovered.png"
+    assert kept.is_file() and str(kept) in result.message and str(kept) in caplog.text
