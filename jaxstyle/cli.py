@@ -241,9 +241,15 @@ def _summarize(result: Any, say: Callable[[str], None] = _say) -> None:
     if result.status == "stalled":
         _say(f"jaxstyle: {result.message}")
     if result.status == "interrupted":
-        _say(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
-             f"{result.output}, the checkpoint in {result.checkpoint}; continue with "
-             f"`jaxstyle resume {result.checkpoint}`")
+        if result.message:  # a tiled stage: what was kept, in its own words
+            _say(f"jaxstyle: {result.message}; the image so far is in {result.output}")
+        elif result.checkpoint is None:
+            _say(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
+                 f"{result.output}; no checkpoint was written: run the command again to start over")
+        else:
+            _say(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
+                 f"{result.output}, the checkpoint in {result.checkpoint}; continue with "
+                 f"`jaxstyle resume {result.checkpoint}`")
         sys.exit(EXIT_INTERRUPTED)
 
 

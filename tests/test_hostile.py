@@ -157,3 +157,38 @@ def test_the_api_returns_the_image_when_its_file_cannot_be_written(tmp_path, ima
     assert result.image is not None and result.image.shape == (24, 32, 3) and result.output is None
     kept = keep / "result.recovered.png"
     assert kept.is_file() and str(kept) in result.message and str(kept) in caplog.text
+
+
+def test_tiled_runs_say_what_an_interrupt_kept_and_a_finished_one_leaves_no_checkpoint(tmp_path, image_dir,
+                                                                                      synthetic_h5):
+    import jaxstyle
+    from jaxstyle.batch import _tiled_message
+    out = tmp_path / "tiled.png"
+    ckpt = Path(f"{out}.ckpt.npz")
+    seen: list[str] = []
+
+    def stop_in(word):
+        return lambda: any(word in n for n in seen)
+
+    def run(should_stop):
+        seen.clear()
+        return jaxstyle.transfer(image_dir / "content.png", image_dir / "style.png", weights=synthetic_h5,
+                                 size=96, scales=2, iterations=3, tile=64, output=out, should_stop=should_stop,
+                                 progress=lambda p: seen.extend(p.names) if p.phase == "optimize" else None)
+
+    # Ctrl-C in the coarse (whole-image) stage: a checkpoint
+    first = run(lambda: bool(seen))
+    assert first.status == "interrupted" and ckpt.is_file()
+    # the same run again resumes it; Ctrl-C in the tiled stage says exactly what is kept (never
+    # `resume None`, never 0 iterations) and that the coarse stage's checkpoint is where to go on
+    cut = run(stop_in("tile 2/"))
+    assert cut.status == "interrupted" and cut.iterations > 2 and out.is_file()
+    assert cut.message.startswith("interrupted in the tiled stage at tile 2/") and "None" not in cut.message
+    assert f"continue with `jaxstyle resume {ckpt}`, from an earlier stage's checkpoint" in cut.message
+    assert cut.checkpoint == ckpt and ckpt.is_file()
+    # the same run again finishes, and leaves no checkpoint to redo the tiled stage from
+    done = run(None)
+    assert done.status == "done" and done.checkpoint is None and not ckpt.exists()
+    message, path = _tiled_message((1, 6, 3), None)  # with no checkpoint at all
+    assert path is None and message.endswith("no earlier stage's checkpoint was written: run the command "
+                                             "again to start over")
