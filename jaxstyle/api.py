@@ -129,6 +129,25 @@ def _quality(quality: Any, bits: Any) -> tuple[int, int]:
     return quality, bits
 
 
+def _paths(**named: Any) -> None:
+    """Output paths given as something else than a path (an int, a list) refused in one line."""
+    for name, value in named.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+
+
+def _blend(style_blend: Any) -> tuple[float, ...] | None:
+    """`style_blend` as a tuple of numbers (a list, tuple or NumPy array of them)."""
+    if style_blend is None:
+        return None
+    try:
+        values = tuple(float(v) for v in (style_blend if not isinstance(style_blend, (str, bytes)) else [None]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"style_blend must be a list of numbers, one per style image, not {style_blend!r:.60}"
+                          ) from None
+    return values
+
+
 def _masks(style_masks: Any) -> Any:
     if style_masks is None or isinstance(style_masks, (list, tuple)):
         return style_masks
@@ -140,7 +159,8 @@ def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[Ima
         output, weights, style_blend, progress, gif, trace, quality, bits,
         should_stop, content_mask=None, style_masks=None) -> Result | list[Result]:
     quality, bits = _quality(quality, bits)
-    common = dict(style_blend=style_blend, quality=quality, bits=bits, weights=weights,
+    _paths(output=output, gif=gif, trace=trace)
+    common = dict(style_blend=_blend(style_blend), quality=quality, bits=bits, weights=weights,
                   content_mask=content_mask, style_masks=_masks(style_masks))
     if isinstance(images, (list, tuple)):
         job = job_mod.many(mode, cfg, list(images), styles, outdir=output, gif_dir=gif, trace_dir=trace,
@@ -205,8 +225,9 @@ def reconstruct_style(image: ImageLike | Sequence[ImageLike], *, output: PathLik
     styles = list(image) if isinstance(image, (list, tuple)) else [image]
     cfg = _config("style", config, None, options)
     quality, bits = _quality(quality, bits)
+    _paths(output=output, gif=gif, trace=trace)
     job = job_mod.single("style", cfg, None, styles, output_path=output, gif=gif, trace=trace,
-                         style_blend=style_blend, quality=quality, bits=bits, weights=weights)
+                         style_blend=_blend(style_blend), quality=quality, bits=bits, weights=weights)
     return _run(job, progress, should_stop)[0]
 
 
@@ -216,6 +237,7 @@ def resume(checkpoint: PathLike, *, output: PathLike | None = None, weights: Pat
            should_stop: Callable[[], bool] | None = None, **changes: Any) -> Result:
     """Continue a checkpointed run; `changes` may set iterations, save_every and checkpoint_every.
     The final image equals the one an uninterrupted run gives."""
+    _paths(checkpoint=checkpoint, output=output)
     job = resume_mod.job_from(checkpoint, changes, output=output, content=content, styles=styles,
                               weights=weights)
     return _run(job, progress, should_stop)[0]

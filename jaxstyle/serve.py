@@ -232,6 +232,7 @@ class Worker:
 
     def submit(self, run: Run) -> bool:
         """Queue a run; False (and not queued) when `max_queued` runs already wait."""
+        self._prune()  # runs stopped before they started count too
         with self.lock:
             if sum(r.status == "queued" for r in self.runs.values()) >= self.settings.max_queued:
                 return False
@@ -540,6 +541,7 @@ def create_app(settings: Settings, weights: Any, transfer: Callable[..., Any] | 
     def index():
         return Response(page, mimetype="text/html", headers={"Cache-Control": "no-store",
                                                              "X-Frame-Options": "DENY",
+                                                             "Referrer-Policy": "no-referrer",
                                                              "Content-Security-Policy": "frame-ancestors 'none'"})
 
     @app.get("/api/config")
@@ -604,7 +606,8 @@ def create_app(settings: Settings, weights: Any, transfer: Callable[..., Any] | 
     @app.get("/api/images/<ref>")
     def thumbnail(ref: str):
         try:
-            image = imageio.load_image_within(path_of(ref), 256, settings.max_upload_pixels)
+            with decoding:  # a demo image may be large: one decode at a time, as uploads
+                image = imageio.load_image_within(path_of(ref), 256, settings.max_upload_pixels)
         except JaxstyleError as e:
             return _error(public(e.message), 404)
         return Response(preview.encode(image, "PNG", 256), mimetype="image/png")

@@ -124,6 +124,9 @@ def test_the_api_refuses_wrong_arguments_in_one_line_before_any_work(tmp_path, i
             (dict(progress="yes please"), ConfigError, "progress must be True, False, None or a callable"),
             (dict(should_stop=1), ConfigError, "should_stop must be None or a callable"),
             (dict(config={"size": 32}), ConfigError, "config must be a jaxstyle.Config"),
+            (dict(style_blend="ab"), ConfigError, "style_blend must be a list of numbers"),
+            (dict(output=123), ConfigError, "output must be a path (str or os.PathLike), not int"),
+            (dict(trace=["t.json"]), ConfigError, "trace must be a path"),
     ):
         with pytest.raises(error) as e:
             jaxstyle.transfer(c, s, **{"weights": synthetic_params, **kwargs})

@@ -257,6 +257,9 @@ def test_uploads_runs_and_the_queue_are_bounded(tmp_path, image_dir, monkeypatch
     assert [r["id"] for r in c.get("/api/runs").json["runs"]] == runs[-1:]  # max_kept_runs
     assert _files(folder / "results") == [f"{runs[-1]}.png"]
     assert c.get(f"/api/runs/{first}").status_code == 404
+    for _ in range(6):  # runs stopped at once are dropped as the kept ones are
+        c.post(f"/api/runs/{c.post('/api/runs', json=run).json['id']}/stop")
+    assert len(c.get("/api/runs").json["runs"]) <= 3
 
 
 def test_wrong_json_types_missing_files_and_server_paths_give_one_line_4xx(tmp_path, image_dir):
