@@ -421,6 +421,7 @@ def _status(run: Run, worker: Worker, token: str = "") -> dict[str, Any]:
         "result": f"/api/runs/{run.id}/result.png" if run.result is not None else None,
         "download_name": run.download_name(), "content": run.content, "style": run.style,
         "names": list(run.names), "size": run.config.size, "preset": run.preset,
+        "style_weight": run.config.style_weight, "preserve_colors": run.config.preserve_colors,
     }
     if view.rows:
         last = view.rows[-1]

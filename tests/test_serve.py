@@ -448,6 +448,10 @@ def test_in_a_browser_upload_start_watch_stop_and_download(tmp_path, image_dir, 
         assert [o.text for o in photos if o.get_attribute("value") not in ("", "demo-content", "demo-style",
                                                                            "demo-style2")] == ["content.png (64×48)"]
         assert [r["id"] for r in page()["runs"]] == [run]
+        form = {k: browser.find_element(By.ID, k).get_attribute("value") for k in ("style", "size", "iterations",
+                                                                                  "preserve_colors")}
+        assert form == {"style": "demo-style", "size": "32", "iterations": "3000", "preserve_colors": "histogram"}
+        assert browser.find_element(By.ID, "content-thumb").is_displayed()
         assert browser.find_element(By.ID, "start").get_attribute("disabled") is not None
         shot = os.environ.get("JAXSTYLE_SCREENSHOT")
         if shot:
