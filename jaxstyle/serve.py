@@ -37,6 +37,7 @@ finished runs and `max_uploads` uploads are kept (the oldest dropped with their 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import itertools
@@ -145,7 +146,11 @@ def folders(root: Path) -> tuple[dict[str, Path], int, int]:
     many files were removed and how many other files were left alone."""
     out = {name: root / name for name in ("uploads", "results", "tmp")}
     for path in out.values():
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{path}: cannot create the server's folder ({e.strerror or type(e).__name__})"
+                             ) from None
     removed = kept = 0
     for stale in out["tmp"].iterdir():
         if _CHECKING.fullmatch(stale.name) and stale.is_file() and not stale.is_symlink():
@@ -294,6 +299,7 @@ class Worker:
             run.iterations = result.iterations
             if result.image is not None:
                 out = self.settings.folder / "results" / f"{run.id}.png"
+                out.parent.mkdir(parents=True, exist_ok=True)
                 imageio.save_image(result.image, out)
                 run.result = out
             run.message = self.public(result.message) if result.message else None
@@ -301,7 +307,7 @@ class Worker:
         except JaxstyleError as e:
             status, run.message = "failed", self.public(e.message)
         except OSError as e:
-            status, run.message = "failed", self.public(f"cannot write the result ({first_line(e)})")
+            status, run.message = "failed", f"cannot write the result ({e.strerror or type(e).__name__})"
         except Exception as e:  # the server stays up for the next run
             log.exception("run %s failed", run.id)
             status, run.message = "failed", self.public(f"{type(e).__name__}: {first_line(e)}")
@@ -320,7 +326,8 @@ class Worker:
                 del self.runs[r.id]
         for r in dropped:
             if r.result is not None:
-                r.result.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # the worker goes on whatever the folder became
+                    r.result.unlink(missing_ok=True)
 
 
 def _error(message: str, code: int) -> tuple[Response, int]:
@@ -566,7 +573,8 @@ def create_app(settings: Settings, weights: Any, transfer: Callable[..., Any] | 
                 del uploads[u.id]
         for u in drop:
             for suffix in (".png", ".json"):
-                (dirs["uploads"] / f"{u.id}{suffix}").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    (dirs["uploads"] / f"{u.id}{suffix}").unlink(missing_ok=True)
 
     @app.post("/api/images")
     def upload():
@@ -591,9 +599,15 @@ def create_app(settings: Settings, weights: Any, transfer: Callable[..., Any] | 
             checking.unlink(missing_ok=True)
         _forget_oldest_uploads()
         h, w = image.shape[:2]
-        imageio.save_image(image, dirs["uploads"] / f"{upload_id}.png")
-        with atomic_write(dirs["uploads"] / f"{upload_id}.json") as fh:
-            fh.write(json.dumps({"name": name, "kind": kind, "width": w, "height": h}).encode())
+        try:
+            dirs["uploads"].mkdir(parents=True, exist_ok=True)  # removed while the server runs: made again
+            imageio.save_image(image, dirs["uploads"] / f"{upload_id}.png")
+            with atomic_write(dirs["uploads"] / f"{upload_id}.json") as fh:
+                fh.write(json.dumps({"name": name, "kind": kind, "width": w, "height": h}).encode())
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                (dirs["uploads"] / f"{upload_id}.png").unlink(missing_ok=True)
+            return _error(f"cannot store the upload ({e.strerror or type(e).__name__})", 507)
         with uploads_lock:
             uploads[upload_id] = Upload(upload_id, name, kind, w, h, next(order))
         return jsonify(id=upload_id, name=name, kind=kind, width=w, height=h), 201

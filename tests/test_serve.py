@@ -296,6 +296,14 @@ def test_wrong_json_types_missing_files_and_server_paths_give_one_line_4xx(tmp_p
     gone.result = tmp_path / "srv" / "results" / f"{run}.png"
     r = c.get(f"/api/runs/{run}/result.png")
     assert r.status_code == 404 and r.json["error"] == "the result's file is gone from the server's folder"
+    # its folders removed under it: made again, or one line
+    import shutil
+    shutil.rmtree(tmp_path / "srv" / "uploads")
+    assert c.post("/api/images", data={"file": (io.BytesIO(_png()), "a.png")}).status_code == 201
+    shutil.rmtree(tmp_path / "srv" / "uploads")
+    (tmp_path / "srv" / "uploads").write_bytes(b"a file where the folder was")
+    r = c.post("/api/images", data={"file": (io.BytesIO(_png()), "a.png")})
+    assert r.status_code == 507 and r.json["error"] == "cannot store the upload (File exists)", r.json
 
 
 def test_stopping_the_server_stops_its_run_at_a_chunk_and_keeps_the_image(tmp_path, image_dir, monkeypatch):
