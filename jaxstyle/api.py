@@ -22,7 +22,7 @@ from . import job as job_mod
 from . import resuming as resume_mod
 from . import weights as weights_mod
 from .config import PRESETS, STYLE_PRESETS, Config
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 from .job import ImageLike
 from .results import Progress, Result
 from .run import run
@@ -71,25 +71,97 @@ def _interrupt_stops(should_stop: Callable[[], bool] | None) -> Iterator[Callabl
 
 def _run(job: job_mod.Job, progress: bool | Callable[[Progress], None] | None,
          should_stop: Callable[[], bool] | None) -> list[Result]:
-    """Run a job with the API's progress and stopping rules."""
+    """Run a job with the API's progress and stopping rules. The arguments that only the run
+    would trip over (callbacks, a weights dict) are checked first, in one line. A result that
+    cannot be written is still returned (its message says where its copy was kept)."""
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ConfigError(f"progress must be True, False, None or a callable, not {type(progress).__name__}")
+    if not (should_stop is None or callable(should_stop)):
+        raise ConfigError(f"should_stop must be None or a callable, not {type(should_stop).__name__}")
+    if isinstance(job.weights, Mapping):
+        weights_mod.check_params(job.weights, job.config.content_layers + job.config.style_layers)
+    elif job.weights is not None and not isinstance(job.weights, (str, os.PathLike)):
+        raise ConfigError(f"weights must be a path or a dict from jaxstyle.load_weights(), "
+                          f"not {type(job.weights).__name__}")
     with _interrupt_stops(should_stop) as stop:
-        return run(job, progress=_progress(progress, job.config), message=log.warning, should_stop=stop)
+        try:
+            return run(job, progress=_progress(progress, job.config), message=log.warning, should_stop=stop)
+        except OutputError as e:
+            results = getattr(e, "results", None)
+            if results is None:
+                raise
+            log.warning(e.message)
+            for r in results:
+                if r.output is None and r.image is not None and r.message is None:
+                    r.message = e.message
+            return results
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (np.int64(256), np.float32(1e4), np.bool_) and tuples of them as Python's."""
+    import numpy as np
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)) and any(isinstance(v, np.generic) for v in value):
+        return type(value)(v.item() if isinstance(v, np.generic) else v for v in value)
+    return value
 
 
 def _config(mode: str, config: Config | None, preset: str | None, options: Mapping[str, Any]) -> Config:
+    if config is not None and not isinstance(config, Config):
+        raise ConfigError(f"config must be a jaxstyle.Config, not {type(config).__name__}")
     base = config or PRESETS[mode]
     if preset is not None:
         if preset not in STYLE_PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(sorted(STYLE_PRESETS))}")
         base = base.replace(**STYLE_PRESETS[preset])
-    return base.replace(**options)
+    return base.replace(**{k: _plain(v) for k, v in options.items()})
+
+
+def _quality(quality: Any, bits: Any) -> tuple[int, int]:
+    """`quality` and `bits` checked before any work (a quality JPEG or WebP refuses would
+    otherwise fail only when the result is written)."""
+    quality, bits = _plain(quality), _plain(bits)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ConfigError(f"quality must be an integer from 1 to 100 (JPEG and WebP), got {quality!r}")
+    if isinstance(bits, bool) or bits not in (8, 16):
+        raise ConfigError(f"bits must be 8 or 16, got {bits!r}")
+    return quality, bits
+
+
+def _paths(**named: Any) -> None:
+    """Output paths given as something else than a path (an int, a list) refused in one line."""
+    for name, value in named.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+
+
+def _blend(style_blend: Any) -> tuple[float, ...] | None:
+    """`style_blend` as a tuple of numbers (a list, tuple or NumPy array of them)."""
+    if style_blend is None:
+        return None
+    try:
+        values = tuple(float(v) for v in (style_blend if not isinstance(style_blend, (str, bytes)) else [None]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"style_blend must be a list of numbers, one per style image, not {style_blend!r:.60}"
+                          ) from None
+    return values
+
+
+def _masks(style_masks: Any) -> Any:
+    if style_masks is None or isinstance(style_masks, (list, tuple)):
+        return style_masks
+    raise ConfigError("style_masks takes a list with one mask per style image (None: the whole image), "
+                      f"not one {type(style_masks).__name__}")
 
 
 def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[ImageLike], cfg: Config, *,
         output, weights, style_blend, progress, gif, trace, quality, bits,
         should_stop, content_mask=None, style_masks=None) -> Result | list[Result]:
-    common = dict(style_blend=style_blend, quality=quality, bits=bits, weights=weights,
-                  content_mask=content_mask, style_masks=style_masks)
+    quality, bits = _quality(quality, bits)
+    _paths(output=output, gif=gif, trace=trace)
+    common = dict(style_blend=_blend(style_blend), quality=quality, bits=bits, weights=weights,
+                  content_mask=content_mask, style_masks=_masks(style_masks))
     if isinstance(images, (list, tuple)):
         job = job_mod.many(mode, cfg, list(images), styles, outdir=output, gif_dir=gif, trace_dir=trace,
                            folder=False, **common)
@@ -152,8 +224,10 @@ def reconstruct_style(image: ImageLike | Sequence[ImageLike], *, output: PathLik
     blended by `style_blend`), starting from noise."""
     styles = list(image) if isinstance(image, (list, tuple)) else [image]
     cfg = _config("style", config, None, options)
+    quality, bits = _quality(quality, bits)
+    _paths(output=output, gif=gif, trace=trace)
     job = job_mod.single("style", cfg, None, styles, output_path=output, gif=gif, trace=trace,
-                         style_blend=style_blend, quality=quality, bits=bits, weights=weights)
+                         style_blend=_blend(style_blend), quality=quality, bits=bits, weights=weights)
     return _run(job, progress, should_stop)[0]
 
 
@@ -163,6 +237,7 @@ def resume(checkpoint: PathLike, *, output: PathLike | None = None, weights: Pat
            should_stop: Callable[[], bool] | None = None, **changes: Any) -> Result:
     """Continue a checkpointed run; `changes` may set iterations, save_every and checkpoint_every.
     The final image equals the one an uninterrupted run gives."""
+    _paths(checkpoint=checkpoint, output=output)
     job = resume_mod.job_from(checkpoint, changes, output=output, content=content, styles=styles,
                               weights=weights)
     return _run(job, progress, should_stop)[0]

@@ -7,6 +7,7 @@ stages to the others. At the end every image's result, animation and trace are w
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -197,16 +198,32 @@ class Runner:
                 finals += result.final
                 if result.interrupted:
                     status, out.interrupted = "interrupted", True
+                    # what the message says: tiles finished, and how far the tile going got
+                    state[p.index]["tiles"] = (first, len(wins), min(result.iterations) - offset[0])
                     break
                 if "non-finite" in result.status:
                     status = "non-finite"
                     break
             done = status == "done"
+            if done:  # a checkpoint of an earlier stage would make the same command redo this one
+                self._drop_checkpoint(p)
             final = {key: float(np.mean([f[key] for f in finals])) for key in (finals[0] if finals else {})}
             per_tile = round(evaluations / max(len(finals), 1))  # an iteration of every tile counts once
-            self._add(out, canvas.image(), status, (offset[0] + (its if done else 0), offset[1] + per_tile),
+            got = its if done else state[p.index].get("tiles", (0, 0, 0))[2]  # the interrupted tile's iterations
+            self._add(out, canvas.image(), status, (offset[0] + got, offset[1] + per_tile),
                       firsts[0] if firsts else {}, final)
         return out
+
+    def _drop_checkpoint(self, p) -> None:
+        """A finished tiled stage's image has no checkpoint (tiles are not checkpointed): one of
+        an earlier stage, from this run or the one it resumed, is removed, so that the run is
+        final and running its command again does not redo the tiled stage."""
+        path = p.item.checkpoint
+        self.checkpoints.written.pop(p.index, None)
+        self.checkpoints.keep.discard(p.index)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     @staticmethod
     def _add(out: Outcome, image: np.ndarray, status: str, offset: tuple[int, int], first: dict,
@@ -301,6 +318,8 @@ class Runner:
                         s["first"], s["final"], compile_seconds, seconds, s["run"], trace, None,
                         self.snapshots.written.get(p.index, []), self.checkpoints.written.get(p.index),
                         message=_message(status, s, config), raw=raw)
+        if status == "interrupted" and "tiles" in s:
+            result.message, result.checkpoint = _tiled_message(s["tiles"], item.checkpoint)
         if status == "non-finite" and job.folder:
             result.status, result.image = "failed", None
             result.message = f"{item.content}: {result.message}"
@@ -376,6 +395,17 @@ def _message(status: str, s: dict, config: Config) -> str | None:
                 f"at iteration {it} (loss {loss:.6g}): converged as far as float32 allows, or stuck; "
                 "more iterations will not help, other weights or --optimizer adam may")
     return None
+
+
+def _tiled_message(tiles: tuple[int, int, int], checkpoint: Path | None) -> tuple[str, Path | None]:
+    """What an interrupt in a tiled stage kept, and the checkpoint to continue from (None)."""
+    done, total, it = tiles
+    said = (f"interrupted in the tiled stage at tile {done + 1}/{total}, iteration {it} of that tile; "
+            f"the image so far has {done} of {total} tiles finished. A tiled stage is not checkpointed")
+    if checkpoint is not None and checkpoint.exists():
+        return (f"{said}: continue with `jaxstyle resume {checkpoint}`, from an earlier stage's checkpoint "
+                "(the tiled stage starts over)", checkpoint)
+    return f"{said}, and no earlier stage's checkpoint was written: run the command again to start over", None
 
 
 def _short_name(x: Any, default: str) -> str:

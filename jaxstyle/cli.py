@@ -5,14 +5,16 @@ mode's preset in `config.PRESETS`; nothing here holds a default of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
 from pathlib import Path
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 from click.core import ParameterSource
@@ -266,9 +268,15 @@ def _summarize(result: Any, say: Callable[[str], None] = _say) -> None:
     if result.status == "stalled":
         _say(f"jaxstyle: {result.message}")
     if result.status == "interrupted":
-        _say(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
-             f"{result.output}, the checkpoint in {result.checkpoint}; continue with "
-             f"`jaxstyle resume {result.checkpoint}`")
+        if result.message:  # a tiled stage: what was kept, in its own words
+            _say(f"jaxstyle: {result.message}; the image so far is in {result.output}")
+        elif result.checkpoint is None:
+            _say(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
+                 f"{result.output}; no checkpoint was written: run the command again to start over")
+        else:
+            _say(f"jaxstyle: interrupted at iteration {result.iterations}; the image so far is in "
+                 f"{result.output}, the checkpoint in {result.checkpoint}; continue with "
+                 f"`jaxstyle resume {result.checkpoint}`")
         sys.exit(EXIT_INTERRUPTED)
 
 
@@ -374,10 +382,24 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
             from .checkpoint import load as load_checkpoint
             files["output"] = load_checkpoint(files["resume"]).output
         else:
-            files["output"] = job_mod.default_output(mode, images, styles, suffix=f".{files['fmt']}")
+            files["output"] = files["reserved"] = job_mod.default_output(
+                mode, images, styles, suffix=f".{files['fmt']}", reserve=True)
     # With --resume, the run checks the checkpoint against these settings and inputs (resume.find).
     return job_mod.single(mode, config, content, own, output_path=files["output"], gif=files["gif"],
                           trace=files["trace"], resume=files["resume"], **common)
+
+
+@contextlib.contextmanager
+def _reservation(files: dict[str, Any]) -> Iterator[None]:
+    """A default output name reserved (created empty) for the run is removed again when the run
+    ends without writing anything there (a refusal, a failure, an abort)."""
+    try:
+        yield
+    finally:
+        reserved = files.get("reserved")
+        with contextlib.suppress(OSError):
+            if reserved is not None and reserved.stat().st_size == 0:
+                reserved.unlink()
 
 
 def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
@@ -423,8 +445,9 @@ def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | 
     """
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
                    verbose)
-    _execute(_job("transfer", content, styles, options, files, style_blend, preset, content_mask, style_masks),
-             quiet)
+    with _reservation(files):
+        _execute(_job("transfer", content, styles, options, files, style_blend, preset, content_mask,
+                      style_masks), quiet)
 
 
 @cli.command()
@@ -437,7 +460,8 @@ def content(image: str, output: str, weights: str | None, quality: int, bits: st
     """Reconstruct IMAGE (or each image of a folder) from its VGG16 activations, from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
                    verbose)
-    _execute(_job("content", image, (), options, files), quiet)
+    with _reservation(files):
+        _execute(_job("content", image, (), options, files), quiet)
 
 
 @cli.command()
@@ -451,7 +475,8 @@ def style(image: str, output: str, weights: str | None, quality: int, bits: str,
     matrices, starting from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
                    verbose)
-    _execute(_job("style", image, (), options, files), quiet)
+    with _reservation(files):
+        _execute(_job("style", image, (), options, files), quiet)
 
 
 @cli.command("resume")
@@ -567,8 +592,12 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
 
+    _bench_sizes(sizes, fit_size)
     _start("cpu" if target_name is not None else "auto", False)  # deviceless planning needs no TPU
     import jax
+
+    if target_name is None and not largest:
+        _bench_memory(sizes, dtypes, optimizers, remats, batches, objective)
 
     from . import bench as bench_mod
     from . import memory, vgg
@@ -659,6 +688,42 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
         click.echo(bench_mod.format_table(rows))
 
 
+def _bench_sizes(sizes: tuple[int, ...], fit_size: str | None) -> None:
+    """bench's sizes checked as transfer checks --size, and --fit's sides likewise, before any
+    work (an absurd --fit would otherwise plan millions of tiles)."""
+    from .config import MAX_SIZE, MIN_SIZE
+    for size in sizes:
+        Config(size=size)
+    if fit_size is not None:
+        m = re.fullmatch(r"(\d+)[x×](\d+)", fit_size.strip())
+        if not m:
+            raise JaxstyleError(f"--fit takes WIDTHxHEIGHT (6000x4000), got {fit_size!r}")
+        if not all(MIN_SIZE <= int(side) <= MAX_SIZE for side in m.groups()):
+            raise JaxstyleError(f"--fit {fit_size}: each side must be from {MIN_SIZE} to {MAX_SIZE} pixels")
+
+
+def _bench_memory(sizes, dtypes, optimizers, remats, batches, objective: str) -> None:
+    """Refuse, as transfer does, a timed configuration whose estimate exceeds the device's memory."""
+    import jax
+
+    from . import memory
+    from .bench import PEER_CONFIG
+    from .problem import default_width, memory_need
+    device = jax.devices()[0]
+    free = memory.available(device)
+    base = PEER_CONFIG if objective == "peer" else Config()
+    for size in sorted(set(sizes), reverse=True):
+        for dtype in dtypes:
+            for optimizer in optimizers:
+                for remat in remats:
+                    config = base.replace(size=size, dtype=dtype, optimizer=optimizer, remat=remat == "on")
+                    batch = max(batches)
+                    need = memory_need(config, (size, size), batch, default_width(device.platform, batch),
+                                       device.platform)
+                    memory.check(need, size, free, device.platform,
+                                 "use a smaller --size" if remat == "on" else "use a smaller --size or --remat on")
+
+
 WEB_EXTRA = "`jaxstyle serve` needs the web extra: pip install 'jaxstyle[web]'"
 
 
@@ -708,6 +773,7 @@ def serve_cmd(host: str, port: int, folder: str | None, demo: str | None, max_up
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise JaxstyleError(f"{root}: cannot create the server's folder ({first_line(e)})") from None
+    _check_host(host, port)  # before the slow start, not after loading the weights
     _start(device, verbose)
     params, info = weights_mod.load(weights, progress=_download_bar())
     if info.warning:
@@ -720,19 +786,65 @@ def serve_cmd(host: str, port: int, folder: str | None, demo: str | None, max_up
     if host not in ("127.0.0.1", "localhost", "::1"):
         _say(f"jaxstyle: warning: listening on {host}: anyone who can reach this machine can use the page")
     try:
-        serve_mod.serve(settings, params, host, port,
+        serve_mod.serve(settings, params, host, port, say=_say,
                         ready=lambda url: _say(f"jaxstyle: serving {url} (folder {root}); Ctrl-C stops"))
     except OSError as e:
         raise JaxstyleError(f"cannot listen on {host}:{port} ({first_line(e)})") from None
-    except KeyboardInterrupt:
-        pass
     _say("jaxstyle: stopped serving")
+
+
+def _check_host(host: str, port: int) -> None:
+    """A --host that does not resolve, or an address and port this machine cannot listen on, is
+    refused in one line (before the weights are loaded)."""
+    import socket
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as e:
+        raise JaxstyleError(f"--host {host!r}: no such address ({getattr(e, 'strerror', None) or first_line(e)})"
+                            ) from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress listens
+            probe.bind(address)
+    except OSError as e:
+        raise JaxstyleError(f"cannot listen on {host}:{port} ({e.strerror or first_line(e)})") from None
+
+
+_WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EPIPE", "EIO", "EFBIG", "EDQUOT") if hasattr(errno, n)}
+
+
+def _detach_stdout() -> None:
+    """Point the process's standard output at /dev/null, so that the interpreter's last flush of
+    what could not be written does not print a second error at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one-line messages and exit codes."""
+    for name in ("stdout", "stderr"):  # closed (`2>&-`): lines that cannot be shown are dropped
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        os.getcwd()
+    except OSError:
+        if not {"-h", "--help", "--version"} & set(args):
+            _say("jaxstyle: error: the current directory no longer exists; cd to one that does")
+            sys.exit(1)
     try:
         code = cli.main(args=argv, prog_name="jaxstyle", standalone_mode=False)
+        sys.stdout.flush()  # what is still buffered fails here, not silently at exit
+    except OSError as e:  # standard output on a full device or a closed pipe, or the unforeseen
+        _detach_stdout()
+        if e.errno in _WRITE_ERRNOS and e.filename is None:
+            _say(f"jaxstyle: error: cannot write to standard output ({e.strerror})")
+        else:
+            _say(f"jaxstyle: error: {first_line(e)}")
+        sys.exit(1)
     except click.UsageError as e:
         click.echo(f"jaxstyle: error: {e.format_message()}", err=True)
         _leave(EXIT_USAGE)

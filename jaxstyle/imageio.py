@@ -145,6 +145,41 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             return to_rgb_array(img)
 
 
+def load_image_within(path: str | os.PathLike, max_side: int, max_pixels: int) -> np.ndarray:
+    """`load_image`, for untrusted uploads: an image of more than `max_pixels` (by its header)
+    is refused before decoding, a JPEG is decoded at the smallest DCT scale that still covers
+    `max_side`, others are reduced by an integer factor on their own 8-bit pixels, and only an
+    image no larger than `max_side` on its longest side becomes float32. Peak memory is about
+    `max_pixels` x 4 bytes, never the float32 of the whole image."""
+    path = Path(path)
+    try:
+        usual = not path.is_file() or path.stat().st_size == 0
+    except OSError:
+        usual = True
+    if usual:  # the same messages as load_image for a missing, empty or unreadable file
+        return load_image(path)
+    with _reading(path):
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise InputError(f"{path}: {w}×{h} is {w * h / 1e6:.0f} megapixels; the most an upload "
+                                 f"may have is {max_pixels / 1e6:g}")
+            img.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if max(img.size) > max_side:
+                if img.mode.startswith("I;16"):
+                    img = img.convert("I")  # keeps the 16 bits that to_rgb_array scales
+                elif img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+                    has_alpha = "A" in img.getbands() or "transparency" in img.info
+                    img = img.convert("RGBA" if has_alpha else "RGB")
+                factor = max(img.size) // (2 * max_side)
+                if factor > 1:
+                    img = img.reduce(factor)
+                img.thumbnail((max_side, max_side), Image.LANCZOS)
+            return to_rgb_array(img)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of an image file as `load_image` will return it (EXIF rotation applied),
     from its header only. Any problem raises InputError naming the file."""

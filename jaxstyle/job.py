@@ -99,10 +99,12 @@ def share(items: Sequence[Any], process_index: int, process_count: int) -> list[
 
 
 def default_output(mode: str, image: str | os.PathLike, styles: Sequence[Any] = (),
-                   directory: str | os.PathLike = ".", suffix: str = ".png") -> Path:
+                   directory: str | os.PathLike = ".", suffix: str = ".png", reserve: bool = False) -> Path:
     """The result's name when none is given: `photo_painting.png` (transfer), `photo_content.png`
     or `painting_style.png` in `directory`; where that file or its checkpoint exists, the next
-    free name (`photo_painting-2.png`, ...), so no earlier result or run is ever replaced."""
+    free name (`photo_painting-2.png`, ...), so no earlier result or run is ever replaced. With
+    `reserve`, the name is taken by creating it, empty, exclusively: two runs started together
+    never pick the same one (the caller removes it if the run writes nothing there)."""
     stem = Path(image).stem
     if mode == "transfer":
         named = [s for s in styles if isinstance(s, (str, os.PathLike)) and not masks.is_keep(s)]
@@ -113,7 +115,15 @@ def default_output(mode: str, image: str | os.PathLike, styles: Sequence[Any] = 
     for n in range(1, 100000):
         path = directory / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
         if not path.exists() and not _checkpoint_path(path).exists():
-            return path
+            if not reserve:
+                return path
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                return path
+            except FileExistsError:
+                continue  # another run took it between the test and the creation
+            except OSError as e:
+                raise InputError(f"{path}: cannot create the result ({e.strerror})") from None
     raise InputError(f"{directory}: no free name for {stem}{suffix}; give one with -o")
 
 

@@ -73,6 +73,9 @@ def loss_svg(rows: Sequence[dict], iterations: int = 0, width: int = 360, height
             path = " ".join(f"{x(it):.1f},{y(v):.1f}" for it, v in pts)
             parts.append(f'<polyline fill="none" stroke="{COLORS[k]}" stroke-width="{2 if k == "total" else 1.3}" '
                          f'points="{path}"/>')
+            if len(pts) <= 200:  # a dot per report (a chunk), so one point or a few still show
+                parts.extend(f'<circle cx="{x(it):.1f}" cy="{y(v):.1f}" r="{2 if k == "total" else 1.5}" '
+                             f'fill="{COLORS[k]}"/>' for it, v in pts)
     legend_x = left
     for k in TERMS:
         last = series[k][-1][1] if series[k] else None

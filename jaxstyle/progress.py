@@ -146,7 +146,7 @@ class ProgressPrinter:
             else:
                 self.stream.write(text + "\n")
             self.stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: no stream (sys.stderr is None)
             self._broken = True
 
     def message(self, text: str) -> None:

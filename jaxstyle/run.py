@@ -19,7 +19,7 @@ from . import imageio, inputs, masks, memory, preprocess, vgg
 from . import weights as weights_mod
 from .config import Config, resolve
 from .batch import Runner
-from .errors import ConfigError, JaxstyleError
+from .errors import ConfigError, JaxstyleError, OutputError
 from .job import Item, Job, shares_styles
 from .problem import Builder, default_width, memory_need
 from .results import Progress, Result, Results
@@ -118,7 +118,11 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                 for p in group[first:]:
                     results[p.index] = Result(p.item.name, None, job.mode, config, "interrupted")
                 continue
-            runner.batch(group[first:first + size], size, _devices_for(size, devices, config.split_image))
+            try:
+                runner.batch(group[first:first + size], size, _devices_for(size, devices, config.split_image))
+            except OutputError as e:  # the API returns the finished images with the error's message
+                e.results = Results(r for r in results if r is not None)
+                raise
     out = Results(r for r in results if r is not None)
     out.compile_seconds, out.seconds = builder.compile_seconds, runner.elapsed
     out.programs = sum(p.count for p in builder.programs.values())

@@ -20,13 +20,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import WeightsError, first_line
 from .files import atomic_write, file_sha256
-from .layers import LAYER_NAMES, LAYER_SHAPES
+from .layers import LAYER_NAMES, LAYER_SHAPES, upto
 
 OFFICIAL_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 OFFICIAL_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
@@ -206,6 +206,23 @@ def read_h5(path: str | os.PathLike, data: bytes | None = None) -> Params:
                 raise WeightsError(f"{path}: layer {name} contains NaN or infinite values")
             params[name] = {"kernel": np.ascontiguousarray(kernel), "bias": bias}
     return params
+
+
+def check_params(params: Mapping, layers: Sequence[str] = LAYER_NAMES) -> None:
+    """Refuse, in one line naming the layer, VGG16 parameters given as a dict (the API's
+    `weights=`) that lack a layer the run needs or whose kernel or bias has another shape (a
+    transposed or PyTorch-layout kernel), before anything is compiled."""
+    for name, _, _ in upto(tuple(layers)):
+        layer = params.get(name) if isinstance(params, Mapping) else None
+        if not isinstance(layer, Mapping) or "kernel" not in layer or "bias" not in layer:
+            raise WeightsError(f"weights: layer {name} is missing (a dict of {{'kernel', 'bias'}} per layer, "
+                               "as jaxstyle.load_weights() returns)")
+        want_k, want_b = LAYER_SHAPES[name]
+        kernel, bias = np.shape(layer["kernel"]), np.shape(layer["bias"])
+        if kernel != want_k or bias != want_b:
+            hint = " (transposed? kernels are (3, 3, in, out))" if sorted(kernel) == sorted(want_k) else ""
+            raise WeightsError(f"weights: layer {name} has kernel {kernel} and bias {bias}, expected "
+                               f"{want_k} and {want_b}{hint}")
 
 
 def _converted_path(sha256: str) -> Path:
