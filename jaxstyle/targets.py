@@ -243,7 +243,7 @@ def stopwatch(t: Target, chunk: Any, local_batch: int = 1, evaluations: float = 
         "iteration_ms": round(total * 1e3, 3),
         "iteration_ms_per_image": round(total * 1e3 / max(local_batch * devices, 1), 3),
         "seconds_per_500_iterations": round(500 * total, 2),
-        "breakdown_ms": {k: round(v * 1e3, 3) for k, v in seconds.items()},
+        "breakdown_ms": {k: round(v * 1e3, 4) for k, v in seconds.items()},
         "flops_per_iteration": flops * devices,  # the whole batch, every device
         "matrix_unit_share": round(flops / total / matrix_peak, 4) if total else None,
         "loops": [{"loop": n, "trips": k, "how": how} for n, k, how in tally.loops],
