@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""The style losses side by side (README "Style losses"): one photo, two paintings, one column
+per `--style-loss`, each run with and without `--average`, at a fixed iteration budget.
+
+For every run it reports the loss it minimizes (total, its own style statistic) at its output
+(the written image: with --average, the average), the Gram style term of its output (one
+yardstick for all), the seconds per iteration, and the output's
+colourfulness: the spread of its colours in the CIELAB chroma plane, sqrt(var a* + var b*),
+relative to the painting's (below 1: washed out). It writes a contact sheet (rows: painting x
+averaged or not; columns: losses) and prints a Markdown table and JSON lines:
+
+    python bench/style_losses.py --size 128 --iterations 100 --sheet docs/style_losses.jpg
+
+`--scale` prints instead each loss's normalized style term at the content image against the
+Gram term's, for photo x painting pairs: what `losses.STYLE_LOSS_SCALE` was set from (run it
+with the scales at 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxstyle
+from jaxstyle import imageio, losses, preprocess, vgg
+from jaxstyle.config import STYLE_LOSSES, Config
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+IMAGES = SHARED / "images"
+
+
+def lab_chroma_spread(rgb: np.ndarray) -> float:
+    """sqrt(var a* + var b*) of an RGB image (0..255) in CIELAB (D65)."""
+    c = np.clip(rgb.reshape(-1, 3) / 255.0, 0, 1)
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                          [0.0193, 0.1192, 0.9505]]).T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    a, b = 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])
+    return float(np.sqrt(a.var() + b.var()))
+
+
+def start_terms(variables, content: np.ndarray, style: np.ndarray, size: int) -> dict[str, float]:
+    """Each loss's normalized style term at the content image."""
+    c = preprocess.to_vgg(preprocess.resize_longest(content, size))
+    s = preprocess.to_vgg(preprocess.resize_longest(style, size))
+    out = {}
+    for loss in STYLE_LOSSES:
+        objective, targets = losses.targets_for(variables, Config(style_loss=loss), c, [s])
+        out[loss] = float(jax.jit(losses.terms, static_argnums=3)(jnp.asarray(c), variables, targets,
+                                                                  objective).style)
+    return out
+
+
+def scorer(variables, content: np.ndarray, style: np.ndarray, size: int, loss: str = "gram"):
+    """(total, style) terms under `loss` under `loss` of an RGB image of the content's size at `size`."""
+    c = preprocess.to_vgg(preprocess.resize_longest(content, size))
+    s = preprocess.to_vgg(preprocess.resize_longest(style, size))
+    objective, targets = losses.targets_for(variables, Config(style_loss=loss), c, [s])
+    fn = jax.jit(lambda x: losses.terms(x, variables, targets, objective))
+    return lambda rgb: tuple(float(v) for v in fn(jnp.asarray(preprocess.to_vgg(rgb)))[::2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--average", type=float, default=0.99)
+    ap.add_argument("--weights", default=str(SHARED / "weights" / "vgg16_imagenet_notop.h5"))
+    ap.add_argument("--content", default=str(IMAGES / "tubingen.jpg"))
+    ap.add_argument("--styles", default=f"{IMAGES / 'starry_night.jpg'},{IMAGES / 'the_scream.jpg'}")
+    ap.add_argument("--losses", default=",".join(STYLE_LOSSES))
+    ap.add_argument("--sheet", default=None, help="write the contact sheet here (JPEG)")
+    ap.add_argument("--scale", action="store_true", help="print the start-term ratios instead")
+    a = ap.parse_args()
+    params = jaxstyle.load_weights(a.weights)
+    variables = vgg.prepare_variables(params)
+    content = imageio.load_image(a.content)
+    styles = [imageio.load_image(p) for p in a.styles.split(",")]
+    names = [Path(p).stem for p in a.styles.split(",")]
+    chosen = a.losses.split(",")
+    if a.scale:
+        photos = [content, imageio.load_image(IMAGES / "golden_gate.jpg")]
+        for photo in photos:
+            for name, style in zip(names, styles):
+                terms = start_terms(variables, photo, style, a.size)
+                print(json.dumps({"style": name, **terms,
+                                  **{f"gram/{k}": terms["gram"] / v for k, v in terms.items()}}), flush=True)
+        return
+    rows, table = [], []
+    for name, style in zip(names, styles):
+        scores = {loss: scorer(variables, content, style, a.size, loss) for loss in chosen}
+        painting = lab_chroma_spread(preprocess.resize_longest(style, a.size))
+        for average in (0.0, a.average):
+            row = []
+            for loss in chosen:
+                t = time.perf_counter()
+                r = jaxstyle.transfer(content, style, weights=params, size=a.size, iterations=a.iterations,
+                                      style_loss=loss, average=average)
+                image = np.clip(r.image, 0, 255)
+                rec = {"style": name, "loss": loss, "average": average, "size": a.size,
+                       "iterations": r.iterations, "status": r.status,
+                       "loss_of_output": round(scores[loss](image)[0], 4),
+                       "gram_style_of_output": round(scores["gram"](image)[1], 4),
+                       "s_per_iteration": round(r.seconds_per_iteration, 3),
+                       "compile_s": round(r.compile_seconds, 1),
+                       "colourfulness": round(lab_chroma_spread(image) / painting, 3),
+                       "wall_s": round(time.perf_counter() - t, 1)}
+                print(json.dumps(rec), flush=True)
+                table.append(rec)
+                row.append(image)
+            rows.append(row)
+    print("\n| painting | loss | average | own loss | Gram style term | s/iteration | colourfulness |")
+    print("|---|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['style']} | {r['loss']} | {r['average'] or 'off'} | {r['loss_of_output']} | "
+              f"{r['gram_style_of_output']} | {r['s_per_iteration']} | {r['colourfulness']} |")
+    if a.sheet:
+        from PIL import Image
+        h, w = rows[0][0].shape[:2]
+        sheet = np.full((len(rows) * h, len(chosen) * w, 3), 255, np.uint8)
+        for i, row in enumerate(rows):
+            for j, image in enumerate(row):
+                sheet[i * h:(i + 1) * h, j * w:(j + 1) * w] = imageio.to_uint8(image)[:h, :w]
+        Image.fromarray(sheet).save(a.sheet, quality=90)
+
+
+if __name__ == "__main__":
+    main()
