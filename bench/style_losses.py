@@ -9,7 +9,11 @@ colourfulness: the spread of its colours in the CIELAB chroma plane, sqrt(var a*
 relative to the painting's (below 1: washed out). It writes a contact sheet (rows: painting x
 averaged or not; columns: losses) and prints a Markdown table and JSON lines:
 
-    python bench/style_losses.py --size 128 --iterations 100 --sheet docs/style_losses.jpg
+    python bench/style_losses.py --size 128 --iterations 60 --out /tmp/losses --sheet docs/style_losses.jpg
+
+Each run's image and record go to --out (results.jsonl), and the sheet and table are made from
+everything there, so several invocations (e.g. --losses w2 apart: its square roots dominate on
+a CPU) add up to one sheet.
 
 `--scale` prints instead each loss's normalized style term at the content image against the
 Gram term's, for photo x painting pairs: what `losses.STYLE_LOSS_SCALE` was set from (run it
@@ -75,7 +79,8 @@ def main() -> None:
     ap.add_argument("--content", default=str(IMAGES / "tubingen.jpg"))
     ap.add_argument("--styles", default=f"{IMAGES / 'starry_night.jpg'},{IMAGES / 'the_scream.jpg'}")
     ap.add_argument("--losses", default=",".join(STYLE_LOSSES))
-    ap.add_argument("--sheet", default=None, help="write the contact sheet here (JPEG)")
+    ap.add_argument("--out", default="style_losses", help="folder for each run's image and results.jsonl")
+    ap.add_argument("--sheet", default=None, help="write the contact sheet of --out here (JPEG)")
     ap.add_argument("--scale", action="store_true", help="print the start-term ratios instead")
     a = ap.parse_args()
     params = jaxstyle.load_weights(a.weights)
@@ -92,13 +97,13 @@ def main() -> None:
                 print(json.dumps({"style": name, **terms,
                                   **{f"gram/{k}": terms["gram"] / v for k, v in terms.items()}}), flush=True)
         return
-    rows, table = [], []
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     for name, style in zip(names, styles):
-        scores = {loss: scorer(variables, content, style, a.size, loss) for loss in chosen}
+        scores = {loss: scorer(variables, content, style, a.size, loss) for loss in {"gram", *chosen}}
         painting = lab_chroma_spread(preprocess.resize_longest(style, a.size))
-        for average in (0.0, a.average):
-            row = []
-            for loss in chosen:
+        for loss in chosen:
+            for average in (0.0, a.average):
                 t = time.perf_counter()
                 r = jaxstyle.transfer(content, style, weights=params, size=a.size, iterations=a.iterations,
                                       style_loss=loss, average=average)
@@ -112,22 +117,34 @@ def main() -> None:
                        "colourfulness": round(lab_chroma_spread(image) / painting, 3),
                        "wall_s": round(time.perf_counter() - t, 1)}
                 print(json.dumps(rec), flush=True)
-                table.append(rec)
-                row.append(image)
-            rows.append(row)
-    print("\n| painting | loss | average | own loss | Gram style term | s/iteration | colourfulness |")
+                imageio.save_image(image, out / f"{name}_{loss}_{average}.png")
+                with open(out / "results.jsonl", "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    print("\n| painting | loss | average | its loss at the output | Gram style term | s/iteration | colourfulness |")
     print("|---|---|---|---|---|---|---|")
-    for r in table:
+    for r in records:
         print(f"| {r['style']} | {r['loss']} | {r['average'] or 'off'} | {r['loss_of_output']} | "
               f"{r['gram_style_of_output']} | {r['s_per_iteration']} | {r['colourfulness']} |")
     if a.sheet:
-        from PIL import Image
-        h, w = rows[0][0].shape[:2]
-        sheet = np.full((len(rows) * h, len(chosen) * w, 3), 255, np.uint8)
-        for i, row in enumerate(rows):
-            for j, image in enumerate(row):
-                sheet[i * h:(i + 1) * h, j * w:(j + 1) * w] = imageio.to_uint8(image)[:h, :w]
-        Image.fromarray(sheet).save(a.sheet, quality=90)
+        make_sheet(records, out, a.sheet)
+
+
+def make_sheet(records: list[dict], out: Path, path: str) -> None:
+    """Rows: painting x averaged or not; columns: losses (in STYLE_LOSSES order); blank where a
+    run is missing."""
+    from PIL import Image
+    losses_ = [x for x in STYLE_LOSSES if any(r["loss"] == x for r in records)]
+    rows = list(dict.fromkeys((r["style"], r["average"]) for r in records))
+    first = imageio.load_image(out / f"{records[0]['style']}_{records[0]['loss']}_{records[0]['average']}.png")
+    h, w = first.shape[:2]
+    sheet = np.full((len(rows) * h, len(losses_) * w, 3), 255, np.uint8)
+    for i, (style, average) in enumerate(rows):
+        for j, loss in enumerate(losses_):
+            f = out / f"{style}_{loss}_{average}.png"
+            if f.is_file():
+                sheet[i * h:(i + 1) * h, j * w:(j + 1) * w] = imageio.to_uint8(imageio.load_image(f))[:h, :w]
+    Image.fromarray(sheet).save(path, quality=90)
 
 
 if __name__ == "__main__":

@@ -208,9 +208,9 @@ def directions(name: str, channels: int) -> np.ndarray:
     targets see the same ones."""
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     d = rng.standard_normal((channels, channels))
-    d /= np.linalg.norm(d, axis=0, keepdims=True)
-    d.flags.writeable = False
-    return d.astype(np.float32)
+    d = (d / np.linalg.norm(d, axis=0, keepdims=True)).astype(np.float32)
+    d.flags.writeable = False  # shared by every call (cached)
+    return d
 
 
 def pixel_weights(shape: tuple[int, ...], hw: jax.Array | None, guide: jax.Array | None = None) -> jax.Array:
