@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """The style losses side by side (README "Style losses"): one photo, two paintings, one column
-per `--style-loss`, each run with and without `--average`, at a fixed iteration budget.
+per `--style-loss`, each with and without `--average` (one run gives both: its last iterate and
+the average of its iterates), at a fixed iteration budget; each painting is resized to the
+photo's shape.
 
 For every run it reports the loss it minimizes (total, its own style statistic) at its output
 (the written image: with --average, the average), the Gram style term of its output (one
@@ -31,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxstyle
-from jaxstyle import imageio, losses, preprocess, vgg
-from jaxstyle.config import STYLE_LOSSES, Config
+from jaxstyle import imageio, losses, preprocess, problem, solver, vgg
+from jaxstyle.config import STYLE_LOSSES, Config, resolve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 IMAGES = SHARED / "images"
@@ -61,13 +63,15 @@ def start_terms(variables, content: np.ndarray, style: np.ndarray, size: int) ->
     return out
 
 
-def scorer(variables, content: np.ndarray, style: np.ndarray, size: int, loss: str = "gram"):
-    """(total, style) terms under `loss` under `loss` of an RGB image of the content's size at `size`."""
-    c = preprocess.to_vgg(preprocess.resize_longest(content, size))
-    s = preprocess.to_vgg(preprocess.resize_longest(style, size))
+_terms = jax.jit(losses.terms, static_argnums=3)
+
+
+def score(variables, rgb: np.ndarray, c: np.ndarray, s: np.ndarray, loss: str) -> tuple[float, float]:
+    """(total, style) terms under `loss` of an RGB image against content c and style s (network
+    space, the image's shape)."""
     objective, targets = losses.targets_for(variables, Config(style_loss=loss), c, [s])
-    fn = jax.jit(lambda x: losses.terms(x, variables, targets, objective))
-    return lambda rgb: tuple(float(v) for v in fn(jnp.asarray(preprocess.to_vgg(rgb)))[::2])
+    t = _terms(jnp.asarray(preprocess.to_vgg(rgb)), variables, targets, objective)
+    return float(t.total), float(t.style)
 
 
 def main() -> None:
@@ -99,23 +103,36 @@ def main() -> None:
         return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, style in zip(names, styles):
-        scores = {loss: scorer(variables, content, style, a.size, loss) for loss in {"gram", *chosen}}
-        painting = lab_chroma_spread(preprocess.resize_longest(style, a.size))
-        for loss in chosen:
-            for average in (0.0, a.average):
-                t = time.perf_counter()
-                r = jaxstyle.transfer(content, style, weights=params, size=a.size, iterations=a.iterations,
-                                      style_loss=loss, average=average)
-                image = np.clip(r.image, 0, 255)
+    c = preprocess.to_vgg(preprocess.resize_longest(content, a.size))
+    # Each painting at the photo's shape, so both share one compiled program per loss.
+    paintings = [preprocess.to_vgg(preprocess.resize(s, c.shape[:2])) for s in styles]
+    for loss in chosen:
+        config = resolve(Config(size=a.size, iterations=a.iterations, style_loss=loss, average=a.average), "cpu")
+        builder = problem.Builder(config, variables)
+        shape = preprocess.bucket(c.shape[:2], config.bucket)
+        layout = problem.Layout(1, shape, shape, 1, True, tuple(jax.devices()[:1]))
+        for name, s in zip(names, paintings):
+            t = time.perf_counter()
+            p = builder.problem(layout, [c], [c], [[s]], [np.ones(1, np.float32)])
+            compile_s = time.perf_counter() - t
+            t = time.perf_counter()
+            state, summary = p.chunk(p.state, np.array([a.iterations]))
+            summary = jax.device_get(summary)
+            seconds = time.perf_counter() - t
+            h, w = c.shape[:2]
+            last = np.asarray(p.method.to_image(state.u[0]))
+            painting = lab_chroma_spread(preprocess.from_vgg(s))
+            # One run gives both: the last iterate, and the average of the iterates (--average).
+            for average, x in ((0.0, last), (a.average, summary.image[0])):
+                image = np.clip(preprocess.from_vgg(x[:h, :w]), 0, 255)
                 rec = {"style": name, "loss": loss, "average": average, "size": a.size,
-                       "iterations": r.iterations, "status": r.status,
-                       "loss_of_output": round(scores[loss](image)[0], 4),
-                       "gram_style_of_output": round(scores["gram"](image)[1], 4),
-                       "s_per_iteration": round(r.seconds_per_iteration, 3),
-                       "compile_s": round(r.compile_seconds, 1),
-                       "colourfulness": round(lab_chroma_spread(image) / painting, 3),
-                       "wall_s": round(time.perf_counter() - t, 1)}
+                       "iterations": int(summary.iteration[0]), "status": solver.STATUS_NAMES[int(summary.status[0])],
+                       "loss_of_output": round(score(variables, image, c, s, loss)[0], 4),
+                       "gram_style_of_output": round(score(variables, image, c, s, "gram")[1], 4),
+                       "s_per_iteration": round(seconds / max(int(summary.iteration[0]), 1), 3),
+                       "evaluations": int(summary.evaluations[0]),
+                       "compile_s": round(compile_s, 1),
+                       "colourfulness": round(lab_chroma_spread(image) / painting, 3)}
                 print(json.dumps(rec), flush=True)
                 imageio.save_image(image, out / f"{name}_{loss}_{average}.png")
                 with open(out / "results.jsonl", "a") as fh:
