@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--average", type=float, default=0.99)
+    ap.add_argument("--optimizer", default="lbfgs", choices=("lbfgs", "adam"))
     ap.add_argument("--weights", default=str(SHARED / "weights" / "vgg16_imagenet_notop.h5"))
     ap.add_argument("--content", default=str(IMAGES / "tubingen.jpg"))
     ap.add_argument("--styles", default=f"{IMAGES / 'starry_night.jpg'},{IMAGES / 'the_scream.jpg'}")
@@ -107,7 +108,8 @@ def main() -> None:
     # Each painting at the photo's shape, so both share one compiled program per loss.
     paintings = [preprocess.to_vgg(preprocess.resize(s, c.shape[:2])) for s in styles]
     for loss in chosen:
-        config = resolve(Config(size=a.size, iterations=a.iterations, style_loss=loss, average=a.average), "cpu")
+        config = resolve(Config(size=a.size, iterations=a.iterations, style_loss=loss, average=a.average,
+                                optimizer=a.optimizer), "cpu")
         builder = problem.Builder(config, variables)
         shape = preprocess.bucket(c.shape[:2], config.bucket)
         layout = problem.Layout(1, shape, shape, 1, True, tuple(jax.devices()[:1]))
@@ -125,7 +127,7 @@ def main() -> None:
             # One run gives both: the last iterate, and the average of the iterates (--average).
             for average, x in ((0.0, last), (a.average, summary.image[0])):
                 image = np.clip(preprocess.from_vgg(x[:h, :w]), 0, 255)
-                rec = {"style": name, "loss": loss, "average": average, "size": a.size,
+                rec = {"style": name, "loss": loss, "average": average, "size": a.size, "optimizer": a.optimizer,
                        "iterations": int(summary.iteration[0]), "status": solver.STATUS_NAMES[int(summary.status[0])],
                        "loss_of_output": round(score(variables, image, c, s, loss)[0], 4),
                        "gram_style_of_output": round(score(variables, image, c, s, "gram")[1], 4),

@@ -188,7 +188,9 @@ def layer_guide(guide: jax.Array, hw: jax.Array | None, name: str) -> jax.Array:
 
 STD_EPS = 1e-3  # added to each channel's variance (meanstd): a dead channel's σ stays differentiable
 W2_EPS = 1e-3  # w2: ε = W2_EPS · the style's mean channel variance, added to both covariances
-NEWTON_SCHULZ = 18  # iterations of the matrix square root (an eigenvalue ratio of 1e-6 converges)
+# Iterations of the matrix square root: eigenvalues down to 1e-5 of the largest converge to 2e-4
+# (measured, 64x64); at 1e-6 the smallest roots come out 15% low, the trace 6e-5 low.
+NEWTON_SCHULZ = 18
 QUANTILES = 4096  # most levels at which a style's quantile function is kept (sliced, histogram)
 # Each loss's normalized term times this is of the Gram term's size at the content image: the
 # geometric mean of the Gram term over each term at the start of a run (ImageNet weights, 128 px,
