@@ -85,8 +85,9 @@ class Config:
     style_weight: float = field(default=10.0, metadata=_meta(
         "Weight of the style term in the total loss.", modes=("transfer",)))
     average: float = field(default=0.0, metadata=_meta(
-        "Write the exponential moving average of the iterates with this decay (e.g. 0.99; "
-        "bias-corrected, restarted at each stage) instead of the last iterate (0: off)."))
+        "Write the exponential moving average of the iterates with this decay (bias-corrected, "
+        "restarted at each stage) instead of the last iterate (0: off). Measured: 0.9 helps Adam; "
+        "L-BFGS gains little, and a decay near 1 lags in short runs (README: Style losses)."))
     tv_weight: float = field(default=1e-4, metadata=_meta(
         "Weight of the total-variation (smoothness) term, in 0..255 pixel units."))
     normalize: bool = field(default=True, metadata=_meta(
