@@ -15,6 +15,21 @@ layer's pooling windows.
 The per-layer coefficients c_l, s_l are the layer weights, divided by the target's mean square
 when `normalize` is on (so every term is O(1) from noise whatever the layer or image size).
 
+Other style statistics (`Objective.style_loss`) replace mean((G − A)²) by a distance between
+the image's and the style's activation distributions at the layer (F the layer's (N, C)
+activations, each pixel weighted by the region's mask; statistics are float32):
+  meanstd:   Σ_c ((μ_c − μ_c')² + (σ_c − σ_c')²) / C           σ² = variance + `STD_EPS`;
+  w2:        (|μ − μ'|² + tr(Σ + Σ' − 2 (Σ'^½ Σ Σ'^½)^½)) / C  Σ = covariance + εI on both sides,
+             the Wasserstein-2 distance of two Gaussians, the square roots by Newton–Schulz;
+  sliced:    mean over C random unit directions d of the squared 1-D optimal transport
+             distance between the projections F·d and the style's, by sorting (Heitz et al.);
+  histogram: the same along each channel (Risser et al.'s exact histogram match).
+The 1-D distances compare the image's sorted values with the style's quantile function at the
+same levels, so the two may have different pixel counts; a region's pixels are those whose
+mask at the layer is at least one half. Normalized, each is divided by the style's mean square
+activation mean_c E[F_c'²] and multiplied by `STYLE_LOSS_SCALE`, so that at the content image a
+typical photo and painting give a term of the Gram term's size and one --style-weight serves all.
+
 Everything here works on one image (H, W, 3) that may be padded to a shape bucket: `hw` is its
 real size, the network masks the padding (`vgg.mask`), and every mean above is over the real
 pixels only, so a padded image has exactly the unpadded image's losses. Batches are made by
@@ -24,11 +39,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import zlib
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import vgg
 from .config import Config
@@ -53,6 +70,7 @@ class Objective:
     regions: int = 0  # guided style transfer: regions of the content mask (0: unguided)
     pool_impl: str = "reshape"  # how pooling is written for the platform (`vgg.pool`; `for_platform`)
     masked: bool = True  # False: no image is padded, the network needs no padding masks
+    style_loss: str = "gram"  # the style statistic (`config.STYLE_LOSSES`)
 
     @classmethod
     def from_config(cls, config: Config, regions: int = 0) -> "Objective":
@@ -69,6 +87,7 @@ class Objective:
             pooling=config.pooling,
             precision=config.precision if config.precision != "auto" else "default",
             regions=regions if config.style_weight > 0 else 0,
+            style_loss=config.style_loss,
         )
 
     @property
@@ -115,7 +134,8 @@ class Targets(NamedTuple):
     """What one image is compared with, and the per-layer coefficients (a jit argument)."""
 
     content: tuple[jax.Array, ...]  # activations (H_l, W_l, C_l) per content layer
-    style: tuple[jax.Array, ...]  # Gram matrices (R, C_l, C_l) per style layer, one per region
+    style: tuple[Any, ...]  # per style layer: Gram matrices (R, C_l, C_l), one per region, or the
+    # `style_loss`'s statistics (a tuple of arrays with a leading R axis: `finish_statistics`)
     content_coeffs: jax.Array  # (n_content,)
     style_coeffs: jax.Array  # (n_style, R)
     weights: jax.Array  # (content_weight, style_weight, tv_weight)
@@ -203,6 +223,200 @@ def layer_guide(guide: jax.Array, hw: jax.Array | None, name: str) -> jax.Array:
     return jnp.where(inside[..., None], g, 0.0)
 
 
+# --- Style statistics other than the Gram matrix (`Objective.style_loss`) -----------------------
+
+STD_EPS = 1e-3  # added to each channel's variance (meanstd): a dead channel's σ stays differentiable
+W2_EPS = 1e-3  # w2: ε = W2_EPS · the style's mean channel variance, added to both covariances
+# Iterations of the matrix square root: eigenvalues down to 1e-5 of the largest converge to 2e-4
+# (measured, 64x64); at 1e-6 the smallest roots come out 15% low, the trace 6e-5 low.
+NEWTON_SCHULZ = 18
+QUANTILES = 4096  # most levels at which a style's quantile function is kept (sliced, histogram)
+# Each loss's normalized term times this is of the Gram term's size at the content image: the
+# geometric mean of the Gram term over each term at the start of a run (ImageNet weights, 128 px,
+# two photos x two paintings of ../shared/images: `bench/style_losses.py --scale`, ratios from
+# 1.1 to 5.4; README "Style losses").
+STYLE_LOSS_SCALE = {"gram": 1.0, "w2": 1.4, "sliced": 3.9, "histogram": 1.75, "meanstd": 1.9}
+
+
+def _hi(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.einsum(spec, a, b, precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def directions(name: str, channels: int) -> np.ndarray:
+    """C random unit directions (C, C) (columns) for the sliced loss at layer `name`: fixed by
+    the layer's name, so every evaluation of a run (its line searches included) and the style's
+    targets see the same ones."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    d = rng.standard_normal((channels, channels))
+    d = (d / np.linalg.norm(d, axis=0, keepdims=True)).astype(np.float32)
+    d.flags.writeable = False  # shared by every call (cached)
+    return d
+
+
+def pixel_weights(shape: tuple[int, ...], hw: jax.Array | None, guide: jax.Array | None = None) -> jax.Array:
+    """(H·W, R) weights of an activation map's pixels (H, W, C): each region's mask at the layer
+    (`guide` (H, W, R), zero outside the real region), or 1 inside the real `hw` (R = 1)."""
+    h, w = shape[0], shape[1]
+    if guide is not None:
+        return guide.reshape(h * w, -1).astype(jnp.float32)
+    if hw is None:
+        return jnp.ones((h * w, 1), jnp.float32)
+    inside = (jnp.arange(h)[:, None] < hw[0]) & (jnp.arange(w)[None, :] < hw[1])
+    return inside.reshape(h * w, 1).astype(jnp.float32)
+
+
+def _moments(m: jax.Array, wts: jax.Array, full: bool) -> tuple[jax.Array, jax.Array]:
+    """Weighted mean (R, C) and second moment (R, C, C) if `full`, else its diagonal (R, C), of
+    the rows of m (N, C) under each column of `wts` (N, R)."""
+    mass = jnp.maximum(jnp.sum(wts, axis=0), 1e-6)  # (R,)
+    mean = _hi("nr,nc->rc", wts, m) / mass[:, None]
+    if full:
+        second = jnp.stack([_hi("nc,nd->cd", m * wts[:, r, None], m) for r in range(wts.shape[1])])
+        return mean, second / mass[:, None, None]
+    return mean, _hi("nr,nc->rc", wts, m * m) / mass[:, None]
+
+
+def _projections(m: jax.Array, loss: str, name: str) -> jax.Array:
+    if loss == "histogram":
+        return m
+    return _hi("nc,ck->nk", m, jnp.asarray(directions(name, m.shape[1])))
+
+
+def _sorted(p: jax.Array, selected: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The selected rows' values of p (N, K) sorted along each column (the rest after them, as
+    +inf), and how many were selected."""
+    return jnp.sort(jnp.where(selected[:, None], p, jnp.inf), axis=0), jnp.sum(selected.astype(jnp.int32))
+
+
+def _at_levels(values: jax.Array, count: jax.Array, levels: jax.Array) -> jax.Array:
+    """The quantile function of the first `count` rows of `values` (sorted columns (N, K), the
+    q-th of n at level (q + ½)/n) at `levels` (L,), linearly interpolated: (L, K)."""
+    n = jnp.maximum(count, 1).astype(jnp.float32)
+    pos = jnp.clip(levels * n - 0.5, 0.0, n - 1.0)
+    lo = jnp.floor(pos).astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, jnp.maximum(count, 1) - 1)
+    frac = (pos - lo.astype(jnp.float32))[:, None]
+    real = jnp.arange(values.shape[0]) < count  # never read the +inf beyond the selected rows
+    v = jnp.where(real[:, None], values, 0.0)
+    return v[lo] * (1.0 - frac) + v[hi] * frac
+
+
+def style_statistics(f: jax.Array, wts: jax.Array, loss: str, name: str, quantiles: int) -> tuple:
+    """The statistics of activations f (H, W, C) that a style target blends linearly, one per
+    region (column of `wts` (H·W, R)): meanstd (mean, mean square), w2 (mean, second moment),
+    sliced and histogram (the quantile function at `quantiles` levels (Q, K))."""
+    m = f.reshape(-1, f.shape[-1]).astype(jnp.float32)
+    if loss in ("meanstd", "w2"):
+        return _moments(m, wts, full=loss == "w2")
+    p = _projections(m, loss, name)
+    levels = (jnp.arange(quantiles, dtype=jnp.float32) + 0.5) / quantiles
+    out = []
+    for r in range(wts.shape[1]):
+        values, count = _sorted(p, wts[:, r] >= 0.5)
+        out.append(jnp.where(count > 0, _at_levels(values, count, levels), 0.0))
+    return (jnp.stack(out),)
+
+
+def sqrtm(a: jax.Array, iterations: int = NEWTON_SCHULZ) -> jax.Array:
+    """The square root of symmetric positive definite matrices a (..., C, C) by the coupled
+    Newton–Schulz iteration (matrix products only, so it runs well on accelerators, in float32
+    at the highest precision), scaled by the Frobenius norm so that it converges."""
+    eye = jnp.eye(a.shape[-1], dtype=jnp.float32)
+    norm = jnp.sqrt(jnp.sum(a * a, axis=(-2, -1), keepdims=True))
+    y = a / norm
+    z = jnp.broadcast_to(eye, a.shape)
+
+    def step(_, yz):
+        y, z = yz
+        t = 1.5 * eye - 0.5 * _hi("...ij,...jk->...ik", z, y)
+        return _hi("...ij,...jk->...ik", y, t), _hi("...ij,...jk->...ik", t, z)
+
+    y, _ = jax.lax.fori_loop(0, iterations, step, (y, z))
+    return y * jnp.sqrt(norm)
+
+
+def finish_statistics(stats: tuple, loss: str) -> tuple:
+    """A style target from (blended) `style_statistics`: meanstd (mean, σ), w2 (mean, Σ + εI,
+    its square root, ε), sliced and histogram (the quantile function) as they are."""
+    if loss == "meanstd":
+        mean, square = stats
+        return mean, jnp.sqrt(jnp.maximum(square - mean * mean, 0.0) + STD_EPS)
+    if loss == "w2":
+        mean, second = stats
+        c = mean.shape[-1]
+        cov = second - mean[:, :, None] * mean[:, None, :]
+        eps = W2_EPS * jnp.trace(cov, axis1=-2, axis2=-1) / c + 1e-6  # (R,)
+        cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2)) + eps[:, None, None] * jnp.eye(c)
+        return mean, cov, sqrtm(cov), eps
+    return tuple(stats)
+
+
+def style_power(target: Any, loss: str) -> jax.Array:
+    """The style's mean square activation mean_c E[F_c²] per region (R,): what a normalized
+    statistic's term is divided by."""
+    if loss == "gram":
+        return jnp.mean(jnp.square(target), axis=(1, 2))
+    if loss == "meanstd":
+        mean, std = target
+        return jnp.mean(mean * mean + std * std, axis=-1)
+    if loss == "w2":
+        mean, cov, _, _ = target
+        return jnp.mean(mean * mean, axis=-1) + jnp.trace(cov, axis1=-2, axis2=-1) / mean.shape[-1]
+    return jnp.mean(jnp.square(target[0]), axis=(1, 2))
+
+
+def style_distance(f: jax.Array, wts: jax.Array, target: tuple, loss: str, name: str) -> jax.Array:
+    """Each region's distance (R,) between the activations f (H, W, C), its pixels weighted by
+    `wts` (H·W, R), and the style `target` (`finish_statistics`) under a non-Gram `loss`."""
+    m = f.reshape(-1, f.shape[-1]).astype(jnp.float32)
+    c = m.shape[1]
+    if loss == "meanstd":
+        mean, square = _moments(m, wts, full=False)
+        std = jnp.sqrt(jnp.maximum(square - mean * mean, 0.0) + STD_EPS)
+        return jnp.mean(jnp.square(mean - target[0]) + jnp.square(std - target[1]), axis=-1)
+    if loss == "w2":
+        mu_s, cov_s, root_s, eps = target
+        mean, second = _moments(m, wts, full=True)
+        cov = second - mean[:, :, None] * mean[:, None, :] + eps[:, None, None] * jnp.eye(c)
+        cross = _hi("rij,rjk->rik", _hi("rij,rjk->rik", root_s, cov), root_s)
+        cross = 0.5 * (cross + jnp.swapaxes(cross, -1, -2))
+        trace = (jnp.trace(cov, axis1=-2, axis2=-1) + jnp.trace(cov_s, axis1=-2, axis2=-1)
+                 - 2.0 * jnp.trace(sqrtm(cross), axis1=-2, axis2=-1))
+        return (jnp.sum(jnp.square(mean - mu_s), axis=-1) + trace) / c
+    p = _projections(m, loss, name)
+    quantiles = target[0]  # (R, Q, K)
+    out = []
+    for r in range(wts.shape[1]):
+        values, count = _sorted(p, wts[:, r] >= 0.5)
+        n = jnp.maximum(count, 1)
+        levels = (jnp.arange(p.shape[0], dtype=jnp.float32) + 0.5) / n.astype(jnp.float32)
+        q = quantiles[r]
+        goal = _at_levels(q, jnp.int32(q.shape[0]), levels)  # the style's values at the image's levels
+        real = (jnp.arange(p.shape[0]) < count)[:, None]
+        d = jnp.where(real, jnp.where(real, values, 0.0) - goal, 0.0)
+        out.append(jnp.sum(d * d) / (n.astype(jnp.float32) * p.shape[1]))
+    return jnp.stack(out)
+
+
+def quantile_count(style_shape: tuple[int, int], name: str) -> int:
+    """Levels at which a style's quantile function is kept at layer `name` (sliced, histogram):
+    its (padded) pixel count there, at most `QUANTILES`."""
+    h, w = grid(style_shape, name)
+    return min(h * w, QUANTILES)
+
+
+def statistics_shapes(loss: str, channels: int, regions: int, quantiles: int) -> tuple:
+    """Shapes of a non-Gram style target (`finish_statistics`) at a layer of `channels`."""
+    f32, r, c = jnp.float32, regions, channels
+    if loss == "meanstd":
+        return (jax.ShapeDtypeStruct((r, c), f32),) * 2
+    if loss == "w2":
+        return (jax.ShapeDtypeStruct((r, c), f32), jax.ShapeDtypeStruct((r, c, c), f32),
+                jax.ShapeDtypeStruct((r, c, c), f32), jax.ShapeDtypeStruct((r,), f32))
+    return (jax.ShapeDtypeStruct((r, quantiles, c), f32),)
+
+
 def mse(a: jax.Array, b: jax.Array, hw: jax.Array | None = None) -> jax.Array:
     """Mean squared difference over the real positions, in float32 (both zero outside them)."""
     d = a.astype(jnp.float32) - b.astype(jnp.float32)
@@ -254,14 +468,18 @@ def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) 
 
 
 def _style_layer(f: jax.Array, targets: Targets, i: int, name: str, objective: Objective) -> jax.Array:
-    """Layer i's style term: Σ_r s_ir · a_r · mean((G_r − A_ir)²)."""
+    """Layer i's style term: Σ_r s_ir · a_r · mean((G_r − A_ir)²), or · the `style_loss`'s distance."""
+    weights = targets.region_weights if targets.region_weights is not None else 1.0
+    if objective.style_loss != "gram":
+        wts = pixel_weights(f.shape, grid_hw(targets.hw, name), targets.guides[i] if objective.regions else None)
+        per_region = style_distance(f, wts, targets.style[i], objective.style_loss, name)
+        return jnp.sum(targets.style_coeffs[i] * weights * per_region)
     if objective.regions:
         g = guided_gram(f, targets.guides[i], objective.gram_precision)
     else:
         g = gram(f, grid_hw(targets.hw, name), objective.gram_precision)[None]
     d = g - targets.style[i]
     per_region = jnp.mean(d * d, axis=(1, 2))
-    weights = targets.region_weights if targets.region_weights is not None else 1.0
     return jnp.sum(targets.style_coeffs[i] * weights * per_region)
 
 
@@ -290,7 +508,9 @@ def style_grams(variables: Any, styles: jax.Array, style_hw: jax.Array, blend: j
     feats = network(variables, styles, objective, objective.style_layers, style_hw)
     out = []
     for name in objective.style_layers:
-        if objective.regions:
+        if objective.style_loss != "gram":
+            out.append(_style_statistics(feats[name], style_hw, blend, masks, name, objective))
+        elif objective.regions:
             out.append(jax.vmap(lambda f, m, h: guided_gram(f, layer_guide(m[..., None], h, name),
                                                             objective.gram_precision)[0])(
                 feats[name], masks, style_hw))  # (S, C, C)
@@ -299,6 +519,27 @@ def style_grams(variables: Any, styles: jax.Array, style_hw: jax.Array, blend: j
                 feats[name], grid_hw(style_hw, name))  # (S, C, C)
             out.append(jnp.tensordot(blend.astype(jnp.float32), grams, axes=(0, 0))[None])
     return tuple(out)
+
+
+def _style_statistics(feats: jax.Array, style_hw: jax.Array, blend: jax.Array, masks: jax.Array | None,
+                      name: str, objective: Objective) -> tuple:
+    """A non-Gram style target at layer `name` from the styles' activations (S, H, W, C): their
+    statistics blended by `blend` (means, second moments and quantile functions mix linearly:
+    a blend of quantile functions is the styles' 1-D Wasserstein barycentre), or in a guided
+    run style k's, over its mask, as region k's target."""
+    loss, q = objective.style_loss, min(feats.shape[1] * feats.shape[2], QUANTILES)
+
+    def one(f, h, m):
+        guide = layer_guide(m[..., None], h, name) if objective.regions else None
+        return style_statistics(f, pixel_weights(f.shape, grid_hw(h, name), guide), loss, name, q)
+
+    stats = jax.vmap(one)(feats, style_hw, masks if objective.regions else jnp.zeros(feats.shape[:1]))
+    if objective.regions:
+        stats = jax.tree.map(lambda a: a[:, 0], stats)  # (S, ...): style k is region k
+    else:
+        stats = jax.tree.map(lambda a: jnp.tensordot(blend.astype(jnp.float32), a[:, 0], axes=(0, 0))[None],
+                             stats)
+    return finish_statistics(stats, loss)
 
 
 def make_targets(variables: Any, content: jax.Array, hw: jax.Array, grams: tuple[jax.Array, ...],
@@ -320,7 +561,8 @@ def make_targets(variables: Any, content: jax.Array, hw: jax.Array, grams: tuple
         cw = cw / jnp.maximum(jnp.stack([power(t, grid_hw(hw, n)) for t, n in
                                          zip(content_feats, objective.content_layers)]), 1e-12)
     if objective.normalize and grams:
-        sw = sw / jnp.maximum(jnp.stack([jnp.mean(jnp.square(g), axis=(1, 2)) for g in grams]), 1e-12)
+        loss = objective.style_loss
+        sw = sw * STYLE_LOSS_SCALE[loss] / jnp.maximum(jnp.stack([style_power(g, loss) for g in grams]), 1e-12)
     if not content_feats:
         cw = jnp.zeros((0,), jnp.float32)
     if not grams:
@@ -336,17 +578,25 @@ def make_targets(variables: Any, content: jax.Array, hw: jax.Array, grams: tuple
                    hw.astype(jnp.int32), guides, region_weights)
 
 
-def abstract_targets(objective: Objective, shape: tuple[int, int]) -> Targets:
-    """Shapes (no data) of one image's targets at a padded (H, W) `shape`."""
+def abstract_targets(objective: Objective, shape: tuple[int, int],
+                     style_shape: tuple[int, int] | None = None) -> Targets:
+    """Shapes (no data) of one image's targets at a padded (H, W) `shape`, its styles padded to
+    `style_shape` (default: `shape`)."""
     f32 = jnp.float32
     r = objective.region_count
+    style_shape = style_shape or shape
+
+    def style(n):
+        if objective.style_loss == "gram":
+            return jax.ShapeDtypeStruct((r, CHANNELS[n], CHANNELS[n]), f32)
+        return statistics_shapes(objective.style_loss, CHANNELS[n], r, quantile_count(style_shape, n))
 
     def feat(name):
         return jax.ShapeDtypeStruct((*grid(shape, name), CHANNELS[name]), _dtype(objective.dtype))
 
     return Targets(
         tuple(feat(n) for n in objective.content_layers),
-        tuple(jax.ShapeDtypeStruct((r, CHANNELS[n], CHANNELS[n]), f32) for n in objective.style_layers),
+        tuple(style(n) for n in objective.style_layers),
         jax.ShapeDtypeStruct((len(objective.content_layers),), f32),
         jax.ShapeDtypeStruct((len(objective.style_layers), r), f32),
         jax.ShapeDtypeStruct((3,), f32), jax.ShapeDtypeStruct((2,), jnp.int32),
@@ -363,7 +613,7 @@ def targets_for(variables: Any, config: Config, content: Any = None, styles: Any
     their compiled `prepare` program). `shape` is the image's (h, w) when there is no content.
     Guided: `guide` (h, w, R) holds the content's region masks, style k paints region k, and
     `style_masks` (one (h_k, w_k) array or None per style) weight each style's pixels."""
-    import numpy as np
+    from .preprocess import pad_image
 
     regions = 0 if guide is None else int(np.shape(guide)[-1])
     objective = Objective.from_config(config, regions)
@@ -378,7 +628,14 @@ def targets_for(variables: Any, config: Config, content: Any = None, styles: Any
             objective, jnp.asarray(m if m is not None else np.ones(s.shape[:2], np.float32))[None])
             for s, m in zip(styles, masks)]
         if objective.regions:
-            grams = tuple(jnp.concatenate([g[i] for g in per]) for i in range(len(objective.style_layers)))
+            grams = tuple(jax.tree.map(lambda *a: jnp.concatenate(a), *[g[i] for g in per])
+                          for i in range(len(objective.style_layers)))
+        elif objective.style_loss != "gram":  # blended before a target is made of them: one call
+            shape = tuple(int(v) for v in np.max([np.shape(s)[:2] for s in styles], axis=0))
+            padded = jnp.asarray(np.stack([pad_image(np.asarray(s, np.float32), shape) for s in styles]))
+            grams = jax.jit(style_grams, static_argnums=4)(
+                variables, padded, jnp.asarray([np.shape(s)[:2] for s in styles], jnp.int32),
+                jnp.asarray(blend / blend.sum(), jnp.float32), objective)
         else:
             grams = tuple(sum(float(b) * g[i] for b, g in zip(blend / blend.sum(), per))
                           for i in range(len(objective.style_layers)))

@@ -155,7 +155,7 @@ def _prepare(variables, content, content_hw, guide, x0, active, styles, style_hw
 
     if shared:
         grams = grams_of(styles[0], style_hw[0], blend[0], style_masks[0])
-        grams = tuple(jnp.broadcast_to(g, (b, *g.shape)) for g in grams)
+        grams = jax.tree.map(lambda g: jnp.broadcast_to(g, (b, *g.shape)), grams)
     else:
         grams = solver.each(lambda a: grams_of(*a), (styles, style_hw, blend, style_masks), width)
 

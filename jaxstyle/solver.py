@@ -59,11 +59,14 @@ class Method:
     # The L-BFGS direction from the history's inner products (a few matrix products: accelerators,
     # `problem.for_layout`) instead of optax's two-loop recursion (2 x memory dependent steps).
     compact: bool = False
+    # The image given out is the bias-corrected exponential moving average of the iterates with
+    # this decay (`Config.average`; 0: the last iterate). It rides in the loop state.
+    average: float = Config.average
 
     @classmethod
     def from_config(cls, config: Config) -> "Method":
         return cls(config.optimizer, config.lbfgs_memory or LBFGS_MEMORY, config.linesearch_steps,
-                   precondition=config.precondition)
+                   precondition=config.precondition, average=config.average)
 
     def scale(self, shape: tuple[int, ...]) -> float:
         """x = scale · L(u) between the image x (H, W, 3) and the optimized variable u (1 for Adam)."""
@@ -158,6 +161,9 @@ class LoopState(NamedTuple):
     stall: jax.Array  # int32, consecutive L-BFGS iterations without a decrease
     status: jax.Array  # int32, RUNNING / NONFINITE / STALLED / IDLE (a batch's empty slot)
     failures: jax.Array  # int32, line searches that found no decrease (each restarted L-BFGS)
+    # Method.average > 0: Σ_k (1−β)β^(t−k) u_k over the iterations k = 1..t done (the moving
+    # average before its bias correction); None (no arrays) otherwise.
+    average: Any = None
 
 
 class Summary(NamedTuple):
@@ -190,12 +196,29 @@ def init_state(x0: jax.Array, method: Method, active: jax.Array | bool = True) -
     status = jnp.where(active, RUNNING, IDLE).astype(i32)
     inf = jnp.asarray(jnp.inf, f32)
     return LoopState(u, inf, jnp.zeros_like(u), jnp.zeros((3,), f32), jnp.full((4,), jnp.nan, f32),
-                     direction, opt, linesearch.begin(inf, 0.0), zero, zero, zero, status, zero)
+                     direction, opt, linesearch.begin(inf, 0.0), zero, zero, zero, status, zero,
+                     jnp.zeros_like(u) if method.average else None)
 
 
 def image(state: LoopState, method: Method) -> jax.Array:
-    """The current image (network input space) of a loop state."""
-    return method.to_image(state.u)
+    """The image a loop state gives out (network input space): the current one, or with
+    `method.average` the bias-corrected moving average of the iterates (the current image
+    before the first iteration)."""
+    if not method.average:
+        return method.to_image(state.u)
+    done = state.iteration.astype(jnp.float32)
+    mean = state.average / jnp.maximum(1.0 - jnp.float32(method.average) ** done, 1e-30)
+    return method.to_image(jnp.where(state.iteration > 0, mean, state.u))
+
+
+def _averaged(s: LoopState, n: LoopState, method: Method) -> LoopState:
+    """n (the state after s's step, which does not carry the average) with the average updated
+    by its point when the step completed an iteration."""
+    if not method.average:
+        return n
+    beta = jnp.float32(method.average)
+    return n._replace(average=jnp.where(n.iteration > s.iteration, beta * s.average + (1 - beta) * n.u,
+                                        s.average))
 
 
 def _evaluate(u: jax.Array, variables: Any, targets: Targets, objective: Objective, method: Method):
@@ -358,8 +381,8 @@ def run_one(state: LoopState, until: jax.Array, variables: Any, targets: Targets
     """
     def step(s):
         if method.optimizer == "adam":
-            return _adam_step(s, variables, targets, objective, method, learning_rate)
-        return _lbfgs_step(s, variables, targets, objective, method)
+            return _averaged(s, _adam_step(s, variables, targets, objective, method, learning_rate), method)
+        return _averaged(s, _lbfgs_step(s, variables, targets, objective, method), method)
 
     def cond(carry):
         s, _ = carry

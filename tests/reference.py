@@ -114,6 +114,84 @@ def guided_gram_grad(f: np.ndarray, m: np.ndarray, g_gram: np.ndarray) -> np.nda
     return ((mat * wts) @ (g_gram + g_gram.T) / (max(m.sum(), 1e-6) * c)).reshape(h, w, c)
 
 
+# --------------------------------------------------------------------------- #
+# Style statistics other than the Gram matrix: value and dL/df of one region,
+# f (N, C) its activations, w (N,) its pixel weights (mask values).
+# --------------------------------------------------------------------------- #
+def _spd_power(a: np.ndarray, p: float) -> np.ndarray:
+    vals, vecs = np.linalg.eigh((a + a.T) / 2)
+    return (vecs * np.maximum(vals, 0.0) ** p) @ vecs.T
+
+
+def _weighted_moments(f, w):
+    mass = w.sum()
+    mean = w @ f / mass
+    second = (f * w[:, None]).T @ f / mass
+    return mean, second, mass
+
+
+def meanstd_loss_and_grad(f, w, mu_s, std_s, eps):
+    """Σ_c ((μ_c − μs_c)² + (σ_c − σs_c)²) / C with σ = sqrt(var + eps), and dL/df."""
+    f, w = np.asarray(f, np.float64), np.asarray(w, np.float64)
+    c = f.shape[1]
+    mean, _, mass = _weighted_moments(f, w)
+    var = w @ (f - mean) ** 2 / mass
+    std = np.sqrt(var + eps)
+    value = float(np.sum((mean - mu_s) ** 2 + (std - std_s) ** 2) / c)
+    g_mean = 2 * (mean - mu_s) / c
+    g_var = 2 * (std - std_s) / c / (2 * std)
+    grad = w[:, None] * (g_mean[None] + g_var[None] * 2 * (f - mean)) / mass
+    return value, grad
+
+
+def w2_loss_and_grad(f, w, mu_s, cov_s, eps):
+    """(|μ − μs|² + tr(Σ + Σs − 2 (Σs^½ Σ Σs^½)^½)) / C with Σ the weighted covariance + eps·I
+    (matrix functions by eigendecomposition), and dL/df."""
+    f, w = np.asarray(f, np.float64), np.asarray(w, np.float64)
+    c = f.shape[1]
+    mean, second, mass = _weighted_moments(f, w)
+    cov = second - np.outer(mean, mean) + eps * np.eye(c)
+    root_s = _spd_power(cov_s, 0.5)
+    cross = root_s @ cov @ root_s
+    value = float((np.sum((mean - mu_s) ** 2) + np.trace(cov) + np.trace(cov_s)
+                   - 2 * np.trace(_spd_power(cross, 0.5))) / c)
+    g_cov = (np.eye(c) - root_s @ _spd_power(cross, -0.5) @ root_s) / c  # dL/dΣ, symmetric
+    g_mean = 2 * (mean - mu_s) / c - 2 * g_cov @ mean
+    grad = w[:, None] * (2 * f @ g_cov + g_mean[None]) / mass
+    return value, grad
+
+
+def quantile_function(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Each column's quantile function (the q-th of n sorted values at level (q + ½)/n,
+    linear between, constant beyond) at `levels`."""
+    n = values.shape[0]
+    grid_ = (np.arange(n) + 0.5) / n
+    s = np.sort(values, axis=0)
+    return np.stack([np.interp(levels, grid_, s[:, k]) for k in range(values.shape[1])], axis=1)
+
+
+def sorted_transport_loss_and_grad(f, selected, directions, target_quantiles):
+    """Mean over the columns d of `directions` (C, K) of the squared 1-D optimal transport
+    distance between the selected rows' projections f·d and the distribution whose quantile
+    function is sampled by `target_quantiles` (Q, K) at levels (q + ½)/Q; and dL/df."""
+    f = np.asarray(f, np.float64)
+    d = np.asarray(directions, np.float64)
+    rows = np.flatnonzero(selected)
+    p = f[rows] @ d
+    n, k = p.shape
+    order = np.argsort(p, axis=0)
+    q = target_quantiles.shape[0]
+    goal = np.stack([np.interp((np.arange(n) + 0.5) / n, (np.arange(q) + 0.5) / q,
+                               np.asarray(target_quantiles, np.float64)[:, j]) for j in range(k)], axis=1)
+    diff = np.take_along_axis(p, order, axis=0) - goal
+    value = float(np.sum(diff ** 2) / (n * k))
+    g_p = np.zeros_like(p)
+    np.put_along_axis(g_p, order, 2 * diff / (n * k), axis=0)
+    grad = np.zeros_like(f)
+    grad[rows] = g_p @ d.T
+    return value, grad
+
+
 def tv_loss(x: np.ndarray) -> float:
     """mean of squared vertical diffs + mean of squared horizontal diffs."""
     return float(np.mean((x[1:] - x[:-1]) ** 2) + np.mean((x[:, 1:] - x[:, :-1]) ** 2))

@@ -51,6 +51,16 @@ def test_the_run_compiles_for_tpu_without_host_work_and_within_the_estimate(name
 
 
 @needs_libtpu
+@pytest.mark.parametrize("loss", ["w2", "sliced", "histogram", "meanstd"])
+def test_each_style_loss_compiles_for_tpu_without_host_work(loss):
+    """The sorts, quantile gathers and Newton–Schulz square roots, at the smallest size."""
+    devices = targets.topology_devices(targets.target("tpu-v5e-1"))[:1]
+    programs = targets.compile_for(Config(size=32, style_loss=loss), devices, (32, 32), (32, 32))
+    for compiled in (programs.prepare, programs.chunk):
+        _check_device_only(compiled.as_text())
+
+
+@needs_libtpu
 def test_an_image_split_over_a_v2_8_needs_less_memory_per_core_with_more_cores():
     """--split-image: one 512x384 image by rows over 1 and 8 cores of a v2-8 (deviceless;
     `bench/split_memory.py` prints the table at larger sizes)."""
@@ -97,9 +107,10 @@ def test_bench_plans_a_tpu_run(capsys):
     assert row["first_run_s"] >= row["later_run_s"] > 0
 
 
-@pytest.mark.parametrize("regions", [0, 2])
-def test_the_run_lowers_for_cuda(synthetic_params, regions):
-    config = Config(size=64, conv="direct")
+@pytest.mark.parametrize("regions, loss", [(0, "gram"), (2, "gram"), (0, "w2"), (2, "sliced"), (0, "histogram"),
+                                           (2, "meanstd")])
+def test_the_run_lowers_for_cuda(synthetic_params, regions, loss):
+    config = Config(size=64, conv="direct", style_loss=loss)
     host = vgg.prepare_variables(synthetic_params)
     builder = problem.Builder(config, host, regions)
     layout = problem.Layout(1, (48, 64), (64, 48), max(regions, 1), True, tuple(jax.devices()[:1]),

@@ -149,8 +149,8 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
                    linesearch_steps=10, precondition=0.1, init="noise", seed=5, save_every=1,
                    checkpoint_every=2, batch_size=2, devices=1, dtype="bfloat16", remat=True,
                    pooling="avg", bucket=32, conv="direct", compile="fast", precision="high", device="cpu:0",
-                   print_every=2)
-    adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48, split_image=True)
+                   print_every=2, style_loss="meanstd")
+    adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48, split_image=True, average=0.9)
     touched = {f.name for f in dataclasses.fields(Config) if getattr(lbfgs, f.name) != getattr(Config(), f.name)}
     touched |= {f.name for f in dataclasses.fields(Config) if getattr(adam, f.name) != getattr(Config(), f.name)}
     touched.add("tile")  # refused with the snapshots, checkpoints and traces this test reads: test_tiles.py

@@ -26,6 +26,8 @@ from jaxstyle.errors import ConfigError
     ({"optimizer": "sgd"}, "--optimizer must be one of"),
     ({"learning_rate": 0.0}, "--learning-rate must be"),
     ({"lbfgs_memory": -1}, "--lbfgs-memory must be"),
+    ({"style_loss": "wasserstein"}, "--style-loss must be one of gram, w2, sliced, histogram, meanstd"),
+    ({"average": 1.0}, "--average must be a decay from 0 (off) to below 1"),
 ])
 def test_invalid_settings_raise_config_error(changes, message):
     with pytest.raises(ConfigError) as e:
