@@ -24,7 +24,10 @@ TEMP_PER_ACTIVATION_BYTE_REMAT = 1.6
 # XLA:TPU (deviceless compiles for a v5e, 64-1024 px): 2.35-2.4x at 512-1024 px, more on small
 # images (arrays are padded to tiles: a fixed overhead covers it), and `--remat` saves nothing
 # there (its loop was 0.98-1.15x the plain one's). Assumed for GPUs, which compile nothing here.
-TEMP_PER_ACTIVATION_BYTE_ACCELERATOR = 2.7
+# Raised from 2.7 to 3.4 when TPUs got reduce_window pooling and the compact L-BFGS direction:
+# the 24 MP plan's 1024x1024 tile loop grew from 4.16 to 5.16 GiB (its pool gradient and ReLU
+# take layout copies of block1's activations), which 2.7 put 0.56 GiB under.
+TEMP_PER_ACTIVATION_BYTE_ACCELERATOR = 3.4
 ACCELERATOR_REMAT = 1.15
 ACCELERATOR_OVERHEAD = 96 * 2**20
 RUNTIME_BYTES = 400 * 2**20  # JAX, XLA and Python themselves
