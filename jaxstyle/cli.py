@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from . import devices as devices_mod
 from . import runtime
 from . import weights as weights_mod
-from .config import COMPILES, PRESETS, STYLE_PRESETS, Config
+from .config import COMPILES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError, first_line
 
 
@@ -585,10 +585,12 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
                    "the first that fits, compiled deviceless on a TPU.")
 @click.option("--compile", "effort", type=click.Choice(COMPILES), default="auto", show_default=True,
               help="With --target: XLA's effort for the programs timed (auto: both on a TPU, fast and full).")
+@click.option("--style-loss", "style_losses", type=click.Choice(STYLE_LOSSES), multiple=True, default=("gram",),
+              show_default=True, help="With --target: the style statistic of the programs timed; repeat for several.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per configuration.")
 def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices, weights, synthetic_weights,
           content, style, iterations, repeats, target_loss, scales_list, run_iterations, largest, target_name,
-          fit_size, effort, as_json) -> None:
+          fit_size, effort, style_losses, as_json) -> None:
     """Measure compile time, seconds per evaluation and per iteration, FLOP/s and memory."""
     import json as json_mod
 
@@ -638,12 +640,15 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
         for size in sizes:
             for dtype in dtypes:
                 for batch in batches:
-                    config = Config(dtype=dtype, conv=convs[0], remat=remats[0] == "on", optimizer=optimizers[0],
-                                    compile=effort)
-                    row = {**targets.plan(target_name, config, size, batch, content_shape), "dtype": dtype}
-                    if largest:
-                        row["largest_size"], row["largest_hbm_needed_bytes"] = targets.largest(target_name, config)
-                    click.echo(json_mod.dumps(row) if as_json else targets.describe(row))
+                    for style_loss in style_losses:
+                        config = Config(dtype=dtype, conv=convs[0], remat=remats[0] == "on",
+                                        optimizer=optimizers[0], compile=effort, style_loss=style_loss)
+                        row = {**targets.plan(target_name, config, size, batch, content_shape), "dtype": dtype,
+                               "style_loss": style_loss}
+                        if largest:
+                            row["largest_size"], row["largest_hbm_needed_bytes"] = targets.largest(target_name,
+                                                                                                   config)
+                        click.echo(json_mod.dumps(row) if as_json else targets.describe(row))
         return
 
     if synthetic_weights:

@@ -259,7 +259,8 @@ def describe(row: dict[str, Any]) -> str:
     """A plan (`plan`) as a few lines for a person, each time with where it comes from."""
     h, w = row["shape"]
     images = f"{row['batch']} image{'s' if row['batch'] > 1 else ''}"
-    where = f"{row['target']}, {w}x{h}, {images}, {row.get('dtype', 'float32')}"
+    loss = f", --style-loss {row['style_loss']}" if row.get("style_loss", "gram") != "gram" else ""
+    where = f"{row['target']}, {w}x{h}, {images}, {row.get('dtype', 'float32')}{loss}"
     if row.get("iteration_ms") is None:
         need = row.get("hbm_needed_bytes")
         return f"{where}: does NOT fit ({need / GiB:.1f} GiB needed per device)" if need else f"{where}: does NOT fit"
