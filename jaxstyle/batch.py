@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from . import checkpoint as ckpt_mod
 from . import inputs, masks, output, preprocess, solver, tiles
 from .config import Config
 from .driver import Outcome, Slot, drive, rgb
@@ -51,6 +52,8 @@ class Runner:
                 if it.checkpoint is not None}
         self.checkpoints = Checkpoints(config.checkpoint_every, {i: items[i].checkpoint for i in prov},
                                        totals, prov)
+        if config.keep_checkpoint:  # each image's checkpoint holds its final state
+            self.checkpoints.keep.update(prov)
         self.lines = Lines(config.print_every, self._line)
         self.observers = [self.snapshots, self.frames, self.trace, self.checkpoints, self.lines]
         self._said: set[str] = set()  # content masks whose regions were named
@@ -87,7 +90,6 @@ class Runner:
                 state[p.index]["offset"] = p.resumed.offset
                 # the loop state already holds this stage's first iterations: not this run's work
                 state[p.index]["run"] = -(p.resumed.iteration - p.resumed.offset[0])
-                self.checkpoints.keep.add(p.index)  # its checkpoint is kept up to date to the end
         compile_seconds = seconds = 0.0
         for k in range(start, len(stages)):
             active = [p for p in live if state[p.index]["status"] in ("running", "done", "stalled")]
@@ -279,6 +281,21 @@ class Runner:
                                self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active),
                                image=lambda: finish(raw())))
 
+    def _remove_checkpoint(self, item: Any) -> Path | None:
+        """A finished image's result is written: its checkpoint (an earlier stage's, or one it
+        resumed from) is of no more use and is removed, unless it cannot be proved ours."""
+        path = item.checkpoint
+        if path is None:
+            return None
+        if not path.is_file() or not ckpt_mod.is_checkpoint(path):
+            return None
+        try:
+            path.unlink()
+        except OSError as e:
+            self.notify(f"{path}: the finished run's checkpoint could not be removed ({e.strerror})")
+            return path
+        return None
+
     def _finish(self, p, s: dict, compile_seconds: float, seconds: float) -> OutputError | None:
         """Write the image's result, animation and trace, and record its Result. A file that
         cannot be written (its content is kept elsewhere, see `output.write_image`) fails the
@@ -309,6 +326,8 @@ class Runner:
                 errors.append(e)
         if p.index in self.checkpoints.errors:
             errors.append(self.checkpoints.errors[p.index])
+        elif status in ("done", "stalled") and not errors and not config.keep_checkpoint:
+            result.checkpoint = self._remove_checkpoint(item)
         errors += self.snapshots.errors.get(p.index, [])
         try:
             if image is not None and item.gif is not None:

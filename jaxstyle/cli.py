@@ -445,11 +445,13 @@ def style(image: str, output: str, weights: str | None, quality: int, bits: str,
 @click.option("--device", type=str, default="auto", show_default=True,
               help="Where to continue: cpu, gpu or tpu, optionally one device (gpu:1).")
 @click.option("--print-every", type=click.IntRange(0), default=None, help="Loss line interval.")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep the checkpoint when the run finishes (holding its final state), to extend it later.")
 @_verbosity
 def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, iterations: int | None,
                save_every: int | None, checkpoint_every: int | None, quality: int, bits: str,
                gif_path: str | None, trace_path: str | None, device: str, print_every: int | None,
-               quiet: bool, verbose: bool) -> None:
+               keep_checkpoint: bool, quiet: bool, verbose: bool) -> None:
     """Continue a run from CHECKPOINT, with the inputs and settings stored in it."""
     from .resuming import job_from
     Config(device=device)  # a bad value is refused before JAX starts
@@ -457,7 +459,7 @@ def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, it
         raise JaxstyleError("--quiet and --print-every contradict each other; give one")
     _start(device, verbose)
     changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every,
-               "device": device, "print_every": print_every}
+               "device": device, "print_every": print_every, "keep_checkpoint": keep_checkpoint}
     _execute(job_from(checkpoint_path, changes, output=output, gif=gif_path, trace=trace_path,
                       quality=quality, bits=int(bits), weights=weights), quiet)
 

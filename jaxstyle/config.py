@@ -29,7 +29,7 @@ MAX_SIZE = 16384
 
 # Settings that decide where a run stops or what it writes, not the path it takes: a resumed
 # run may change these and still end exactly where an uninterrupted one would.
-RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every", "batch_size",
+RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every", "keep_checkpoint", "batch_size",
             "devices", "device", "print_every")
 
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
@@ -104,6 +104,9 @@ class Config:
         "Save a numbered snapshot beside the output every N iterations (0: never)."))
     checkpoint_every: int = field(default=0, metadata=_meta(
         "Write a resumable checkpoint (OUT.ckpt.npz) every N iterations (0: only when interrupted)."))
+    keep_checkpoint: bool = field(default=False, metadata=_meta(
+        "Keep the checkpoint when the run finishes, holding its final state, so that a later "
+        "`jaxstyle resume --iterations N` can extend the run (a finished run otherwise removes it)."))
     batch_size: int = field(default=0, metadata=_meta(
         "Images per compiled batch when stylizing a folder (0: as many as fit, up to 8 per device)."))
     device: str = field(default="auto", metadata=_meta(

@@ -130,6 +130,7 @@ def job_from(path: str | os.PathLike, changes: dict[str, Any], *, output: str | 
     settings that do not change the optimization's path (`config.RUN_ONLY`)."""
     from . import job as job_mod
     ck = ckpt_mod.load(path)
+    changes = {"keep_checkpoint": False, **changes}  # kept again only when asked again
     unknown = set(k for k, v in changes.items() if v is not None) - set(RUN_ONLY)
     if unknown:
         raise InputError(f"resume can only change {', '.join(RUN_ONLY)}")

@@ -103,9 +103,11 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
         for path in (p.item.output, p.item.gif, p.item.trace):
             if path is not None:
                 path.parent.mkdir(exist_ok=True)
+    total = sum(n for _, n in config.stages())
     for p in plans:
         if p.resumed is not None:
             p.resumed.check_weights(weights_sha)
+            notify(f"{p.item.name}: resumed at iteration {p.resumed.iteration} of {total} from {p.resumed.path.name}")
     builder = Builder(config, vgg.prepare_variables(params), job.regions)
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items), devices=devices,
