@@ -87,9 +87,9 @@ def _config(mode: str, config: Config | None, preset: str | None, options: Mappi
 
 def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[ImageLike], cfg: Config, *,
         output, weights, style_blend, progress, gif, trace, quality, bits,
-        should_stop, content_mask=None, style_masks=None) -> Result | list[Result]:
+        should_stop, content_mask=None, style_masks=None, existing="check") -> Result | list[Result]:
     common = dict(style_blend=style_blend, quality=quality, bits=bits, weights=weights,
-                  content_mask=content_mask, style_masks=style_masks)
+                  content_mask=content_mask, style_masks=style_masks, existing=existing)
     if isinstance(images, (list, tuple)):
         job = job_mod.many(mode, cfg, list(images), styles, outdir=output, gif_dir=gif, trace_dir=trace,
                            folder=False, **common)
@@ -108,7 +108,8 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
              config: Config | None = None, preset: str | None = None, gif: PathLike | None = None,
              trace: PathLike | None = None, quality: int = 95, bits: int = 8,
              should_stop: Callable[[], bool] | None = None, content_mask: ImageLike | None = None,
-             style_masks: Sequence[ImageLike | None] | None = None, **options: Any) -> Result | list[Result]:
+             style_masks: Sequence[ImageLike | None] | None = None, existing: str = "check",
+             **options: Any) -> Result | list[Result]:
     """Render `content` in the style of `style` (one image or several, blended by `style_blend`).
 
     Guided transfer: `content_mask` has one colour per region and the k-th style paints the k-th
@@ -126,7 +127,7 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
     cfg = _config("transfer", config, preset, options)
     return _go("transfer", content, styles, cfg, output=output, weights=weights, style_blend=style_blend,
                progress=progress, gif=gif, trace=trace, quality=quality, bits=bits, should_stop=should_stop,
-               content_mask=content_mask, style_masks=style_masks)
+               content_mask=content_mask, style_masks=style_masks, existing=existing)
 
 
 def reconstruct_content(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,

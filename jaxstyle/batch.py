@@ -23,7 +23,7 @@ from .job import Job, shares_styles
 from .observers import Checkpoints, Frames, Lines, Snapshots, Trace
 from .problem import Builder, Layout, default_width, with_states
 from .results import Progress, Result
-from .resuming import provenance
+from .resuming import provenance, result_note
 
 
 class Runner:
@@ -321,7 +321,8 @@ class Runner:
             self.notify(f"skipped {result.message}")
         elif item.output is not None and image is not None:
             try:
-                result.output = output.write_image(image, item.output, job.quality, bits=job.bits)
+                note = result_note(job, config, item) if status in ("done", "stalled") else None
+                result.output = output.write_image(image, item.output, job.quality, bits=job.bits, note=note)
             except OutputError as e:
                 errors.append(e)
         if p.index in self.checkpoints.errors:

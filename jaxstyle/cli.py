@@ -218,6 +218,9 @@ def _execute(job: Any, quiet: bool = False) -> None:
 
 
 def _summarize(result: Any, say: Callable[[str], None] = _say) -> None:
+    if result.status == "skipped":
+        say(f"{result.output}: already there, kept (--skip-existing)")
+        return
     if result.status == "non-finite" and result.image is None:
         raise NumericalError(result.message)
     size = f" ({result.image.shape[1]}x{result.image.shape[0]})" if result.image is not None else ""
@@ -266,6 +269,11 @@ def _summarize_folder(job: Any, results: list, say: Callable[[str], None] = _say
 
 
 def _common(fn: Callable) -> Callable:
+    fn = click.option("--skip-existing", is_flag=True,
+                      help="Keep every result already there, whatever settings made it.")(fn)
+    fn = click.option("--overwrite", is_flag=True,
+                      help="Make again every result already there (a folder run otherwise keeps those made "
+                           "with these settings and inputs, and refuses to start over others).")(fn)
     fn = click.option("--distributed", is_flag=True,
                       help="Call jax.distributed.initialize() first (TPU pod slices, GPU clusters); each "
                            "process then makes its share of a folder's images.")(fn)
@@ -326,7 +334,8 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
                             "the format of one image follows -o")
     _start(config.device, files["verbose"], files["distributed"])
     common = dict(style_blend=style_blend, quality=files["quality"], bits=files["bits"],
-                  weights=files["weights"], content_mask=content_mask, style_masks=style_masks or None)
+                  weights=files["weights"], content_mask=content_mask, style_masks=style_masks or None,
+                  existing=files["existing"])
     if content_mask is not None and not Path(content_mask).exists():
         raise JaxstyleError(f"{content_mask}: no such file or folder (--content-mask)")
     if content_mask is not None and Path(content_mask).is_dir() and not many:
@@ -354,10 +363,12 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
 
 
 def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-           verbose) -> dict[str, Any]:
+           verbose, overwrite: bool = False, skip_existing: bool = False) -> dict[str, Any]:
+    if overwrite and skip_existing:
+        raise JaxstyleError("--overwrite and --skip-existing contradict each other; give one")
     return {"output": output, "weights": weights, "quality": quality, "bits": int(bits), "gif": gif_path,
             "trace": trace_path, "resume": resume, "fmt": fmt, "distributed": distributed, "quiet": quiet,
-            "verbose": verbose}
+            "verbose": verbose, "existing": "overwrite" if overwrite else "skip" if skip_existing else "check"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -385,8 +396,8 @@ def cli() -> None:
 @config_options("transfer")
 def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None, quality: int,
              bits: str, gif_path, trace_path, resume: str | None, fmt: str, distributed: bool,
-             quiet: bool, verbose: bool, style_blend, content_mask: str | None, style_masks: tuple[str, ...],
-             preset: str | None, **options: Any) -> None:
+             overwrite: bool, skip_existing: bool, quiet: bool, verbose: bool, style_blend,
+             content_mask: str | None, style_masks: tuple[str, ...], preset: str | None, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (several STYLE images are blended, or with
     --content-mask each paints its own region).
 
@@ -395,7 +406,7 @@ def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | 
     available devices.
     """
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-                   verbose)
+                   verbose, overwrite, skip_existing)
     _execute(_job("transfer", content, styles, options, files, style_blend, preset, content_mask, style_masks),
              quiet)
 
@@ -405,11 +416,11 @@ def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | 
 @_common
 @config_options("content")
 def content(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-            trace_path, resume: str | None, fmt: str, distributed: bool, quiet: bool, verbose: bool,
-            **options: Any) -> None:
+            trace_path, resume: str | None, fmt: str, distributed: bool, overwrite: bool, skip_existing: bool,
+            quiet: bool, verbose: bool, **options: Any) -> None:
     """Reconstruct IMAGE (or each image of a folder) from its VGG16 activations, from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-                   verbose)
+                   verbose, overwrite, skip_existing)
     _execute(_job("content", image, (), options, files), quiet)
 
 
@@ -418,12 +429,12 @@ def content(image: str, output: str, weights: str | None, quality: int, bits: st
 @_common
 @config_options("style")
 def style(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-          trace_path, resume: str | None, fmt: str, distributed: bool, quiet: bool, verbose: bool,
-          **options: Any) -> None:
+          trace_path, resume: str | None, fmt: str, distributed: bool, overwrite: bool, skip_existing: bool,
+          quiet: bool, verbose: bool, **options: Any) -> None:
     """Reconstruct the style (texture) of IMAGE (or of each image of a folder) from its Gram
     matrices, starting from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-                   verbose)
+                   verbose, overwrite, skip_existing)
     _execute(_job("style", image, (), options, files), quiet)
 
 

@@ -147,7 +147,7 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
                    style_layers=("block1_conv1", "block2_conv1"), style_layer_weights=(0.3, 0.7),
                    content_weight=2.0, style_weight=5.0, tv_weight=1e-3, normalize=False, lbfgs_memory=5,
                    linesearch_steps=10, precondition=0.1, init="noise", seed=5, save_every=1,
-                   checkpoint_every=2, batch_size=2, devices=1, dtype="bfloat16", remat=True,
+                   checkpoint_every=2, keep_checkpoint=True, batch_size=2, devices=1, dtype="bfloat16", remat=True,
                    pooling="avg", bucket=32, conv="direct", compile="fast", precision="high", device="cpu:0",
                    print_every=2)
     adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48, split_image=True)
@@ -168,15 +168,16 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
             assert {p.device for p in reports} == {"cpu"}
         for r, stem in zip(results, ("p0", "p1")):
             assert r.iterations == config.iterations
-            doc = json.loads((traces / f"{stem}.json").read_text())
+            doc = json.loads((traces / f"{stem}_style.json").read_text())
             assert Config.from_dict(doc["config"]) == resolve(config, "cpu")
             assert [e["iteration"] for e in doc["iterations"]] == list(range(config.iterations + 1))
-            with Image.open(gifs / f"{stem}.gif") as g:
+            with Image.open(gifs / f"{stem}_style.gif") as g:
                 assert g.is_animated
             if name == "lbfgs":
                 assert {e["size"] for e in doc["iterations"]} == {32, 64}  # both stages
-                assert sorted(p.name for p in out.glob(f"{stem}_*.png")) == [f"{stem}_000{k}.png" for k in (1, 2, 3)]
-                ck = checkpoint.load(out / f"{stem}.png.ckpt.npz")
+                assert sorted(p.name for p in out.glob(f"{stem}_style_*.png")) == \
+                    [f"{stem}_style_000{k}.png" for k in (1, 2, 3)]
+                ck = checkpoint.load(out / f"{stem}_style.png.ckpt.npz")  # kept: --keep-checkpoint
                 assert ck.config == resolve(config, "cpu") and ck.iteration == 2 and ck.stage == 1
                 content = np.asarray(Image.open(src / f"{stem}.png").convert("RGB").resize(r.image.shape[1::-1]),
                                      np.float32)
@@ -199,13 +200,12 @@ def test_an_interrupted_folder_resumes_mid_image_and_equals_an_uninterrupted_run
     part = run_mod.run(job(tmp_path / "part"), progress=lambda p: seen.update(it=p.iteration),
                        should_stop=lambda: seen["it"] >= 3)
     assert [r.status for r in part] == ["interrupted"] * 3
-    assert (tmp_path / "part" / "p0.png.ckpt.npz").is_file()  # the image that was running
+    assert (tmp_path / "part" / "p0_style.png.ckpt.npz").is_file()  # the image that was running
     again = run_mod.run(job(tmp_path / "part"))
     assert [r.status for r in again] == ["done"] * 3
     for stem in ("p0", "p1", "p2"):
-        np.testing.assert_array_equal(_pixels(tmp_path / "part" / f"{stem}.png"),
-                                      _pixels(tmp_path / "whole" / f"{stem}.png"))
-    from jaxstyle import checkpoint
-    assert checkpoint.load(tmp_path / "part" / "p0.png.ckpt.npz").iteration == 9  # kept up to date
+        np.testing.assert_array_equal(_pixels(tmp_path / "part" / f"{stem}_style.png"),
+                                      _pixels(tmp_path / "whole" / f"{stem}_style.png"))
+    assert not (tmp_path / "part" / "p0_style.png.ckpt.npz").exists()  # finished: removed
     again = run_mod.run(job(tmp_path / "part"))
     assert [r.status for r in again] == ["skipped"] * 3  # finished: nothing is recompiled
