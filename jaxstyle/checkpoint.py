@@ -37,7 +37,11 @@ HEADER = "header.json"
 MAX_HEADER_BYTES = 1 << 20
 MAX_LEAVES = 4096
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand a stream's compressed bytes more than this
-COMPRESS_LEVEL = 1  # measured: levels above 1 save under 2% more on loop states, at 3-5x the time
+# Measured on a 256 px loop state (the L-BFGS history, 2 x 100 images of 192x256x3 float32, is
+# 98% of it): its bytes grouped by significance deflate to 0.70 of their size at level 1 in 3.0 s,
+# 0.68 at level 6 in 11.5 s (ungrouped: 0.82). The middle two bytes of a float32 mantissa do not
+# compress at all, so no lossless setting does much better.
+COMPRESS_LEVEL = 1
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int32", "int64", "uint32", "uint8", "int8", "bool")
 
 

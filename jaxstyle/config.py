@@ -65,13 +65,13 @@ class Config:
         "VGG16 conv layers whose activations the result must match (comma-separated).",
         modes=("transfer", "content")))
     content_layer_weights: tuple[float, ...] = field(default=(1.0,), metadata=_meta(
-        "Weight of each content layer (comma-separated; default: equal).",
+        "Weight of each content layer (comma-separated; equal when --content-layers is given without them).",
         modes=("transfer", "content")))
     style_layers: tuple[str, ...] = field(default=STYLE_LAYERS, metadata=_meta(
         "VGG16 conv layers whose Gram matrices the result must match (comma-separated).",
         modes=("transfer", "style")))
     style_layer_weights: tuple[float, ...] = field(default=(0.05, 0.15, 0.2, 0.3, 0.3), metadata=_meta(
-        "Weight of each style layer (comma-separated; default: equal).",
+        "Weight of each style layer (comma-separated; equal when --style-layers is given without them).",
         modes=("transfer", "style")))
     content_weight: float = field(default=1.0, metadata=_meta(
         "Weight of the content term in the total loss.", modes=("transfer",)))
