@@ -24,7 +24,7 @@ from . import weights as weights_mod
 from .config import PRESETS, STYLE_PRESETS, Config
 from .errors import ConfigError
 from .job import ImageLike
-from .results import Progress, Result
+from .results import Note, Progress, Result
 from .run import run
 
 log = logging.getLogger("jaxstyle")
@@ -73,7 +73,8 @@ def _run(job: job_mod.Job, progress: bool | Callable[[Progress], None] | None,
          should_stop: Callable[[], bool] | None) -> list[Result]:
     """Run a job with the API's progress and stopping rules."""
     with _interrupt_stops(should_stop) as stop:
-        return run(job, progress=_progress(progress, job.config), message=log.warning, should_stop=stop)
+        return run(job, progress=_progress(progress, job.config), should_stop=stop,
+                   message=lambda m: log.info(m) if isinstance(m, Note) else log.warning(m))
 
 
 def _config(mode: str, config: Config | None, preset: str | None, options: Mapping[str, Any]) -> Config:
@@ -174,4 +175,6 @@ def load_weights(path: PathLike | None = None) -> dict:
     params, info = weights_mod.load(path)
     if info.warning:
         log.warning(info.warning)
+    if info.note:
+        log.info(info.note)
     return params

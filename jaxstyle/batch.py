@@ -188,9 +188,13 @@ class Runner:
                                         [im.guide[y0:y1, x0:x1] for y0, y1, x0, x1 in crop]
                                         if im.guide is not None else [])
                 names = [f"{p.item.name} tile {t + 1}/{len(wins)}" for t in group]
+                label = f"tile {group[0] + 1}/{len(wins)}" if len(group) == 1 else \
+                    f"tiles {group[0] + 1}-{group[-1] + 1}/{len(wins)}"
                 slots = [Slot(p.index, name, offset, its) for name in names]  # progress counts on
                 result = drive(problem, slots, [], stage=k, should_stop=self.should_stop,
-                               on_chunk=lambda info: self._chunk(info, [p], k, layout, names[0]))
+                               on_chunk=lambda info: self._chunk(info, [p], k, layout, p.item.name,
+                                                                 (first // n, -(-len(wins) // n), label,
+                                                                  offset[0], out.seconds)))
                 out.seconds += result.seconds
                 for i, t in enumerate(group):
                     canvas.add(wins[t], result.images[i], weights[t])
@@ -257,29 +261,47 @@ class Runner:
 
     def _line(self, r: Any, row: dict) -> None:
         k = r.stage
-        terms = {key: row[key] for key in ("total", "content", "style", "tv") if key in row}
+        terms = self._weighted({key: row[key] for key in ("total", "content", "style", "tv") if key in row})
         self.progress(Progress("iteration", self.images_done, self.total, (r.name,), k + 1,
                                len(self.config.stages()), self.config.stages()[k][0], self._shape, row["iteration"],
                                self.iterations, row["evaluations"], row["total"], terms, self.elapsed, None,
                                None, self.device))
 
-    def _chunk(self, info: dict, active, k: int, layout: Layout, name: str | None = None) -> None:
+    def _weighted(self, terms: dict[str, float]) -> dict[str, float]:
+        """The loss terms as they add up to the total: each times its weight."""
+        c = self.config
+        weights = {"content": c.content_weight, "style": c.style_weight, "tv": c.tv_weight}
+        return {k: v * weights.get(k, 1.0) for k, v in terms.items()}
+
+    def _chunk(self, info: dict, active, k: int, layout: Layout, name: str | None = None,
+               tiled: tuple | None = None) -> None:
+        """A progress report after a chunk. In a tiled stage (`tiled`: the group of tiles, the
+        groups, their name, the iterations before the stage, the stage's seconds so far) an
+        iteration is one of every tile, as in the image's Result: the count, s/it and ETA are
+        the stage's, and the line names the tiles."""
         its = info["iterations"]
         it = int(its.min())
         per = info["seconds_per_iteration"]
+        elapsed = info["elapsed"]
+        tile = ""
+        if tiled is not None:
+            group, groups, tile, before, seconds = tiled
+            it = before + (group * self.config.stages()[k][1] + it - before) // groups
+            per = per * groups if per else per
+            elapsed += seconds
         eta = None
         if per:
             rest = self.total - self.images_done - len(active)
             eta = per * (self.iterations - it + max(rest, 0) / len(active) * self.iterations)
         finish, raw = self.finish[active[0].index], info["image"]
-        terms = {"total": float(info["values"][0]), **dict(zip(("content", "style", "tv"),
-                                                                map(float, info["terms"][0])))}
+        terms = self._weighted({"total": float(info["values"][0]),
+                                **dict(zip(("content", "style", "tv"), map(float, info["terms"][0])))})
         names = (name,) if name else tuple(p.item.name for p in active)
         self.progress(Progress("optimize", self.images_done, self.total, names,
                                k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape, it,
                                self.iterations, int(info["evaluations"][0]), float(info["values"][0]), terms,
-                               self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active),
-                               image=lambda: finish(raw())))
+                               self.elapsed + elapsed, per, eta, self.device, batch=len(active),
+                               image=lambda: finish(raw()), tile=tile))
 
     def _remove_checkpoint(self, item: Any) -> Path | None:
         """A finished image's result is written: its checkpoint (an earlier stage's, or one it

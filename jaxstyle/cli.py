@@ -269,6 +269,7 @@ def _say(text: str) -> None:
 def _execute(job: Any, quiet: bool = False) -> None:
     """Run a job with a progress line and signal handling, then summarize (and exit on failures)."""
     from .progress import ProgressPrinter
+    from .results import Note
     from .run import run
 
     _compilation_cache()
@@ -277,7 +278,8 @@ def _execute(job: Any, quiet: bool = False) -> None:
     with _StopFlag(lambda m: printer.message(m)) as stop:
         try:
             results = run(job, progress=None if quiet else printer, should_stop=stop,
-                          message=lambda m: printer.message(f"jaxstyle: {m}"),
+                          message=lambda m: None if quiet and isinstance(m, Note) else
+                          printer.message(f"jaxstyle: {m}"),
                           download_progress=None if quiet else _download_bar())
         finally:
             printer.close()
@@ -561,6 +563,8 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
     params, info = weights_mod.load(path, allow_download=fetch, progress=_download_bar())
     if info.warning:
         _say(f"jaxstyle: warning: {info.warning}")
+    if info.note:
+        _say(f"jaxstyle: {info.note}")
     n = sum(p["kernel"].size + p["bias"].size for p in params.values())
     click.echo(f"weights: {info.path} (from {info.source})")
     click.echo(f"md5: {info.md5}  sha256: {info.sha256}")

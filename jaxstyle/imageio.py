@@ -18,8 +18,9 @@ from .errors import InputError, captured_stderr
 from .files import atomic_write
 
 # Formats we write, by file extension; 16-bit output is chosen by `bits=16`.
+# A result's formats (GIF, 256 colours, is for the animation of a run: --gif).
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
-                 ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF"}
+                 ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 
 
 # What Pillow (and NumPy behind it) can raise for a damaged or hostile file, besides OSError:
@@ -188,6 +189,9 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
 def output_format(path: str | os.PathLike) -> str:
     """Pillow format name for an output path, or InputError when we cannot write it."""
     ext = Path(path).suffix.lower()
+    if ext == ".gif":
+        raise InputError(f"{path}: a GIF holds 256 colours, too few for a result; use .png, .jpg, .webp, .tif "
+                         "or .bmp (--gif FILE.gif writes an animation of the run)")
     if ext not in WRITE_FORMATS:
         known = ", ".join(sorted(WRITE_FORMATS))
         raise InputError(f"{path}: cannot write {ext or 'files without an extension'}; "

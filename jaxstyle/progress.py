@@ -105,6 +105,8 @@ class ProgressPrinter:
         if p.images_total > 1:
             count = f"img {p.images_done + 1}-{p.images_done + p.batch}/{p.images_total} it {count}" \
                 if p.batch > 1 else f"img {p.images_done + 1}/{p.images_total} it {count}"
+        if p.tile:
+            count = f"{p.tile} it {count}"
         must = [count, f"loss {_fmt(p.loss)}"]
         if p.seconds_per_iteration:
             must.append(f"{p.seconds_per_iteration:.3g} s/it")
@@ -113,8 +115,8 @@ class ProgressPrinter:
         extra = []
         if p.stages > 1:
             extra.append(f"stage {p.stage}/{p.stages} {p.size}px")
-        if p.terms:
-            extra.append(f"c {_fmt(p.terms['content'])} s {_fmt(p.terms['style'])} tv {_fmt(p.terms['tv'])}")
+        if p.terms:  # weighted: they add up to the loss
+            extra.append(f"= c {_fmt(p.terms['content'])} + s {_fmt(p.terms['style'])} + tv {_fmt(p.terms['tv'])}")
         text = " | ".join(must)
         room = self.width - len(text)
         for part in extra:  # optional parts only where they fit

@@ -22,7 +22,7 @@ from .batch import Runner
 from .errors import ConfigError, InputError, JaxstyleError
 from .job import Item, Job, shares_styles
 from .problem import Builder, default_width, memory_need
-from .results import Progress, Result, Results
+from .results import Note, Progress, Result, Results
 from .resuming import Resumed, find as find_checkpoint, result_note
 from .devices import accelerator_notes, describe, select as select_devices
 
@@ -61,6 +61,9 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     devices = devices[: job.config.devices or len(devices)]
     for note in accelerator_notes(list(devices)):
         notify(note)
+    if job.config.split_image and len(devices) == 1:
+        notify(f"warning: --split-image has one {devices[0].platform} device to split over, so each image runs "
+               "whole (a CPU splits with XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     config = resolve(job.config, devices[0].platform)
     results: list[Result | None] = [None] * len(job.items)
     plans: list[_Plan] = []
@@ -116,7 +119,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     for p in plans:
         if p.resumed is not None:
             p.resumed.check_weights(weights_sha)
-            notify(f"{p.item.name}: resumed at iteration {p.resumed.iteration} of {total} from {p.resumed.path.name}")
+            notify(Note(f"{p.item.name}: resumed at iteration {p.resumed.iteration} of {total} "
+                        f"from {p.resumed.path.name}"))
     builder = Builder(config, vgg.prepare_variables(params), job.regions)
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items), devices=devices,
@@ -234,5 +238,7 @@ def _weights(job: Job, notify, download_progress) -> tuple[Any, str | None, str 
     params, info = weights_mod.load(job.weights, progress=download_progress)
     if info.warning:
         notify(f"warning: {info.warning}")
+    if info.note:
+        notify(Note(info.note))
     return params, info.sha256, str(info.path.resolve())
 

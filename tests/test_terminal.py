@@ -51,7 +51,13 @@ def test_the_live_line_fits_the_width_and_keeps_speed_and_eta(width):
     if width >= 60:
         assert "s/it" in line and "ETA 32s" in line
     if width >= 120:
-        assert "c 0.5 s 0.7 tv 1000" in line and "[" in line  # terms and a bar where they fit
+        assert "c 0.5 + s 0.7 + tv 1000" in line and "[" in line  # terms and a bar where they fit
+
+
+def test_a_tiled_stage_names_its_tiles():
+    stream = _Tty()
+    ProgressPrinter(stream, width=100, interval=0)(_progress(tile="tile 3/6"))
+    assert "tile 3/6 it 40/300" in stream.getvalue()
 
 
 def test_without_a_terminal_lines_are_plain_and_spaced():
