@@ -115,8 +115,18 @@ def test_the_notebook_printer_updates_one_output_in_place():
 def test_the_first_line_names_device_precision_size_and_programs():
     stream = io.StringIO()
     ProgressPrinter(stream, precision="bfloat16")(_progress(phase="compile", device="tpu (TPU v5 lite)"))
-    assert stream.getvalue() == ("jaxstyle: tpu (TPU v5 lite), bfloat16, 512x384: compiling 2 programs for "
-                                 "tubingen.jpg...\n")
+    assert stream.getvalue() == ("jaxstyle: compiling 2 programs for tubingen.jpg (tpu (TPU v5 lite), bfloat16, "
+                                 "512x384)\n")
+
+
+@pytest.mark.parametrize("width", [60, 70, 80])
+def test_the_first_line_cuts_a_long_name_in_its_middle_at_narrow_widths(width):
+    stream = _Tty()
+    name = "a_rather_long_holiday_photo_of_the_old_town_at_dusk_2024.jpg"
+    ProgressPrinter(stream, width=width)(_progress(phase="compile", names=(name,)))
+    line = stream.getvalue().strip("\r\x1b[2K\n")
+    assert len(line) <= width and line.startswith("jaxstyle: compiling 2 programs for a_rather")
+    assert line.endswith("2024.jpg") and line.count("…") == 1 and "..." not in line
 
 
 # --- the platform, picked before JAX starts -------------------------------------------------------
