@@ -706,7 +706,7 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
         if as_json:
             click.echo(bench_mod.to_json(row))
         else:
-            click.echo(f"measured {row['device']} size {row['size']} {row['dtype']} "
+            click.echo(f"measured {bench_mod.device_name(row['device'])} size {row['size']} {row['dtype']} "
                        f"{row['optimizer']} conv={row['conv']} batch={row.get('batch', 1)} "
                        f"remat={row.get('remat', False)}", err=True)
     if not as_json:
