@@ -229,6 +229,8 @@ def _start(device: str, verbose: bool, distributed: bool = False) -> None:
     """Before anything touches JAX: pick the platform, start the backends with their start-up
     noise (libtpu's, CUDA's) kept off the terminal unless --verbose, and route Python warnings
     from libraries to the log (shown with --verbose) so that every line on stderr is ours."""
+    if not verbose:
+        runtime.quiet_native_logs()
     logging.captureWarnings(True)
     ours, noise = logging.getLogger("jaxstyle"), logging.getLogger("py.warnings")
     for logger in (ours, noise):

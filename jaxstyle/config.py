@@ -195,6 +195,25 @@ class Config:
         return cls(**dict(data))
 
 
+def describe_fields(mode: str | None = None, indent: str = "    ") -> str:
+    """Every setting (those of `mode` only, with its preset's defaults) as `name (type, default
+    ...): what it does`, one paragraph each, from the fields' metadata: Config's `__doc__` and
+    the API functions' are made from it, so that `help()` says what `--help` says."""
+    import textwrap
+    base = PRESETS[mode] if mode is not None else Config()
+    names = {f.name for f in dataclasses.fields(Config)}
+    out = []
+    for f in dataclasses.fields(Config):
+        if mode is not None and mode not in f.metadata["modes"]:
+            continue
+        words = re.sub(r"--(no-)?([a-z][a-z0-9-]*)",
+                       lambda m: m.group(2).replace("-", "_") + ("=False" * bool(m.group(1)))
+                       if m.group(2).replace("-", "_") in names else m.group(0), f.metadata["help"])
+        text = f"{f.name} ({f.type}, default {getattr(base, f.name)!r}): {words}"
+        out.append(textwrap.fill(text, 96, initial_indent=indent, subsequent_indent=indent + "    "))
+    return "\n".join(out)
+
+
 # The automatic L-BFGS history (`--lbfgs-memory 0`): measured at 512 px on a CPU (bench/README.md),
 # 100 pairs reach PyTorch's 300-evaluation loss in 12% fewer evaluations than 30, for 2.6% more
 # time per iteration; the history is 2 images per pair, so it stays at 30 on accelerators and
@@ -349,3 +368,6 @@ PRESETS: dict[str, Config] = {
     "style": Config(content_layers=(), content_layer_weights=(), content_weight=0.0,
                     style_weight=1.0, tv_weight=0.0, init="noise", iterations=300),
 }
+
+Config.__doc__ = (f"{Config.__doc__}\n\n    Fields (the CLI's options of the same names, "
+                  f"`jaxstyle transfer --help`):\n\n" + describe_fields())
