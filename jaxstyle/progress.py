@@ -135,7 +135,7 @@ class ProgressPrinter:
         if p.stages > 1:
             extra.append(f"stage {p.stage}/{p.stages} {p.size}px")
         if p.terms:  # weighted: they add up to the loss
-            extra.append(f"= c {_fmt(p.terms['content'])} + s {_fmt(p.terms['style'])} + tv {_fmt(p.terms['tv'])}")
+            extra.append(f"c {_fmt(p.terms['content'])} + s {_fmt(p.terms['style'])} + tv {_fmt(p.terms['tv'])}")
         text = " | ".join(must)
         room = self.width - len(text)
         for part in extra:  # optional parts only where they fit
