@@ -227,11 +227,11 @@ def test_a_folder_needs_o(capsys, tmp_path, image_dir):
     assert code != 0 and err.strip().endswith("a folder of images needs -o DIR, the folder its results go to")
 
 
-def test_short_flags_quiet_and_print_every(capsys, tmp_path, image_dir, synthetic_h5):
+def test_short_flags_quiet_and_print_every(capsys, tmp_path, image_dir, synthetic_h5, cache):
     args = ["transfer", image_dir / "content.png", image_dir / "style.png", "--weights", synthetic_h5,
             "-s", 32, "-i", 6]
     code, out, err = run_cli(capsys, *args, "-o", tmp_path / "q.png", "-q")
-    assert code == 0 and out == "" and "wrote" not in err and "compiling" not in err
+    assert code == 0 and out == "" and err == ""  # not even the note on a weights file not Keras' own
     with Image.open(tmp_path / "q.png") as im:
         assert max(im.size) == 32
     code, _, err = run_cli(capsys, *args, "-o", tmp_path / "p.png", "--print-every", 2)
