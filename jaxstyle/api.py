@@ -110,6 +110,8 @@ def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[Ima
 _KEYWORDS = {"weights": "weights", "style-blend": "style_blend", "content-mask": "content_mask",
              "style-mask": "style_masks", "gif": "gif", "trace": "trace", "quality": "quality",
              "bit-depth": "bits", "preset": "preset", "output": "output", "resume": "checkpoint"}
+_FLAGS_AS_VALUES = {"overwrite": "existing='overwrite'", "skip-existing": "existing='skip'",
+                    "keep-checkpoint": "keep_checkpoint=True"}
 _FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*|-o)( [^\s,;:)]+)?")
 _VALUE = re.compile(r"[-+]?[\d.]|['\"/~]|[A-Z]{2,}|True$|False$|\S*[./]")
 
@@ -122,6 +124,8 @@ def python_words(message: str) -> str:
     def keyword(m: re.Match) -> str:
         flag, rest = m.group(1), m.group(2) or ""
         name = "output" if flag == "-o" else flag[2:]
+        if name in _FLAGS_AS_VALUES:
+            return _FLAGS_AS_VALUES[name] + rest
         if name.startswith("no-") and name[3:].replace("-", "_") in fields:
             return f"{name[3:].replace('-', '_')}=False{rest}"
         key = name.replace("-", "_") if name.replace("-", "_") in fields else _KEYWORDS.get(name)
@@ -171,10 +175,10 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
     `content` may be a list: the result is then a list of Results, one per image, and
     `output`, `gif` and `trace` name folders. `preset` names layers and weights from
     `config.STYLE_PRESETS`; `options` override it. With `output`, the result (and snapshots,
-    `gif`, `trace`) are also written to files; `existing` says what a list's run does with a
-    result already there ("check": keep it when made with these settings, else refuse;
-    "overwrite"; "skip"). `should_stop`, called after each chunk of iterations, stops the run
-    when it returns True (status "interrupted", the image so far kept).
+    `gif`, `trace`) are also written to files; a result file already there is made again
+    (`existing="check"` or `"overwrite"`), or kept with `existing="skip"` (its Result then has
+    status "skipped" and no image). `should_stop`, called after each chunk of iterations, stops
+    the run when it returns True (status "interrupted", the image so far kept).
 
     `progress`: True shows the progress line (in a notebook also the image and the loss curve,
     updated in place); a callable gets every `Progress` report; None shows nothing.

@@ -24,6 +24,8 @@ def test_cli_messages_in_the_apis_words():
     assert words("--style-mask was given 2 time(s); --bit-depth 16 and -o x.png") == \
         "style_masks was given 2 time(s); bits=16 and output=x.png"
     assert words("--no-normalize and --unknown-flag") == "normalize=False and --unknown-flag"
+    assert words("--overwrite makes them again, --skip-existing keeps them") == \
+        "existing='overwrite' makes them again, existing='skip' keeps them"
 
 
 def test_api_errors_name_keyword_arguments(image_dir, tmp_path):
