@@ -170,9 +170,8 @@ def many(mode: str, config: Config, contents: Sequence[ImageLike], styles: Seque
     alike); in style mode each image is its own style. `content_mask`: one mask for every
     image, a folder holding one per image (by name), or a list (one per image). `existing`:
     see EXISTING."""
-    tag = _tag(mode, styles)
-    names = [(Path(c).stem if isinstance(c, (str, os.PathLike)) else f"image{i + 1}") + tag
-             for i, c in enumerate(contents)]
+    bases = [Path(c).stem if isinstance(c, (str, os.PathLike)) else f"image{i + 1}" for i, c in enumerate(contents)]
+    names = [base + _tag(mode, styles) for base in bases]
     seen: dict[str, ImageLike] = {}
     for name, c in zip(names, contents):
         if name in seen and outdir is not None:
@@ -183,10 +182,10 @@ def many(mode: str, config: Config, contents: Sequence[ImageLike], styles: Seque
     items = []
     content_masks = _content_masks(content_mask, contents)
     aligned = align_style_masks(styles, style_masks)
-    for name, c, cm in zip(names, contents, content_masks):
+    for base, name, c, cm in zip(bases, names, contents, content_masks):
         result = out / f"{name}{suffix}" if out is not None else None
         content, own = (None, (c,)) if mode == "style" else (c, tuple(styles))
-        items.append(Item(Path(c).name if isinstance(c, (str, os.PathLike)) else name, content, own,
+        items.append(Item(Path(c).name if isinstance(c, (str, os.PathLike)) else base, content, own,
                           result, _abs(gif_dir) / f"{name}.gif" if gif_dir is not None else None,
                           _abs(trace_dir) / f"{name}.json" if trace_dir is not None else None,
                           _checkpoint_path(result) if result is not None else None, cm,
