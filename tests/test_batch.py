@@ -61,12 +61,12 @@ def test_batch_equals_single_runs_and_resumes(capsys, tmp_path, folder, image_di
                            "--batch-size", 2)
     assert code == 0, err
     assert "4 written, 0 already done, 0 failed" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_style.png", "b_style.png", "c_style.png", "d_style.png"]
     for name in ("a.png", "c.jpg", "d.png"):  # c.jpg shares a padded batch; d is another bucket
         single = tmp_path / f"single_{Path(name).stem}.png"
         code, _, err = run_cli(capsys, "transfer", folder / name, image_dir / "style.png", "-o", single, *args)
         assert code == 0, err
-        diff = np.abs(_pixels(out / f"{Path(name).stem}.png") - _pixels(single)).max()
+        diff = np.abs(_pixels(out / f"{Path(name).stem}_style.png") - _pixels(single)).max()
         assert diff == 0, (name, diff)  # the same per-image program, whatever the batch
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code, _, err = run_cli(capsys, "transfer", folder, image_dir / "style.png", "-o", out, *args)
@@ -86,7 +86,7 @@ def test_a_bad_image_is_reported_and_the_rest_finish(capsys, tmp_path, folder, i
     assert code == 1
     assert "1 written, 0 already done, 2 failed" in err
     assert "broken.jpg: not an image file" in err and "tiny.png: 4x4 pixels is too small" in err
-    assert [p.name for p in out.iterdir()] == ["good.jpg"]
+    assert [p.name for p in out.iterdir()] == ["good_style.jpg"]
     assert "Traceback" not in err
 
 
@@ -131,7 +131,7 @@ def test_a_folder_of_mixed_shapes_and_stages_compiles_few_programs(capsys, tmp_p
     # Two programs (targets and start; the loop) per bucket and stage, whatever the images.
     assert programs.count <= 2 * len(buckets) * len(stages), programs.count
     for i, (h, w) in enumerate(shapes):
-        assert Image.open(tmp_path / "out" / f"p{i}.png").size == preprocess.fit_size((h, w), 64)[::-1]
+        assert Image.open(tmp_path / "out" / f"p{i}_style.png").size == preprocess.fit_size((h, w), 64)[::-1]
 
 
 def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, synthetic_h5):
