@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 import signal
 import sys
+import textwrap
 from typing import Any, Callable
 
 import click
@@ -132,7 +133,6 @@ class GroupedCommand(click.Command):
 def _write_row(formatter: click.HelpFormatter, term: str, text: str, column: int) -> None:
     """One option of `--help`: its text beside it (below it when it is wider than `column`),
     wrapped at spaces only: no word, default or hyphenated name is cut."""
-    import textwrap
     indent = " " * formatter.current_indent
     width = max((formatter.width or 80) - formatter.current_indent - column, 20)
     glued = text.replace("[default: ", "[default:\0")  # a default stays beside its label

@@ -75,6 +75,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                 done = _existing(job, config, item)
                 if done is None:
                     conflicts.append(item.output)
+                    continue
                 if done:
                     results[i] = Result(item.name, None, job.mode, config, "skipped", output=item.output)
                     continue
