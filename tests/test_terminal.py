@@ -320,7 +320,7 @@ def test_after_a_resume_seconds_per_iteration_counts_only_this_runs_iterations(t
     import jaxstyle
     out = tmp_path / "a.png"
     first = jaxstyle.transfer(image_dir / "content.png", image_dir / "style.png", output=out, weights=synthetic_h5,
-                              size=32, iterations=4, checkpoint_every=2)
+                              size=32, iterations=4, checkpoint_every=2, keep_checkpoint=True)
     assert first.iterations_run == 4
     later = jaxstyle.resume(first.checkpoint, iterations=10)
     assert later.iterations == 10 and later.iterations_run == 6
