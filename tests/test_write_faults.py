@@ -534,7 +534,7 @@ def test_cli_snapshot_and_checkpoint_paths_that_became_directories(
 
     monkeypatch.setattr(batch, "drive", once_running)
     code, _, err = run_cli(capsys, *tiny(image_dir, synthetic_h5, "-o", out, "--save-every", 2,
-                                         "--checkpoint-every", 2))
+                                         "--checkpoint-every", 2, "--keep-checkpoint"))  # the final one too
     assert code == EXIT_ERROR
     message = cli_error(err)
     assert f"{ckpt}: cannot be written (a directory is in its place)" in message
