@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
+from PIL import Image
+
 from jaxstyle import imageio
 
 from test_cli import run_cli
@@ -14,8 +17,8 @@ def test_a_folder_rerun_keeps_redoes_or_refuses_by_settings(capsys, tmp_path, im
     src.mkdir()
     for name in ("a", "b"):
         shutil.copy(image_dir / "content.png", src / f"{name}.png")
-    other = tmp_path / "scream.png"
-    shutil.copy(image_dir / "style2.png", other)
+    other = tmp_path / "scream.png"  # another painting of the same shape: the programs are reused
+    Image.fromarray(255 - np.asarray(Image.open(image_dir / "style.png"))).save(other)
     tiny = ["--weights", synthetic_h5, "-s", 32, "-i", 2]
 
     def run(*args):
@@ -50,7 +53,6 @@ def test_a_folder_rerun_keeps_redoes_or_refuses_by_settings(capsys, tmp_path, im
 
 
 def test_notes_in_every_result_format(tmp_path):
-    import numpy as np
     rgb = np.random.default_rng(0).uniform(0, 255, (12, 10, 3)).astype(np.float32)
     for name, bits in (("a.png", 8), ("a.jpg", 8), ("a.webp", 8), ("a.tif", 8), ("b.png", 16), ("b.tif", 16)):
         for note in ("jaxstyle result, settings 0123", "jaxstyle result, settings 01234"):  # odd and even
