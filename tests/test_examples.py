@@ -68,7 +68,10 @@ def test_the_notebook_runs_end_to_end_in_a_kernel_on_a_cpu(tmp_path, image_dir, 
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
     site = tmp_path / "site"
     site.mkdir()
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+    src = tmp_path / "src"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv*", "build", "*.egg-info", "__pycache__",
+                                                             ".pytest_cache", ".ruff_cache", "*.png", "*.jpg"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("jaxstyle-*.whl")
