@@ -12,8 +12,11 @@ a second interrupt aborts. `should_stop` lets other code (a web page's stop butt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
+import re
 import signal
 import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -22,9 +25,9 @@ from . import job as job_mod
 from . import resuming as resume_mod
 from . import weights as weights_mod
 from .config import PRESETS, STYLE_PRESETS, Config
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, JaxstyleError, OutputError
 from .job import ImageLike
-from .results import Progress, Result
+from .results import Note, Progress, Result
 from .run import run
 
 log = logging.getLogger("jaxstyle")
@@ -85,7 +88,8 @@ def _run(job: job_mod.Job, progress: bool | Callable[[Progress], None] | None,
                           f"not {type(job.weights).__name__}")
     with _interrupt_stops(should_stop) as stop:
         try:
-            return run(job, progress=_progress(progress, job.config), message=log.warning, should_stop=stop)
+            return run(job, progress=_progress(progress, job.config), should_stop=stop,
+                       message=lambda m: log.info(m) if isinstance(m, Note) else log.warning(m))
         except OutputError as e:
             results = getattr(e, "results", None)
             if results is None:
@@ -157,11 +161,11 @@ def _masks(style_masks: Any) -> Any:
 
 def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[ImageLike], cfg: Config, *,
         output, weights, style_blend, progress, gif, trace, quality, bits,
-        should_stop, content_mask=None, style_masks=None) -> Result | list[Result]:
+        should_stop, content_mask=None, style_masks=None, existing="check") -> Result | list[Result]:
     quality, bits = _quality(quality, bits)
     _paths(output=output, gif=gif, trace=trace)
     common = dict(style_blend=_blend(style_blend), quality=quality, bits=bits, weights=weights,
-                  content_mask=content_mask, style_masks=_masks(style_masks))
+                  content_mask=content_mask, style_masks=_masks(style_masks), existing=existing)
     if isinstance(images, (list, tuple)):
         job = job_mod.many(mode, cfg, list(images), styles, outdir=output, gif_dir=gif, trace_dir=trace,
                            folder=False, **common)
@@ -173,6 +177,57 @@ def _go(mode: str, images: ImageLike | Sequence[ImageLike], styles: Sequence[Ima
     return results if isinstance(images, (list, tuple)) else results[0]
 
 
+# The CLI's options that are keyword arguments here by another name (a Config field's option is
+# its field's name: --style-weight is style_weight=).
+_KEYWORDS = {"weights": "weights", "style-blend": "style_blend", "content-mask": "content_mask",
+             "style-mask": "style_masks", "gif": "gif", "trace": "trace", "quality": "quality",
+             "bit-depth": "bits", "preset": "preset", "output": "output", "resume": "checkpoint"}
+_FLAGS_AS_VALUES = {"overwrite": "existing='overwrite'", "skip-existing": "existing='skip'",
+                    "keep-checkpoint": "keep_checkpoint=True"}
+_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*|-o)( [^\s,;:)]+)?")
+_VALUE = re.compile(r"[-+]?[\d.]|['\"/~]|[A-Z]{2,}|True$|False$|\S*[./]")
+
+
+def python_words(message: str) -> str:
+    """An error message of the CLI's, in the API's words: `--preserve-colors` becomes
+    `preserve_colors`, `--weights PATH` `weights=PATH`, `-o` `output=`."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+
+    def keyword(m: re.Match) -> str:
+        flag, rest = m.group(1), m.group(2) or ""
+        name = "output" if flag == "-o" else flag[2:]
+        if name in _FLAGS_AS_VALUES:
+            return _FLAGS_AS_VALUES[name] + rest
+        if name.startswith("no-") and name[3:].replace("-", "_") in fields:
+            return f"{name[3:].replace('-', '_')}=False{rest}"
+        key = name.replace("-", "_") if name.replace("-", "_") in fields else _KEYWORDS.get(name)
+        if key is None:
+            return m.group(0)
+        token = rest.strip()
+        choices = fields[key].metadata.get("choices", ()) if key in fields else ()
+        if token and (_VALUE.match(token) or token.rstrip(".") in choices):
+            return f"{key}={token}"
+        return f"{key}{rest}"
+
+    return _FLAG.sub(keyword, message)
+
+
+def _speaks_python(fn: Callable) -> Callable:
+    """`fn` with its JaxstyleErrors' messages in the API's words (`python_words`)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JaxstyleError as e:
+            words = python_words(e.message)
+            if words != e.message:
+                e.args = (words,)
+            raise
+
+    return wrapper
+
+
+@_speaks_python
 def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequence[ImageLike], *,
              output: PathLike | None = None, weights: PathLike | Mapping | None = None,
              style_blend: Sequence[float] | None = None,
@@ -180,7 +235,8 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
              config: Config | None = None, preset: str | None = None, gif: PathLike | None = None,
              trace: PathLike | None = None, quality: int = 95, bits: int = 8,
              should_stop: Callable[[], bool] | None = None, content_mask: ImageLike | None = None,
-             style_masks: Sequence[ImageLike | None] | None = None, **options: Any) -> Result | list[Result]:
+             style_masks: Sequence[ImageLike | None] | None = None, existing: str = "check",
+             **options: Any) -> Result | list[Result]:
     """Render `content` in the style of `style` (one image or several, blended by `style_blend`).
 
     Guided transfer: `content_mask` has one colour per region and the k-th style paints the k-th
@@ -191,16 +247,26 @@ def transfer(content: ImageLike | Sequence[ImageLike], style: ImageLike | Sequen
     `content` may be a list: the result is then a list of Results, one per image, and
     `output`, `gif` and `trace` name folders. `preset` names layers and weights from
     `config.STYLE_PRESETS`; `options` override it. With `output`, the result (and snapshots,
-    `gif`, `trace`) are also written to files. `should_stop`, called after each chunk of
-    iterations, stops the run when it returns True (status "interrupted", the image so far kept).
+    `gif`, `trace`) are also written to files; a result file already there is made again
+    (`existing="check"` or `"overwrite"`), or kept with `existing="skip"` (its Result then has
+    status "skipped" and no image). `should_stop`, called after each chunk of iterations, stops
+    the run when it returns True (status "interrupted", the image so far kept).
+
+    `progress`: True shows the progress line (in a notebook also the image and the loss curve,
+    updated in place); a callable gets every `Progress` report; None shows nothing.
+
+    `options` are `Config` fields, most often `size` (longest side in pixels, default 512) and
+    `iterations` (default 300); a `config` gives them all at once. Every one, with transfer's
+    defaults:
     """
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     cfg = _config("transfer", config, preset, options)
     return _go("transfer", content, styles, cfg, output=output, weights=weights, style_blend=style_blend,
                progress=progress, gif=gif, trace=trace, quality=quality, bits=bits, should_stop=should_stop,
-               content_mask=content_mask, style_masks=style_masks)
+               content_mask=content_mask, style_masks=style_masks, existing=existing)
 
 
+@_speaks_python
 def reconstruct_content(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,
                         weights: PathLike | Mapping | None = None,
                         progress: bool | Callable[[Progress], None] | None = None,
@@ -213,6 +279,7 @@ def reconstruct_content(image: ImageLike | Sequence[ImageLike], *, output: PathL
                progress=progress, gif=gif, trace=trace, quality=quality, bits=bits, should_stop=should_stop)
 
 
+@_speaks_python
 def reconstruct_style(image: ImageLike | Sequence[ImageLike], *, output: PathLike | None = None,
                       weights: PathLike | Mapping | None = None,
                       style_blend: Sequence[float] | None = None,
@@ -231,6 +298,7 @@ def reconstruct_style(image: ImageLike | Sequence[ImageLike], *, output: PathLik
     return _run(job, progress, should_stop)[0]
 
 
+@_speaks_python
 def resume(checkpoint: PathLike, *, output: PathLike | None = None, weights: PathLike | Mapping | None = None,
            content: ImageLike | None = None, styles: Sequence[ImageLike] | None = None,
            progress: bool | Callable[[Progress], None] | None = None,
@@ -243,9 +311,26 @@ def resume(checkpoint: PathLike, *, output: PathLike | None = None, weights: Pat
     return _run(job, progress, should_stop)[0]
 
 
+@_speaks_python
 def load_weights(path: PathLike | None = None) -> dict:
     """VGG16 parameters, to pass as `weights=` to several runs without reloading them."""
     params, info = weights_mod.load(path)
     if info.warning:
         log.warning(info.warning)
+    if info.note:
+        log.info(info.note)
     return params
+
+
+def _document() -> None:
+    """Each function's settings, listed from `Config`'s field metadata (as `--help` lists them)."""
+    from .config import describe_fields
+    for fn, mode in ((transfer, "transfer"), (reconstruct_content, "content"), (reconstruct_style, "style")):
+        if fn.__doc__ is not None:
+            lead = "" if fn is transfer else ("\n\n    `progress`: True shows the progress line; a callable gets every "
+                                              "`Progress` report.\n\n    Settings (`options`, `Config` fields), "
+                                              f"with the {mode} defaults:")
+            fn.__doc__ = fn.__doc__.rstrip() + lead + "\n\n" + describe_fields(mode) + "\n"
+
+
+_document()

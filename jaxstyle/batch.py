@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from . import checkpoint as ckpt_mod
 from . import inputs, masks, output, preprocess, solver, tiles
 from .config import Config
 from .driver import Outcome, Slot, drive, rgb
@@ -23,7 +24,7 @@ from .job import Job, shares_styles
 from .observers import Checkpoints, Frames, Lines, Snapshots, Trace
 from .problem import Builder, Layout, default_width, with_states
 from .results import Progress, Result
-from .resuming import provenance
+from .resuming import provenance, result_note
 
 
 class Runner:
@@ -52,6 +53,8 @@ class Runner:
                 if it.checkpoint is not None}
         self.checkpoints = Checkpoints(config.checkpoint_every, {i: items[i].checkpoint for i in prov},
                                        totals, prov)
+        if config.keep_checkpoint:  # each image's checkpoint holds its final state
+            self.checkpoints.keep.update(prov)
         self.lines = Lines(config.print_every, self._line)
         self.observers = [self.snapshots, self.frames, self.trace, self.checkpoints, self.lines]
         self._said: set[str] = set()  # content masks whose regions were named
@@ -88,7 +91,6 @@ class Runner:
                 state[p.index]["offset"] = p.resumed.offset
                 # the loop state already holds this stage's first iterations: not this run's work
                 state[p.index]["run"] = -(p.resumed.iteration - p.resumed.offset[0])
-                self.checkpoints.keep.add(p.index)  # its checkpoint is kept up to date to the end
         compile_seconds = seconds = 0.0
         for k in range(start, len(stages)):
             active = [p for p in live if state[p.index]["status"] in ("running", "done", "stalled")]
@@ -187,9 +189,13 @@ class Runner:
                                         [im.guide[y0:y1, x0:x1] for y0, y1, x0, x1 in crop]
                                         if im.guide is not None else [])
                 names = [f"{p.item.name} tile {t + 1}/{len(wins)}" for t in group]
+                label = f"tile {group[0] + 1}/{len(wins)}" if len(group) == 1 else \
+                    f"tiles {group[0] + 1}-{group[-1] + 1}/{len(wins)}"
                 slots = [Slot(p.index, name, offset, its) for name in names]  # progress counts on
                 result = drive(problem, slots, [], stage=k, should_stop=self.should_stop,
-                               on_chunk=lambda info: self._chunk(info, [p], k, layout, names[0]))
+                               on_chunk=lambda info: self._chunk(info, [p], k, layout, p.item.name,
+                                                                 (first // n, -(-len(wins) // n), label,
+                                                                  offset[0], out.seconds)))
                 out.seconds += result.seconds
                 for i, t in enumerate(group):
                     canvas.add(wins[t], result.images[i], weights[t])
@@ -275,29 +281,62 @@ class Runner:
 
     def _line(self, r: Any, row: dict) -> None:
         k = r.stage
-        terms = {key: row[key] for key in ("total", "content", "style", "tv") if key in row}
+        terms = self._weighted({key: row[key] for key in ("total", "content", "style", "tv") if key in row})
         self.progress(Progress("iteration", self.images_done, self.total, (r.name,), k + 1,
                                len(self.config.stages()), self.config.stages()[k][0], self._shape, row["iteration"],
                                self.iterations, row["evaluations"], row["total"], terms, self.elapsed, None,
                                None, self.device))
 
-    def _chunk(self, info: dict, active, k: int, layout: Layout, name: str | None = None) -> None:
+    def _weighted(self, terms: dict[str, float]) -> dict[str, float]:
+        """The loss terms as they add up to the total: each times its weight."""
+        c = self.config
+        weights = {"content": c.content_weight, "style": c.style_weight, "tv": c.tv_weight}
+        return {k: v * weights.get(k, 1.0) for k, v in terms.items()}
+
+    def _chunk(self, info: dict, active, k: int, layout: Layout, name: str | None = None,
+               tiled: tuple | None = None) -> None:
+        """A progress report after a chunk. In a tiled stage (`tiled`: the group of tiles, the
+        groups, their name, the iterations before the stage, the stage's seconds so far) an
+        iteration is one of every tile, as in the image's Result: the count, s/it and ETA are
+        the stage's, and the line names the tiles."""
         its = info["iterations"]
         it = int(its.min())
         per = info["seconds_per_iteration"]
+        elapsed = info["elapsed"]
+        tile = ""
+        if tiled is not None:
+            group, groups, tile, before, seconds = tiled
+            it = before + (group * self.config.stages()[k][1] + it - before) // groups
+            per = per * groups if per else per
+            elapsed += seconds
         eta = None
         if per:
             rest = self.total - self.images_done - len(active)
             eta = per * (self.iterations - it + max(rest, 0) / len(active) * self.iterations)
         finish, raw = self.finish[active[0].index], info["image"]
-        terms = {"total": float(info["values"][0]), **dict(zip(("content", "style", "tv"),
-                                                                map(float, info["terms"][0])))}
+        terms = self._weighted({"total": float(info["values"][0]),
+                                **dict(zip(("content", "style", "tv"), map(float, info["terms"][0])))})
         names = (name,) if name else tuple(p.item.name for p in active)
         self.progress(Progress("optimize", self.images_done, self.total, names,
                                k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape, it,
                                self.iterations, int(info["evaluations"][0]), float(info["values"][0]), terms,
-                               self.elapsed + info["elapsed"], per, eta, self.device, batch=len(active),
-                               image=lambda: finish(raw())))
+                               self.elapsed + elapsed, per, eta, self.device, batch=len(active),
+                               image=lambda: finish(raw()), tile=tile))
+
+    def _remove_checkpoint(self, item: Any) -> Path | None:
+        """A finished image's result is written: its checkpoint (an earlier stage's, or one it
+        resumed from) is of no more use and is removed, unless it cannot be proved ours."""
+        path = item.checkpoint
+        if path is None:
+            return None
+        if not path.is_file() or not ckpt_mod.is_checkpoint(path):
+            return None
+        try:
+            path.unlink()
+        except OSError as e:
+            self.notify(f"{path}: the finished run's checkpoint could not be removed ({e.strerror})")
+            return path
+        return None
 
     def _finish(self, p, s: dict, compile_seconds: float, seconds: float) -> OutputError | None:
         """Write the image's result, animation and trace, and record its Result. A file that
@@ -326,11 +365,14 @@ class Runner:
             self.notify(f"skipped {result.message}")
         elif item.output is not None and image is not None:
             try:
-                result.output = output.write_image(image, item.output, job.quality, bits=job.bits)
+                note = result_note(job, config, item) if status in ("done", "stalled") else None
+                result.output = output.write_image(image, item.output, job.quality, bits=job.bits, note=note)
             except OutputError as e:
                 errors.append(e)
         if p.index in self.checkpoints.errors:
             errors.append(self.checkpoints.errors[p.index])
+        elif status in ("done", "stalled") and not errors and not config.keep_checkpoint:
+            result.checkpoint = self._remove_checkpoint(item)
         errors += self.snapshots.errors.get(p.index, [])
         try:
             if image is not None and item.gif is not None:

@@ -350,15 +350,16 @@ BATCH_COLUMNS = (("device", "device", "{}"), ("devices", "devices", "{}"), ("bat
 COLUMNS = (("device", "device", "{}"), ("size", "size", "{}"), ("dtype", "dtype", "{}"),
            ("optimizer", "opt", "{}"), ("conv", "conv", "{}"), ("remat", "remat", "{}"),
            ("compile_s", "compile s", "{:.2f}"), ("s_per_eval", "s/eval", "{:.4f}"), ("s_per_iter", "s/iter", "{:.4f}"),
-           ("iter_over_eval", "iter/eval", "{:.3f}"), ("evals_per_iter", "evals/iter", "{:.2f}"),
-           ("evals_per_s", "evals/s", "{:.2f}"),
+           ("evals_per_iter", "evals/it", "{:.2f}"),
            ("flops_per_eval", "GFLOP/eval", "{:.1f}"), ("flops_per_s", "GFLOP/s", "{:.1f}"),
            ("fraction_of_peak", "of peak", "{:.0%}"), ("peak_mem_mb", "peak MiB", "{:.0f}"),
-           ("stages", "stages", "{}"), ("time_to_target_s", "to target s", "{:.1f}"), ("run_s", "run s", "{:.1f}"))
+           ("stages", "stages", "{}"), ("time_to_target_s", "to loss s", "{:.1f}"), ("run_s", "run s", "{:.1f}"))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of benchmark results (batch runs get their own columns)."""
+    """A plain-text table of benchmark results (batch runs get their own columns), about 100
+    columns wide: what every row shares (device, dtype, ...) is said once above its table, and
+    a column no row has a value for is left out (`--json` has every field)."""
     single = [r for r in rows if r.get("batch", 1) == 1]
     batched = [r for r in rows if r.get("batch", 1) > 1]
     parts = [_table(single, COLUMNS)] if single else []
@@ -377,12 +378,33 @@ def _table(rows: list[dict[str, Any]], columns) -> str:
             v = "+".join(f"{n}@{size}" for size, n in v)
         return fmt.format(v)
 
-    header = [title for _, title, _ in columns]
-    body = [[cell(r, k, f) for k, _, f in columns] for r in rows]
+    rows = [{**r, "device": device_name(r["device"])} if "device" in r else r for r in rows]
+    shared, varying = [], []
+    for k, title, f in columns:
+        values = {cell(r, k, f) for r in rows}
+        if values == {"-"}:
+            continue
+        if len(values) == 1 and k in _SHARED_ABOVE:
+            shared.append(f"{title} {values.pop()}" if k not in ("device", "dtype") else values.pop())
+        else:
+            varying.append((k, title, f))
+    header = [title for _, title, _ in varying]
+    body = [[cell(r, k, f) for k, _, f in varying] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines = [", ".join(shared)] if shared else []
+    lines += ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
     return "\n".join(lines)
+
+
+# Settings said once above a table when every row has the same.
+_SHARED_ABOVE = ("device", "devices", "batch", "size", "dtype", "optimizer", "conv", "remat", "stages")
+
+
+def device_name(device: str) -> str:
+    """`cpu:cpu` -> `cpu`, `tpu:TPU v5 lite` -> `TPU v5 lite`: the kind where there is one."""
+    platform, _, kind = str(device).partition(":")
+    return kind if kind and kind.lower() != platform.lower() else platform
 
 
 def to_json(row: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 import signal
 import sys
+import textwrap
 from typing import Any, Callable, Iterator
 
 import click
@@ -58,6 +59,20 @@ def _show(value: Any) -> Any:
     return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
 
 
+def _help_with_default(text: str, flag: str, f: dataclasses.Field, default: Any) -> str:
+    """A field's help with its default said once, at the end, in words that wrap at spaces
+    (a list's items apart); none for an empty list (its help says what happens then)."""
+    if f.type == "bool":
+        shown = flag if default else f"--no-{flag[2:]}"
+    elif isinstance(default, tuple):
+        if not default:
+            return text
+        shown = ", ".join(str(v) for v in default)
+    else:
+        shown = str(default)
+    return f"{text}  [default: {shown}]"
+
+
 def config_options(mode: str) -> Callable:
     """Decorator adding one option per `Config` field that applies to `mode`."""
     preset = PRESETS[mode]
@@ -73,10 +88,66 @@ def config_options(mode: str) -> Callable:
             else:
                 decl = [f.metadata["short"], flag] if "short" in f.metadata else [flag]
             fn = click.option(*decl, f.name, type=_click_type(f), default=_show(default),
-                              show_default=True, help=f.metadata["help"])(fn)
+                              help=_help_with_default(f.metadata["help"], flag, f, default))(fn)
         return fn
 
     return decorate
+
+
+# `--help` of the run commands, in sections: each option by its parameter name (a Config
+# field's name for the settings). An option missing here is listed under "Other options".
+HELP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Input and output", ("output", "fmt", "quality", "bits", "weights", "overwrite", "skip_existing", "resume",
+                          "checkpoint_every", "keep_checkpoint", "save_every", "gif_path", "trace_path",
+                          "content_mask", "style_masks")),
+    ("Style", ("preset", "size", "style_blend", "style_scale", "preserve_colors", "content_weight", "style_weight",
+               "tv_weight", "content_layers", "content_layer_weights", "style_layers", "style_layer_weights",
+               "normalize", "pooling", "init", "seed")),
+    ("Optimizer", ("iterations", "optimizer", "scales", "scale_iterations", "lbfgs_memory", "linesearch_steps",
+                   "precondition", "learning_rate")),
+    ("Devices and memory", ("device", "devices", "batch_size", "split_image", "tile", "dtype", "remat", "bucket",
+                            "precision", "compile", "conv", "distributed")),
+    ("Progress", ("print_every", "quiet", "verbose", "help")),
+)
+
+
+class GroupedCommand(click.Command):
+    """A command whose `--help` lists its options in the sections of HELP_GROUPS."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        order = {name: (g, k) for g, (_, names) in enumerate(HELP_GROUPS) for k, name in enumerate(names)}
+        sections: dict[int, list[tuple[tuple[int, int], tuple[str, str]]]] = {}
+        help_option = self.get_help_option(ctx)
+        for n, param in enumerate(self.get_params(ctx)):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is not None:
+                name = "help" if param is help_option else param.name or ""
+                g, k = order.get(name, (len(HELP_GROUPS), n))
+                sections.setdefault(g, []).append(((g, k), record))
+        titles = [title for title, _ in HELP_GROUPS] + ["Other options"]
+        column = min(max(len(term) for rows in sections.values() for _, (term, _) in rows), 30) + 2
+        for g in sorted(sections):
+            with formatter.section(titles[g]):
+                for _, (term, text) in sorted(sections[g], key=lambda r: r[0]):
+                    _write_row(formatter, term, text, column)
+
+
+def _write_row(formatter: click.HelpFormatter, term: str, text: str, column: int) -> None:
+    """One option of `--help`: its text beside it (below it when it is wider than `column`),
+    wrapped at spaces only: no word, default or hyphenated name is cut."""
+    indent = " " * formatter.current_indent
+    width = max((formatter.width or 80) - formatter.current_indent - column, 20)
+    glued = text.replace("[default: ", "[default:\0")  # a default stays beside its label
+    lines = [line.replace("\0", " ") for line in
+             textwrap.wrap(glued, width, break_on_hyphens=False, break_long_words=False)] or [""]
+    if len(term) + 2 <= column:
+        formatter.write(f"{indent}{term:<{column}}{lines[0]}\n")
+        rest = lines[1:]
+    else:
+        formatter.write(f"{indent}{term}\n")
+        rest = lines
+    for line in rest:
+        formatter.write(f"{indent}{'':<{column}}{line}\n")
 
 
 def _settings(mode: str, options: dict[str, Any], preset: str | None = None) -> Config:
@@ -160,6 +231,8 @@ def _start(device: str, verbose: bool, distributed: bool = False) -> None:
     """Before anything touches JAX: pick the platform, start the backends with their start-up
     noise (libtpu's, CUDA's) kept off the terminal unless --verbose, and route Python warnings
     from libraries to the log (shown with --verbose) so that every line on stderr is ours."""
+    if not verbose:
+        runtime.quiet_native_logs()
     logging.captureWarnings(True)
     ours, noise = logging.getLogger("jaxstyle"), logging.getLogger("py.warnings")
     for logger in (ours, noise):
@@ -200,6 +273,7 @@ def _say(text: str) -> None:
 def _execute(job: Any, quiet: bool = False) -> None:
     """Run a job with a progress line and signal handling, then summarize (and exit on failures)."""
     from .progress import ProgressPrinter
+    from .results import Note
     from .run import run
 
     _compilation_cache()
@@ -208,7 +282,8 @@ def _execute(job: Any, quiet: bool = False) -> None:
     with _StopFlag(lambda m: printer.message(m)) as stop:
         try:
             results = run(job, progress=None if quiet else printer, should_stop=stop,
-                          message=lambda m: printer.message(f"jaxstyle: {m}"),
+                          message=lambda m: None if quiet and isinstance(m, Note) else
+                          printer.message(f"jaxstyle: {m}"),
                           download_progress=None if quiet else _download_bar())
         finally:
             printer.close()
@@ -247,6 +322,9 @@ def _exit_now(code: int) -> None:
 
 
 def _summarize(result: Any, say: Callable[[str], None] = _say) -> None:
+    if result.status == "skipped":
+        say(f"{result.output}: already there, kept (--skip-existing)")
+        return
     if result.status == "non-finite" and result.image is None:
         raise NumericalError(result.message)
     size = f" ({result.image.shape[1]}x{result.image.shape[0]})" if result.image is not None else ""
@@ -301,28 +379,33 @@ def _summarize_folder(job: Any, results: list, say: Callable[[str], None] = _say
 
 
 def _common(fn: Callable) -> Callable:
+    fn = click.option("--skip-existing", is_flag=True,
+                      help="Keep every result already there, whatever settings made it.")(fn)
+    fn = click.option("--overwrite", is_flag=True,
+                      help="Make again every result already there (a folder run otherwise keeps those made "
+                           "with these settings and inputs, and refuses to start over others).")(fn)
     fn = click.option("--distributed", is_flag=True,
                       help="Call jax.distributed.initialize() first (TPU pod slices, GPU clusters); each "
                            "process then makes its share of a folder's images.")(fn)
     fn = click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif"]), default="png",
                       show_default=True, help="Format of the results when the input is a folder or a pattern.")(fn)
-    fn = click.option("--resume", type=str, default=None,
+    fn = click.option("--resume", type=click.Path(dir_okay=False), default=None,
                       help="Continue from this checkpoint; the inputs and settings must be the ones "
                            "it was made with (iterations, --save-every, --checkpoint-every may differ).")(fn)
-    fn = click.option("--trace", "trace_path", type=str, default=None,
+    fn = click.option("--trace", "trace_path", type=click.Path(), default=None,
                       help="Write a JSON trace of every iteration (loss terms, evaluations, seconds); "
                            "a folder of them for a folder of images.")(fn)
-    fn = click.option("--gif", "gif_path", type=str, default=None,
+    fn = click.option("--gif", "gif_path", type=click.Path(), default=None,
                       help="Write an animated GIF of the image approaching the target; a folder of "
                            "them for a folder of images.")(fn)
     fn = click.option("--bit-depth", "bits", type=click.Choice(["8", "16"]), default="8",
                       show_default=True, help="Bits per channel of the result (16: PNG or TIFF).")(fn)
     fn = click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
                       help="JPEG/WebP quality of the written images.")(fn)
-    fn = click.option("--weights", "weights", type=str, default=None,
+    fn = click.option("--weights", "weights", type=click.Path(dir_okay=False), default=None,
                       help="VGG16 notop weights (Keras h5). Default: $JAXSTYLE_WEIGHTS, the "
                            "user cache, then a download of Keras' official file.")(fn)
-    fn = click.option("-o", "--output", type=str, default=None,
+    fn = click.option("-o", "--output", type=click.Path(), default=None,
                       help="Result image (the format follows the extension), or the folder for a "
                            "folder of images. Default for one image: CONTENT_STYLE.png here (the "
                            "next free name; never an existing file).")(fn)
@@ -361,7 +444,8 @@ def _job(mode: str, images: str, styles: tuple, options: dict[str, Any], files: 
                             "the format of one image follows -o")
     _start(config.device, files["verbose"], files["distributed"])
     common = dict(style_blend=style_blend, quality=files["quality"], bits=files["bits"],
-                  weights=files["weights"], content_mask=content_mask, style_masks=style_masks or None)
+                  weights=files["weights"], content_mask=content_mask, style_masks=style_masks or None,
+                  existing=files["existing"])
     if content_mask is not None and not Path(content_mask).exists():
         raise JaxstyleError(f"{content_mask}: no such file or folder (--content-mask)")
     if content_mask is not None and Path(content_mask).is_dir() and not many:
@@ -403,10 +487,12 @@ def _reservation(files: dict[str, Any]) -> Iterator[None]:
 
 
 def _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-           verbose) -> dict[str, Any]:
+           verbose, overwrite: bool = False, skip_existing: bool = False) -> dict[str, Any]:
+    if overwrite and skip_existing:
+        raise JaxstyleError("--overwrite and --skip-existing contradict each other; give one")
     return {"output": output, "weights": weights, "quality": quality, "bits": int(bits), "gif": gif_path,
             "trace": trace_path, "resume": resume, "fmt": fmt, "distributed": distributed, "quiet": quiet,
-            "verbose": verbose}
+            "verbose": verbose, "existing": "overwrite" if overwrite else "skip" if skip_existing else "check"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -415,17 +501,17 @@ def cli() -> None:
     """Neural style transfer (Gatys et al.) with VGG16 in JAX."""
 
 
-@cli.command()
+@cli.command(cls=GroupedCommand)
 @click.argument("content", type=str)
 @click.argument("styles", nargs=-1, required=True, type=str)
 @_common
 @click.option("--style-blend", type=CommaList(float), default=None,
               help="Weights blending the Gram targets of several style images (default: equal).")
-@click.option("--content-mask", type=str, default=None, metavar="MASK",
+@click.option("--content-mask", type=click.Path(), default=None, metavar="MASK",
               help="Guided transfer: an image with one colour per region of CONTENT (a folder of them, "
                    "by name, for a folder of images); the k-th STYLE paints the k-th region, darkest "
                    "colour first; a STYLE given as 'keep' leaves its region unstyled.")
-@click.option("--style-mask", "style_masks", type=str, multiple=True, metavar="MASK",
+@click.option("--style-mask", "style_masks", type=click.Path(), multiple=True, metavar="MASK",
               help="Which pixels of a style image count (white: fully, black: not at all); once per "
                    "style image, in order ('none': the whole image).")
 @click.option("--preset", type=click.Choice(sorted(STYLE_PRESETS)), default=None,
@@ -434,8 +520,8 @@ def cli() -> None:
 @config_options("transfer")
 def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | None, quality: int,
              bits: str, gif_path, trace_path, resume: str | None, fmt: str, distributed: bool,
-             quiet: bool, verbose: bool, style_blend, content_mask: str | None, style_masks: tuple[str, ...],
-             preset: str | None, **options: Any) -> None:
+             overwrite: bool, skip_existing: bool, quiet: bool, verbose: bool, style_blend,
+             content_mask: str | None, style_masks: tuple[str, ...], preset: str | None, **options: Any) -> None:
     """Paint CONTENT in the style of STYLE (several STYLE images are blended, or with
     --content-mask each paints its own region).
 
@@ -444,47 +530,48 @@ def transfer(content: str, styles: tuple[str, ...], output: str, weights: str | 
     available devices.
     """
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-                   verbose)
+                   verbose, overwrite, skip_existing)
     with _reservation(files):
         _execute(_job("transfer", content, styles, options, files, style_blend, preset, content_mask,
                       style_masks), quiet)
 
 
-@cli.command()
+@cli.command(cls=GroupedCommand)
 @click.argument("image", type=str)
 @_common
 @config_options("content")
 def content(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-            trace_path, resume: str | None, fmt: str, distributed: bool, quiet: bool, verbose: bool,
-            **options: Any) -> None:
+            trace_path, resume: str | None, fmt: str, distributed: bool, overwrite: bool, skip_existing: bool,
+            quiet: bool, verbose: bool, **options: Any) -> None:
     """Reconstruct IMAGE (or each image of a folder) from its VGG16 activations, from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-                   verbose)
+                   verbose, overwrite, skip_existing)
     with _reservation(files):
         _execute(_job("content", image, (), options, files), quiet)
 
 
-@cli.command()
+@cli.command(cls=GroupedCommand)
 @click.argument("image", type=str)
 @_common
 @config_options("style")
 def style(image: str, output: str, weights: str | None, quality: int, bits: str, gif_path,
-          trace_path, resume: str | None, fmt: str, distributed: bool, quiet: bool, verbose: bool,
-          **options: Any) -> None:
+          trace_path, resume: str | None, fmt: str, distributed: bool, overwrite: bool, skip_existing: bool,
+          quiet: bool, verbose: bool, **options: Any) -> None:
     """Reconstruct the style (texture) of IMAGE (or of each image of a folder) from its Gram
     matrices, starting from noise."""
     files = _files(output, weights, quality, bits, gif_path, trace_path, resume, fmt, distributed, quiet,
-                   verbose)
+                   verbose, overwrite, skip_existing)
     with _reservation(files):
         _execute(_job("style", image, (), options, files), quiet)
 
 
-@cli.command("resume")
-@click.argument("checkpoint_path", metavar="CHECKPOINT", type=str)
-@click.option("-o", "--output", type=str, default=None,
+@cli.command("resume", cls=GroupedCommand)
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(), default=None,
               help="Result image (default: the output the checkpointed run was writing).")
-@click.option("--weights", type=str, default=None, help="VGG16 weights (they must be the same file).")
-@click.option("--iterations", type=click.IntRange(0), default=None,
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="VGG16 weights (they must be the same file).")
+@click.option("-i", "--iterations", type=click.IntRange(0), default=None,
               help="Total iterations to reach (default: the checkpointed run's).")
 @click.option("--save-every", type=click.IntRange(0), default=None, help="Snapshot interval.")
 @click.option("--checkpoint-every", type=click.IntRange(0), default=None, help="Checkpoint interval.")
@@ -492,16 +579,18 @@ def style(image: str, output: str, weights: str | None, quality: int, bits: str,
               help="JPEG/WebP quality of the written images.")
 @click.option("--bit-depth", "bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
               help="Bits per channel of the result (16: PNG or TIFF).")
-@click.option("--gif", "gif_path", type=str, default=None, help="Animated GIF of the rest of the run.")
-@click.option("--trace", "trace_path", type=str, default=None, help="JSON trace of the rest of the run.")
+@click.option("--gif", "gif_path", type=click.Path(), default=None, help="Animated GIF of the rest of the run.")
+@click.option("--trace", "trace_path", type=click.Path(), default=None, help="JSON trace of the rest of the run.")
 @click.option("--device", type=str, default="auto", show_default=True,
               help="Where to continue: cpu, gpu or tpu, optionally one device (gpu:1).")
 @click.option("--print-every", type=click.IntRange(0), default=None, help="Loss line interval.")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep the checkpoint when the run finishes (holding its final state), to extend it later.")
 @_verbosity
 def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, iterations: int | None,
                save_every: int | None, checkpoint_every: int | None, quality: int, bits: str,
                gif_path: str | None, trace_path: str | None, device: str, print_every: int | None,
-               quiet: bool, verbose: bool) -> None:
+               keep_checkpoint: bool, quiet: bool, verbose: bool) -> None:
     """Continue a run from CHECKPOINT, with the inputs and settings stored in it."""
     from .resuming import job_from
     Config(device=device)  # a bad value is refused before JAX starts
@@ -509,7 +598,7 @@ def resume_cmd(checkpoint_path: str, output: str | None, weights: str | None, it
         raise JaxstyleError("--quiet and --print-every contradict each other; give one")
     _start(device, verbose)
     changes = {"iterations": iterations, "save_every": save_every, "checkpoint_every": checkpoint_every,
-               "device": device, "print_every": print_every}
+               "device": device, "print_every": print_every, "keep_checkpoint": keep_checkpoint}
     _execute(job_from(checkpoint_path, changes, output=output, gif=gif_path, trace=trace_path,
                       quality=quality, bits=int(bits), weights=weights), quiet)
 
@@ -528,6 +617,8 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
     params, info = weights_mod.load(path, allow_download=fetch, progress=_download_bar())
     if info.warning:
         _say(f"jaxstyle: warning: {info.warning}")
+    if info.note:
+        _say(f"jaxstyle: {info.note}")
     n = sum(p["kernel"].size + p["bias"].size for p in params.values())
     click.echo(f"weights: {info.path} (from {info.source})")
     click.echo(f"md5: {info.md5}  sha256: {info.sha256}")
@@ -686,7 +777,7 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
         if as_json:
             click.echo(bench_mod.to_json(row))
         else:
-            click.echo(f"measured {row['device']} size {row['size']} {row['dtype']} "
+            click.echo(f"measured {bench_mod.device_name(row['device'])} size {row['size']} {row['dtype']} "
                        f"{row['optimizer']} conv={row['conv']} batch={row.get('batch', 1)} "
                        f"remat={row.get('remat', False)}", err=True)
     if not as_json:

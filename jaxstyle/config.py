@@ -30,7 +30,7 @@ MAX_SIZE = 16384
 
 # Settings that decide where a run stops or what it writes, not the path it takes: a resumed
 # run may change these and still end exactly where an uninterrupted one would.
-RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every", "batch_size",
+RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every", "keep_checkpoint", "batch_size",
             "devices", "device", "print_every")
 
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
@@ -66,13 +66,13 @@ class Config:
         "VGG16 conv layers whose activations the result must match (comma-separated).",
         modes=("transfer", "content")))
     content_layer_weights: tuple[float, ...] = field(default=(1.0,), metadata=_meta(
-        "Weight of each content layer (comma-separated; default: equal).",
+        "Weight of each content layer (comma-separated; equal when --content-layers is given without them).",
         modes=("transfer", "content")))
     style_layers: tuple[str, ...] = field(default=STYLE_LAYERS, metadata=_meta(
         "VGG16 conv layers whose Gram matrices the result must match (comma-separated).",
         modes=("transfer", "style")))
     style_layer_weights: tuple[float, ...] = field(default=(0.05, 0.15, 0.2, 0.3, 0.3), metadata=_meta(
-        "Weight of each style layer (comma-separated; default: equal).",
+        "Weight of each style layer (comma-separated; equal when --style-layers is given without them).",
         modes=("transfer", "style")))
     style_loss: str = field(default="gram", metadata=_meta(
         "Style statistic matched at each style layer: gram (Gatys et al.'s Gram matrices), w2 "
@@ -115,6 +115,9 @@ class Config:
         "Save a numbered snapshot beside the output every N iterations (0: never)."))
     checkpoint_every: int = field(default=0, metadata=_meta(
         "Write a resumable checkpoint (OUT.ckpt.npz) every N iterations (0: only when interrupted)."))
+    keep_checkpoint: bool = field(default=False, metadata=_meta(
+        "Keep the checkpoint when the run finishes, holding its final state, so that a later "
+        "`jaxstyle resume --iterations N` can extend the run (a finished run otherwise removes it)."))
     batch_size: int = field(default=0, metadata=_meta(
         "Images per compiled batch when stylizing a folder (0: as many as fit, up to 8 per device)."))
     device: str = field(default="auto", metadata=_meta(
@@ -203,6 +206,25 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**dict(data))
+
+
+def describe_fields(mode: str | None = None, indent: str = "    ") -> str:
+    """Every setting (those of `mode` only, with its preset's defaults) as `name (type, default
+    ...): what it does`, one paragraph each, from the fields' metadata: Config's `__doc__` and
+    the API functions' are made from it, so that `help()` says what `--help` says."""
+    import textwrap
+    base = PRESETS[mode] if mode is not None else Config()
+    names = {f.name for f in dataclasses.fields(Config)}
+    out = []
+    for f in dataclasses.fields(Config):
+        if mode is not None and mode not in f.metadata["modes"]:
+            continue
+        words = re.sub(r"--(no-)?([a-z][a-z0-9-]*)",
+                       lambda m: m.group(2).replace("-", "_") + ("=False" * bool(m.group(1)))
+                       if m.group(2).replace("-", "_") in names else m.group(0), f.metadata["help"])
+        text = f"{f.name} ({f.type}, default {getattr(base, f.name)!r}): {words}"
+        out.append(textwrap.fill(text, 96, initial_indent=indent, subsequent_indent=indent + "    "))
+    return "\n".join(out)
 
 
 # The automatic L-BFGS history (`--lbfgs-memory 0`): measured at 512 px on a CPU (bench/README.md),
@@ -363,3 +385,6 @@ PRESETS: dict[str, Config] = {
     "style": Config(content_layers=(), content_layer_weights=(), content_weight=0.0,
                     style_weight=1.0, tv_weight=0.0, init="noise", iterations=300),
 }
+
+Config.__doc__ = (f"{Config.__doc__}\n\n    Fields (the CLI's options of the same names, "
+                  f"`jaxstyle transfer --help`):\n\n" + describe_fields())

@@ -9,7 +9,7 @@ import threading
 import warnings
 import zlib
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,8 +18,9 @@ from .errors import InputError, captured_stderr
 from .files import atomic_write
 
 # Formats we write, by file extension; 16-bit output is chosen by `bits=16`.
+# A result's formats (GIF, 256 colours, is for the animation of a run: --gif).
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
-                 ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF"}
+                 ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 
 
 # What Pillow (and NumPy behind it) can raise for a damaged or hostile file, besides OSError:
@@ -223,6 +224,9 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
 def output_format(path: str | os.PathLike) -> str:
     """Pillow format name for an output path, or InputError when we cannot write it."""
     ext = Path(path).suffix.lower()
+    if ext == ".gif":
+        raise InputError(f"{path}: a GIF holds 256 colours, too few for a result; use .png, .jpg, .webp, .tif "
+                         "or .bmp (--gif FILE.gif writes an animation of the run)")
     if ext not in WRITE_FORMATS:
         known = ", ".join(sorted(WRITE_FORMATS))
         raise InputError(f"{path}: cannot write {ext or 'files without an extension'}; "
@@ -245,12 +249,30 @@ def to_uint16(rgb: np.ndarray) -> np.ndarray:
 WRITE16_EXTENSIONS = (".png", ".tif", ".tiff")
 
 
-def save_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95, bits: int = 8) -> Path:
+NOTE_KEY = "jaxstyle"  # PNG text chunk keyword; other formats carry the note as their image description
+_DESCRIPTION = 0x010E  # the TIFF/EXIF ImageDescription tag
+
+
+def read_note(path: str | os.PathLike) -> str | None:
+    """The note `save_image(..., note=)` stored in an image file (None: none, or unreadable)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                note = img.info.get(NOTE_KEY) if img.format == "PNG" else img.getexif().get(_DESCRIPTION)
+    except Exception:  # a damaged or foreign file simply carries no note
+        return None
+    return note.rstrip("\0") if isinstance(note, str) else None
+
+
+def save_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95, bits: int = 8,
+               note: str | None = None) -> Path:
     """Write a 0..255 float RGB (H, W, 3) array atomically; the format follows the extension.
 
     bits=16 writes 16 bits per channel (PNG or TIFF only), 255.0 becoming 65535. The file is
     decoded again before it replaces `path`: a short write (full disk, file-size limit) raises
-    OSError and leaves the previous file as it was (see `files.atomic_write`).
+    OSError and leaves the previous file as it was (see `files.atomic_write`). `note` (ASCII)
+    is stored in the file's metadata, for `read_note` (BMP has none: it is not stored there).
     """
     path = Path(path)
     if bits not in (8, 16) or isinstance(bits, bool):
@@ -263,11 +285,20 @@ def save_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95, bits
         a = to_uint16(rgb)
         encode = write_png16 if ext == ".png" else write_tiff16
         with atomic_write(path, verify=decodes_as((w, h))) as fh:
-            encode(fh, a)
+            encode(fh, a, note)
         return path
     fmt = output_format(path)
     img = Image.fromarray(to_uint8(rgb), "RGB")
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    kwargs: dict[str, Any] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if note is not None and fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+        info = PngInfo()
+        info.add_text(NOTE_KEY, note)
+        kwargs["pnginfo"] = info
+    elif note is not None and fmt in ("JPEG", "WEBP", "TIFF"):
+        exif = Image.Exif()
+        exif[_DESCRIPTION] = note
+        kwargs["exif"] = exif.tobytes()
     with atomic_write(path, verify=decodes_as((w, h))) as fh:
         img.save(fh, format=fmt, **kwargs)
     return path
@@ -292,8 +323,9 @@ def _check_rgb16(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def write_png16(fh: IO[bytes], a: np.ndarray) -> None:
-    """Write a uint16 (H, W, 3) array to a binary file as a 16-bit-per-channel RGB PNG."""
+def write_png16(fh: IO[bytes], a: np.ndarray, note: str | None = None) -> None:
+    """Write a uint16 (H, W, 3) array to a binary file as a 16-bit-per-channel RGB PNG (with
+    `note` as a text chunk)."""
     a = _check_rgb16(a)
     h, w, _ = a.shape
 
@@ -303,6 +335,8 @@ def write_png16(fh: IO[bytes], a: np.ndarray) -> None:
 
     fh.write(b"\x89PNG\r\n\x1a\n")
     chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))  # 16 bits, RGB, no interlace
+    if note is not None:
+        chunk(b"tEXt", NOTE_KEY.encode("latin-1") + b"\0" + note.encode("latin-1"))
     z = zlib.compressobj(6)
     step = max(1, (1 << 20) // (w * 6 + 1))  # about 1 MiB of scanlines at a time
     for y in range(0, h, step):
@@ -316,22 +350,28 @@ def write_png16(fh: IO[bytes], a: np.ndarray) -> None:
     chunk(b"IEND", b"")
 
 
-def write_tiff16(fh: IO[bytes], a: np.ndarray) -> None:
-    """Write a uint16 (H, W, 3) array to a binary file as an uncompressed 16-bit RGB TIFF."""
+def write_tiff16(fh: IO[bytes], a: np.ndarray, note: str | None = None) -> None:
+    """Write a uint16 (H, W, 3) array to a binary file as an uncompressed 16-bit RGB TIFF (with
+    `note` as its ImageDescription)."""
     a = _check_rgb16(a)
     h, w, _ = a.shape
     row = w * 6
     rows_per_strip = max(1, min(h, (1 << 16) // row))  # strips of about 64 KiB
     starts = range(0, h, rows_per_strip)
     counts = [min(rows_per_strip, h - y) * row for y in starts]
-    SHORT, LONG, RATIONAL = 3, 4, 5
+    ASCII, SHORT, LONG, RATIONAL = 2, 3, 4, 5
+    text = list(note.encode("ascii", "replace") + b"\0" + (b"" if len(note) % 2 else b"\0")) if note else []
     tags = [(256, LONG, [w]), (257, LONG, [h]), (258, SHORT, [16, 16, 16]),
-            (259, SHORT, [1]), (262, SHORT, [2]), (273, LONG, [0] * len(counts)),
+            (259, SHORT, [1]), (262, SHORT, [2]), *([(_DESCRIPTION, ASCII, text)] if text else []),
+            (273, LONG, [0] * len(counts)),
             (277, SHORT, [3]), (278, LONG, [rows_per_strip]), (279, LONG, counts),
             (282, RATIONAL, [72, 1]), (283, RATIONAL, [72, 1]), (284, SHORT, [1]),
             (296, SHORT, [2])]  # sorted by tag, as the IFD requires
+    strips = [t for t, _, _ in tags].index(273)
 
     def pack(typ: int, values: list) -> bytes:
+        if typ == ASCII:
+            return bytes(values)
         return struct.pack(f"<{len(values)}{'H' if typ == SHORT else 'I'}", *values)
 
     ifd_size = 2 + 12 * len(tags) + 4
@@ -339,7 +379,7 @@ def write_tiff16(fh: IO[bytes], a: np.ndarray) -> None:
     data_start = 8 + ifd_size + extra_size  # all sizes are even: offsets stay word-aligned
     if data_start + h * row >= 1 << 32:
         raise ValueError(f"image of {w}x{h} is too large for a classic TIFF")
-    tags[5] = (273, LONG, [data_start + y * row for y in starts])
+    tags[strips] = (273, LONG, [data_start + y * row for y in starts])
     ifd, extra = [struct.pack("<H", len(tags))], []
     offset = 8 + ifd_size
     for tag, typ, values in tags:

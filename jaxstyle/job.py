@@ -20,6 +20,11 @@ from .errors import ConfigError, InputError
 from .files import check_name_length, check_output_path, same_file
 
 ImageLike = Any  # a path, a PIL image or an array
+# What a run does with a result file that is already there (and has no checkpoint beside it):
+# "check": a folder run keeps it when it records these very settings (`resuming.result_note`)
+# and refuses to start otherwise, one image's run replaces it; "overwrite": make it again;
+# "skip": keep it, whatever made it.
+EXISTING = ("check", "overwrite", "skip")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 
 
@@ -64,6 +69,7 @@ class Job:
     resume: Path | None = None  # an explicit checkpoint to continue (one item)
     weights: Any = field(default=None, repr=False)  # a path, loaded parameters, or None
     makes_folders: bool = False  # the output folders are made when the run starts
+    existing: str = "check"  # a result already there: see EXISTING
 
     @property
     def regions(self) -> int:
@@ -98,6 +104,20 @@ def share(items: Sequence[Any], process_index: int, process_count: int) -> list[
     return list(items[process_index::process_count])
 
 
+def _tag(mode: str, styles: Sequence[Any]) -> str:
+    """What a default name adds to the image's: `_painting` (transfer), `_content`, `_style`."""
+    if mode == "transfer":
+        named = [s for s in styles if isinstance(s, (str, os.PathLike)) and not masks.is_keep(s)]
+        return "_" + (Path(named[0]).stem if named else "style")
+    return f"_{mode}"
+
+
+def _existing(existing: str) -> str:
+    if existing not in EXISTING:
+        raise ConfigError(f"existing={existing!r} is not one of {', '.join(EXISTING)}")
+    return existing
+
+
 def default_output(mode: str, image: str | os.PathLike, styles: Sequence[Any] = (),
                    directory: str | os.PathLike = ".", suffix: str = ".png", reserve: bool = False) -> Path:
     """The result's name when none is given: `photo_painting.png` (transfer), `photo_content.png`
@@ -105,12 +125,7 @@ def default_output(mode: str, image: str | os.PathLike, styles: Sequence[Any] = 
     free name (`photo_painting-2.png`, ...), so no earlier result or run is ever replaced. With
     `reserve`, the name is taken by creating it, empty, exclusively: two runs started together
     never pick the same one (the caller removes it if the run writes nothing there)."""
-    stem = Path(image).stem
-    if mode == "transfer":
-        named = [s for s in styles if isinstance(s, (str, os.PathLike)) and not masks.is_keep(s)]
-        stem += "_" + (Path(named[0]).stem if named else "style")
-    else:
-        stem += f"_{mode}"
+    stem = Path(image).stem + _tag(mode, styles)
     directory = Path(directory)
     for n in range(1, 100000):
         path = directory / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
@@ -136,9 +151,9 @@ def single(mode: str, config: Config, content: ImageLike | None, styles: Sequenc
            trace: str | os.PathLike | None = None, style_blend: Sequence[float] | None = None,
            quality: int = 95, bits: int = 8, resume: str | os.PathLike | None = None,
            weights: Any = None, content_mask: ImageLike | None = None,
-           style_masks: Sequence[ImageLike | None] | None = None) -> Job:
+           style_masks: Sequence[ImageLike | None] | None = None, existing: str = "check") -> Job:
     """A job for one image; `content_mask` and `style_masks` (one per style image, None for a
-    whole image) make it guided (see `masks`)."""
+    whole image) make it guided (see `masks`); `existing`: see EXISTING."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     out = _abs(output_path)
@@ -148,7 +163,8 @@ def single(mode: str, config: Config, content: ImageLike | None, styles: Sequenc
          else "image")
     item = Item(name, content, tuple(styles), out, _abs(gif), _abs(trace), ckpt, content_mask,
                 align_style_masks(styles, style_masks))
-    job = Job(mode, config, (item,), _blend(style_blend), quality, bits, False, _abs(resume), weights)
+    job = Job(mode, config, (item,), _blend(style_blend), quality, bits, False, _abs(resume), weights,
+              existing=_existing(existing))
     check(job)
     return job
 
@@ -158,12 +174,14 @@ def many(mode: str, config: Config, contents: Sequence[ImageLike], styles: Seque
          gif_dir: str | os.PathLike | None = None, trace_dir: str | os.PathLike | None = None,
          style_blend: Sequence[float] | None = None, quality: int = 95, bits: int = 8,
          weights: Any = None, folder: bool = True, content_mask: Any = None,
-         style_masks: Sequence[ImageLike | None] | None = None) -> Job:
-    """A job for many images: results go to OUTDIR/<stem><suffix> (and GIFs and traces to
-    their folders); in style mode each image is its own style. `content_mask`: one mask for
-    every image, a folder holding one per image (by name), or a list (one per image)."""
-    names = [Path(c).stem if isinstance(c, (str, os.PathLike)) else f"image{i + 1}"
-             for i, c in enumerate(contents)]
+         style_masks: Sequence[ImageLike | None] | None = None, existing: str = "check") -> Job:
+    """A job for many images: results go to OUTDIR/<stem>_<painting><suffix> as for one image
+    (`<stem>_content`, `<stem>_style` in those modes; GIFs and traces to their folders, named
+    alike); in style mode each image is its own style. `content_mask`: one mask for every
+    image, a folder holding one per image (by name), or a list (one per image). `existing`:
+    see EXISTING."""
+    bases = [Path(c).stem if isinstance(c, (str, os.PathLike)) else f"image{i + 1}" for i, c in enumerate(contents)]
+    names = [base + _tag(mode, styles) for base in bases]
     seen: dict[str, ImageLike] = {}
     for name, c in zip(names, contents):
         if name in seen and outdir is not None:
@@ -174,15 +192,16 @@ def many(mode: str, config: Config, contents: Sequence[ImageLike], styles: Seque
     items = []
     content_masks = _content_masks(content_mask, contents)
     aligned = align_style_masks(styles, style_masks)
-    for name, c, cm in zip(names, contents, content_masks):
+    for base, name, c, cm in zip(bases, names, contents, content_masks):
         result = out / f"{name}{suffix}" if out is not None else None
         content, own = (None, (c,)) if mode == "style" else (c, tuple(styles))
-        items.append(Item(Path(c).name if isinstance(c, (str, os.PathLike)) else name, content, own,
+        items.append(Item(Path(c).name if isinstance(c, (str, os.PathLike)) else base, content, own,
                           result, _abs(gif_dir) / f"{name}.gif" if gif_dir is not None else None,
                           _abs(trace_dir) / f"{name}.json" if trace_dir is not None else None,
                           _checkpoint_path(result) if result is not None else None, cm,
                           aligned if mode != "style" else ()))
-    job = Job(mode, config, tuple(items), _blend(style_blend), quality, bits, folder, None, weights, True)
+    job = Job(mode, config, tuple(items), _blend(style_blend), quality, bits, folder, None, weights, True,
+              _existing(existing))
     for d, what in ((outdir, "-o"), (gif_dir, "--gif"), (trace_dir, "--trace")):
         if d is not None:
             _check_folder(Path(d), what, contents)

@@ -114,8 +114,9 @@ class Trace(Observer):
 
 class Checkpoints(Observer):
     """Resumable checkpoints of each image: every `every` iterations, when the run is
-    interrupted, and at the end when `every` is set or the image started from a checkpoint (a
-    checkpoint, once there, always holds the latest state: the run can be extended later).
+    interrupted, and at the end for the images in `keep` (`--keep-checkpoint`: the run can be
+    extended later). A finished image's checkpoint is otherwise removed once its result is
+    written (`Runner._finish`).
 
     A checkpoint that cannot be written does not stop the run: it is kept elsewhere (the same
     place each time, so that place holds the latest state) and its OutputError is in `errors`
@@ -134,7 +135,7 @@ class Checkpoints(Observer):
     def needs_state(self, item: int, iteration: int) -> bool:
         if item not in self.paths:
             return False
-        at_end = iteration >= self.totals[item] and (bool(self.every) or item in self.keep)
+        at_end = iteration >= self.totals[item] and item in self.keep
         return at_end or bool(self.every) and iteration % self.every == 0
 
     def observe(self, r: Report) -> None:
@@ -142,8 +143,7 @@ class Checkpoints(Observer):
             return
         periodic = self.every and r.iteration % self.every == 0 and r.iteration < self.totals[r.item] \
             and not r.final
-        kept = self.every or r.item in self.keep
-        at_end = r.final and (r.status == "interrupted" or (kept and r.status in ("done", "stalled")
+        at_end = r.final and (r.status == "interrupted" or (r.item in self.keep and r.status in ("done", "stalled")
                                                              and r.iteration >= self.totals[r.item]))
         if periodic or at_end:
             state = r.state()

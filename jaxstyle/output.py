@@ -38,8 +38,9 @@ def check_output(output: str | os.PathLike, inputs: tuple = (), bits: int = 8) -
 
 
 def write_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95, bits: int = 8,
-                what: str = "finished image") -> Path:
-    """Write a 0..255 RGB float image atomically (format from the extension), verified.
+                what: str = "finished image", note: str | None = None) -> Path:
+    """Write a 0..255 RGB float image atomically (format from the extension), verified, with
+    `note` in its metadata (`imageio.save_image`).
 
     When it cannot be written, the image is kept as a PNG (`STEM.recovered.png`) beside it, in the
     temporary directory or in the current directory, and OutputError says where (the previous
@@ -47,7 +48,7 @@ def write_image(rgb: np.ndarray, path: str | os.PathLike, quality: int = 95, bit
     def keep(p: Path) -> Path:
         return imageio.save_image(rgb, p, bits=bits)
 
-    return write_or_keep(path, lambda p: imageio.save_image(rgb, p, quality=quality, bits=bits),
+    return write_or_keep(path, lambda p: imageio.save_image(rgb, p, quality=quality, bits=bits, note=note),
                          what=what, keep=keep, keep_suffix=".png")
 
 

@@ -25,6 +25,17 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _middle_cut(name: str, room: int) -> str:
+    """`name` in at most `room` characters, its middle replaced by "…" (the end, with the
+    extension, kept)."""
+    if len(name) <= room:
+        return name
+    if room < 5:
+        return name[:max(room, 0)]
+    tail = min(len(name) // 2, (room - 1) // 2)
+    return name[:room - 1 - tail] + "…" + name[-tail:]
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -81,11 +92,19 @@ class ProgressPrinter:
         self._write(self.line(p), final=(p.phase == "done" or not self.tty))
 
     def header(self, p: Progress) -> str:
-        """The line before compiling: where, how precise, how big, how many programs."""
+        """The line before compiling: what for, how many programs, where, how precise, how big.
+        Where the width is short the details go first, then the file name loses its middle
+        ("tubin…ght.jpg": "…" marks only a cut)."""
         what = p.names[0] if len(p.names) == 1 else f"{len(p.names)} images"
         stage = f", stage {p.stage}/{p.stages}" if p.stages > 1 else ""
-        return self._fit(f"jaxstyle: {p.device}, {self.precision}, {p.shape[1]}x{p.shape[0]}{stage}: "
-                         f"compiling {p.programs} program{'s' * (p.programs != 1)} for {what}...")
+        main = f"jaxstyle: compiling {p.programs} program{'s' * (p.programs != 1)} for "
+        detail = f" ({p.device}, {self.precision}, {p.shape[1]}x{p.shape[0]}{stage})"
+        if (not self.tty and not self.fixed_width) or len(main + what + detail) <= self.width:
+            return main + what + detail
+        room = self.width - len(main)
+        if len(what) <= room:
+            return main + what
+        return self._fit(main + _middle_cut(what, room))
 
     def iteration_line(self, p: Progress) -> str:
         """The permanent line --print-every asks for: one iteration's loss and its terms."""
@@ -105,6 +124,8 @@ class ProgressPrinter:
         if p.images_total > 1:
             count = f"img {p.images_done + 1}-{p.images_done + p.batch}/{p.images_total} it {count}" \
                 if p.batch > 1 else f"img {p.images_done + 1}/{p.images_total} it {count}"
+        if p.tile:
+            count = f"{p.tile} it {count}"
         must = [count, f"loss {_fmt(p.loss)}"]
         if p.seconds_per_iteration:
             must.append(f"{p.seconds_per_iteration:.3g} s/it")
@@ -113,8 +134,8 @@ class ProgressPrinter:
         extra = []
         if p.stages > 1:
             extra.append(f"stage {p.stage}/{p.stages} {p.size}px")
-        if p.terms:
-            extra.append(f"c {_fmt(p.terms['content'])} s {_fmt(p.terms['style'])} tv {_fmt(p.terms['tv'])}")
+        if p.terms:  # weighted: they add up to the loss
+            extra.append(f"c {_fmt(p.terms['content'])} + s {_fmt(p.terms['style'])} + tv {_fmt(p.terms['tv'])}")
         text = " | ".join(must)
         room = self.width - len(text)
         for part in extra:  # optional parts only where they fit

@@ -11,6 +11,10 @@ from . import imageio
 from .config import Config
 
 
+class Note(str):
+    """A run's message that is information, not a warning: `--quiet` leaves it out."""
+
+
 @dataclass(frozen=True)
 class Progress:
     """A progress report (one type for one image and many), passed to the `progress` callback."""
@@ -27,7 +31,7 @@ class Progress:
     iterations: int  # iterations per image over all stages
     evaluations: int  # of the batch's first image
     loss: float  # of the batch's first image
-    terms: Mapping[str, float] | None
+    terms: Mapping[str, float] | None  # total, and the weighted content, style and tv terms summing to it
     elapsed: float  # seconds of optimization so far (compiling excluded)
     seconds_per_iteration: float | None  # per iteration of the batch, this run's chunks only
     eta: float | None = None  # seconds left for the whole run
@@ -35,6 +39,7 @@ class Progress:
     programs: int = 0  # programs compiled for this batch ("compile" phase)
     batch: int = 1
     image: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    tile: str = ""  # in a tiled stage, the tiles being optimized ("tile 3/6")
     """For a live preview: in the "optimize" phase the batch's first image now, in the "done"
     phase the finished image (float RGB 0..255, colours recombined as the written file's);
     None otherwise."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,25 @@ def input_hashes(item: Item, config: Config) -> dict[str, str]:
     return {k: _sha256(v) for k, v in named.items()}
 
 
+# Settings that change neither the result nor its file: a result made with other values of
+# these is the same result.
+NOT_IN_RESULT = ("save_every", "checkpoint_every", "keep_checkpoint", "batch_size", "devices", "device",
+                 "print_every")
+NOTE_PREFIX = "jaxstyle result, settings "
+
+
+def result_note(job: Job, config: Config, item: Item) -> str:
+    """What a finished result's file records about how it was made (`imageio.save_image`'s
+    note): a digest of the mode, the settings that shape the image (`config`, resolved), every
+    input's SHA-256, the style blend and the file's own quality and bit depth. A folder run
+    finds a result "already done" only when its note is the one it would write."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_RESULT}
+    doc = {"mode": job.mode, "config": settings, "inputs": input_hashes(item, config),
+           "style_blend": list(job.style_blend) if job.style_blend is not None else None,
+           "quality": job.quality, "bits": job.bits}
+    return NOTE_PREFIX + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def find(job: Job, config: Config, item: Item) -> Resumed | None:
     """The checkpoint `item` continues from (the job's explicit one, or the one beside its
     output), checked against this run's settings and inputs; None when there is none."""
@@ -130,6 +150,7 @@ def job_from(path: str | os.PathLike, changes: dict[str, Any], *, output: str | 
     settings that do not change the optimization's path (`config.RUN_ONLY`)."""
     from . import job as job_mod
     ck = ckpt_mod.load(path)
+    changes = {"keep_checkpoint": False, **changes}  # kept again only when asked again
     unknown = set(k for k, v in changes.items() if v is not None) - set(RUN_ONLY)
     if unknown:
         raise InputError(f"resume can only change {', '.join(RUN_ONLY)}")

@@ -19,11 +19,11 @@ from . import imageio, inputs, masks, memory, preprocess, vgg
 from . import weights as weights_mod
 from .config import Config, resolve
 from .batch import Runner
-from .errors import ConfigError, JaxstyleError, OutputError
+from .errors import ConfigError, InputError, JaxstyleError, OutputError
 from .job import Item, Job, shares_styles
 from .problem import Builder, default_width, memory_need
-from .results import Progress, Result, Results
-from .resuming import Resumed, find as find_checkpoint
+from .results import Note, Progress, Result, Results
+from .resuming import Resumed, find as find_checkpoint, result_note
 from .devices import accelerator_notes, describe, select as select_devices
 
 MAX_AUTO_BATCH = 8  # images per device a folder batch holds at most on an accelerator
@@ -61,15 +61,24 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     devices = devices[: job.config.devices or len(devices)]
     for note in accelerator_notes(list(devices)):
         notify(note)
+    if job.config.split_image and len(devices) == 1:
+        notify(f"warning: --split-image has one {devices[0].platform} device to split over, so each image runs "
+               "whole (a CPU splits with XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     config = resolve(job.config, devices[0].platform)
     results: list[Result | None] = [None] * len(job.items)
     plans: list[_Plan] = []
+    conflicts: list[Path] = []
     for i, item in enumerate(job.items):
         try:
-            if job.folder and item.output is not None and item.output.exists() and \
+            if item.output is not None and item.output.exists() and \
                     not (item.checkpoint and item.checkpoint.exists()):
-                results[i] = Result(item.name, None, job.mode, config, "skipped", output=item.output)
-                continue
+                done = _existing(job, config, item)
+                if done is None:
+                    conflicts.append(item.output)
+                    continue
+                if done:
+                    results[i] = Result(item.name, None, job.mode, config, "skipped", output=item.output)
+                    continue
             plan = _plan(job, config, i, item)
             if job.folder and plan.resumed and plan.resumed.finished(config) and item.output.exists():
                 results[i] = Result(item.name, None, job.mode, config, "skipped", output=item.output)
@@ -80,6 +89,10 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                 raise
             results[i] = _failed(job, config, item, e.message)
             notify(f"skipped {e.message}")
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise InputError(f"{conflicts[0]}{more}: already there, made with other settings or inputs (or not by "
+                         "jaxstyle); --overwrite makes them again with these, --skip-existing keeps them")
     shared = shares_styles(job, config)
     groups: dict[tuple, list[_Plan]] = {}
     for p in plans:
@@ -103,9 +116,12 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
         for path in (p.item.output, p.item.gif, p.item.trace):
             if path is not None:
                 path.parent.mkdir(exist_ok=True)
+    total = sum(n for _, n in config.stages())
     for p in plans:
         if p.resumed is not None:
             p.resumed.check_weights(weights_sha)
+            notify(Note(f"{p.item.name}: resumed at iteration {p.resumed.iteration} of {total} "
+                        f"from {p.resumed.path.name}"))
     builder = Builder(config, vgg.prepare_variables(params), job.regions)
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items), devices=devices,
@@ -127,6 +143,17 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     out.compile_seconds, out.seconds = builder.compile_seconds, runner.elapsed
     out.programs = sum(p.count for p in builder.programs.values())
     return out
+
+
+def _existing(job: Job, config: Config, item: Item) -> bool | None:
+    """For a result file already there (without a checkpoint): True to keep it (skip the
+    image), False to make it again, None for a folder's result made with other settings (the
+    run refuses to start)."""
+    if job.existing != "check":
+        return job.existing == "skip"
+    if not job.folder:
+        return False  # one image named by its own -o is made again (atomically replaced)
+    return True if imageio.read_note(item.output) == result_note(job, config, item) else None
 
 
 def _plan(job: Job, config: Config, index: int, item: Item) -> _Plan:
@@ -216,5 +243,7 @@ def _weights(job: Job, notify, download_progress) -> tuple[Any, str | None, str 
     params, info = weights_mod.load(job.weights, progress=download_progress)
     if info.warning:
         notify(f"warning: {info.warning}")
+    if info.note:
+        notify(Note(info.note))
     return params, info.sha256, str(info.path.resolve())
 

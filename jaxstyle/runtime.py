@@ -25,6 +25,22 @@ log = logging.getLogger("jaxstyle")
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
+# The native libraries' own loggers (libtpu's, XLA's, gRPC's), told to keep INFO and WARNING
+# lines off stderr: read when each library loads, which may be long after start-up (libtpu
+# loads when a deviceless TPU program is compiled, whatever JAX_PLATFORMS says).
+QUIET_NATIVE_LOGS = {"TPU_STDERR_LOG_LEVEL": "2", "TPU_MIN_LOG_LEVEL": "2", "TF_CPP_MIN_LOG_LEVEL": "2",
+                     "GRPC_VERBOSITY": "ERROR", "GLOG_minloglevel": "2"}
+
+
+def quiet_native_logs(environ: Any = None) -> list[str]:
+    """Set QUIET_NATIVE_LOGS in `environ` (os.environ) where the user has not set them; returns
+    the names set. For the CLI without --verbose: every line on stderr is then jaxstyle's."""
+    environ = os.environ if environ is None else environ
+    names = [k for k in QUIET_NATIVE_LOGS if k not in environ]
+    for k in names:
+        environ[k] = QUIET_NATIVE_LOGS[k]
+    return names
+
 
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of returning it to the OS.

@@ -49,6 +49,7 @@ class WeightsInfo:
     official: bool
     converted: Path | None  # the cached .npz, when the cache directory is writable
     warning: str | None = None
+    note: str | None = None  # that the file is not the official one: the first time it is used only
 
 
 def cache_dir() -> Path:
@@ -322,9 +323,10 @@ def load(path: str | os.PathLike | None = None, *, allow_download: bool = True,
         raise WeightsError(f"{found}: cached weights file has MD5 {md5}, not the official "
                            f"{OFFICIAL_MD5}; delete it and run `jaxstyle weights --fetch`")
     notes = []
-    if not official:
-        notes.append(f"{found} is not Keras' official VGG16 notop file (MD5 {md5}); "
-                     "using it because every layer has the right shape")
+    note = None
+    if not official and _first_use(sha256):
+        note = (f"{found} is not Keras' official VGG16 notop file (MD5 {md5}); using it because every "
+                "layer has the right shape (said once per file)")
     if params is None:
         params = read_h5(found, data)
         if damage is not None:
@@ -337,4 +339,16 @@ def load(path: str | os.PathLike | None = None, *, allow_download: bool = True,
     with contextlib.suppress(OSError):
         (cache_dir() / _LEGACY_INDEX).unlink()
     return params, WeightsInfo(found, source, md5, sha256, official, converted,
-                               "; ".join(notes) or None)
+                               "; ".join(notes) or None, note)
+
+
+def _first_use(sha256: str) -> bool:
+    """Whether the weights file of content `sha256` is used for the first time here (remembered
+    by a marker in the cache; always True where the cache cannot be written)."""
+    marker = cache_dir() / "converted" / f"vgg16-{sha256[:32]}.noted"
+    if marker.exists():
+        return False
+    with contextlib.suppress(OSError):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    return True

@@ -55,6 +55,13 @@ def write_keras_h5(path: Path, params: dict, nested: bool = False, skip: str | N
     return path
 
 
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path_factory, monkeypatch) -> None:
+    """Every test runs in an empty directory of its own: what a run writes by default (results
+    named after their inputs, recovered copies) never lands in the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_params() -> dict:
     """Random He-normal VGG16 parameters with the real shapes."""

@@ -138,3 +138,20 @@ def test_gpu_targets_are_planned_from_the_estimate_and_timed_by_a_roofline():
 def test_an_unknown_target_is_refused_in_one_line():
     with pytest.raises(Exception, match="unknown target 'tpu-v9'; use one of tpu-v5e-1"):
         targets.target("tpu-v9")
+
+
+@needs_libtpu
+def test_bench_target_keeps_libtpus_log_lines_off_stderr_without_verbose(tmp_path):
+    """libtpu loads when the TPU program is compiled, long after start-up: its loggers are
+    told to be quiet at start-up (runtime.quiet_native_logs)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXSTYLE_CACHE": str(tmp_path)}
+    for name in ("TPU_STDERR_LOG_LEVEL", "TPU_MIN_LOG_LEVEL", "TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY"):
+        env.pop(name, None)
+    r = subprocess.run([sys.executable, "-m", "jaxstyle", "bench", "--target", "tpu-v5e-1", "--size", "32", "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    noise = [line for line in r.stderr.splitlines() if re.match(r"[IWEF]\d{4} |WARNING: All log messages", line)]
+    assert not noise, r.stderr

@@ -194,5 +194,5 @@ def test_unusual_valid_images_work(capsys, tmp_path, image_dir, synthetic_h5):
         assert code == 0, err
     for name in [*variants, "rotated.jpg"]:
         folder = tmp_path / "long" if name in ("wide.png", "tall.png") else tmp_path
-        out = folder / "out" / f"{Path(name).stem}.png"
+        out = folder / "out" / f"{Path(name).stem}_style.png"
         assert Image.open(out).size == expected.get(name, (64, 48)), name

@@ -61,12 +61,12 @@ def test_batch_equals_single_runs_and_resumes(capsys, tmp_path, folder, image_di
                            "--batch-size", 2)
     assert code == 0, err
     assert "4 written, 0 already done, 0 failed" in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_style.png", "b_style.png", "c_style.png", "d_style.png"]
     for name in ("a.png", "c.jpg", "d.png"):  # c.jpg shares a padded batch; d is another bucket
         single = tmp_path / f"single_{Path(name).stem}.png"
         code, _, err = run_cli(capsys, "transfer", folder / name, image_dir / "style.png", "-o", single, *args)
         assert code == 0, err
-        diff = np.abs(_pixels(out / f"{Path(name).stem}.png") - _pixels(single)).max()
+        diff = np.abs(_pixels(out / f"{Path(name).stem}_style.png") - _pixels(single)).max()
         assert diff == 0, (name, diff)  # the same per-image program, whatever the batch
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code, _, err = run_cli(capsys, "transfer", folder, image_dir / "style.png", "-o", out, *args)
@@ -86,7 +86,7 @@ def test_a_bad_image_is_reported_and_the_rest_finish(capsys, tmp_path, folder, i
     assert code == 1
     assert "1 written, 0 already done, 2 failed" in err
     assert "broken.jpg: not an image file" in err and "tiny.png: 4x4 pixels is too small" in err
-    assert [p.name for p in out.iterdir()] == ["good.jpg"]
+    assert [p.name for p in out.iterdir()] == ["good_style.jpg"]
     assert "Traceback" not in err
 
 
@@ -131,7 +131,7 @@ def test_a_folder_of_mixed_shapes_and_stages_compiles_few_programs(capsys, tmp_p
     # Two programs (targets and start; the loop) per bucket and stage, whatever the images.
     assert programs.count <= 2 * len(buckets) * len(stages), programs.count
     for i, (h, w) in enumerate(shapes):
-        assert Image.open(tmp_path / "out" / f"p{i}.png").size == preprocess.fit_size((h, w), 64)[::-1]
+        assert Image.open(tmp_path / "out" / f"p{i}_style.png").size == preprocess.fit_size((h, w), 64)[::-1]
 
 
 def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, synthetic_h5):
@@ -147,7 +147,7 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
                    style_layers=("block1_conv1", "block2_conv1"), style_layer_weights=(0.3, 0.7),
                    content_weight=2.0, style_weight=5.0, tv_weight=1e-3, normalize=False, lbfgs_memory=5,
                    linesearch_steps=10, precondition=0.1, init="noise", seed=5, save_every=1,
-                   checkpoint_every=2, batch_size=2, devices=1, dtype="bfloat16", remat=True,
+                   checkpoint_every=2, keep_checkpoint=True, batch_size=2, devices=1, dtype="bfloat16", remat=True,
                    pooling="avg", bucket=32, conv="direct", compile="fast", precision="high", device="cpu:0",
                    print_every=2, style_loss="meanstd")
     adam = Config(optimizer="adam", learning_rate=3.0, iterations=3, size=48, split_image=True, average=0.9)
@@ -168,15 +168,16 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
             assert {p.device for p in reports} == {"cpu"}
         for r, stem in zip(results, ("p0", "p1")):
             assert r.iterations == config.iterations
-            doc = json.loads((traces / f"{stem}.json").read_text())
+            doc = json.loads((traces / f"{stem}_style.json").read_text())
             assert Config.from_dict(doc["config"]) == resolve(config, "cpu")
             assert [e["iteration"] for e in doc["iterations"]] == list(range(config.iterations + 1))
-            with Image.open(gifs / f"{stem}.gif") as g:
+            with Image.open(gifs / f"{stem}_style.gif") as g:
                 assert g.is_animated
             if name == "lbfgs":
                 assert {e["size"] for e in doc["iterations"]} == {32, 64}  # both stages
-                assert sorted(p.name for p in out.glob(f"{stem}_*.png")) == [f"{stem}_000{k}.png" for k in (1, 2, 3)]
-                ck = checkpoint.load(out / f"{stem}.png.ckpt.npz")
+                assert sorted(p.name for p in out.glob(f"{stem}_style_*.png")) == \
+                    [f"{stem}_style_000{k}.png" for k in (1, 2, 3)]
+                ck = checkpoint.load(out / f"{stem}_style.png.ckpt.npz")  # kept: --keep-checkpoint
                 assert ck.config == resolve(config, "cpu") and ck.iteration == 2 and ck.stage == 1
                 content = np.asarray(Image.open(src / f"{stem}.png").convert("RGB").resize(r.image.shape[1::-1]),
                                      np.float32)
@@ -199,13 +200,12 @@ def test_an_interrupted_folder_resumes_mid_image_and_equals_an_uninterrupted_run
     part = run_mod.run(job(tmp_path / "part"), progress=lambda p: seen.update(it=p.iteration),
                        should_stop=lambda: seen["it"] >= 3)
     assert [r.status for r in part] == ["interrupted"] * 3
-    assert (tmp_path / "part" / "p0.png.ckpt.npz").is_file()  # the image that was running
+    assert (tmp_path / "part" / "p0_style.png.ckpt.npz").is_file()  # the image that was running
     again = run_mod.run(job(tmp_path / "part"))
     assert [r.status for r in again] == ["done"] * 3
     for stem in ("p0", "p1", "p2"):
-        np.testing.assert_array_equal(_pixels(tmp_path / "part" / f"{stem}.png"),
-                                      _pixels(tmp_path / "whole" / f"{stem}.png"))
-    from jaxstyle import checkpoint
-    assert checkpoint.load(tmp_path / "part" / "p0.png.ckpt.npz").iteration == 9  # kept up to date
+        np.testing.assert_array_equal(_pixels(tmp_path / "part" / f"{stem}_style.png"),
+                                      _pixels(tmp_path / "whole" / f"{stem}_style.png"))
+    assert not (tmp_path / "part" / "p0_style.png.ckpt.npz").exists()  # finished: removed
     again = run_mod.run(job(tmp_path / "part"))
     assert [r.status for r in again] == ["skipped"] * 3  # finished: nothing is recompiled

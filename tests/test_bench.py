@@ -61,3 +61,18 @@ def test_bench_table_and_peaks(capsys):
 
     assert bench.peak_flops(Fake(), "bfloat16") == pytest.approx(989.4e12)
     assert bench.peak_flops(Fake(), "float32") == pytest.approx(494.7e12)
+
+
+def test_the_table_fits_100_columns_and_says_shared_settings_once():
+    row = {"device": "cpu:cpu", "devices": 1, "batch": 1, "size": 512, "dtype": "float32", "optimizer": "lbfgs",
+           "conv": "auto", "remat": False, "compile_s": 12.345, "s_per_eval": 1.2345, "s_per_iter": 1.3456,
+           "iter_over_eval": 1.09, "evals_per_iter": 1.12, "evals_per_s": 0.81, "flops_per_eval": 1.234e12,
+           "flops_per_s": 9.87e11, "fraction_of_peak": 0.41, "peak_mem_mb": 2345.0, "stages": [[512, 300]],
+           "time_to_target_s": 123.4, "run_s": 456.7}
+    table = bench.format_table([row, {**row, "size": 1024, "peak_mem_mb": 9000.0}])
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 100, table
+    assert "cpu:cpu" not in table and lines[0].startswith("cpu, float32, opt lbfgs")
+    assert "size" in lines[1] and "1024" in lines[3]  # what differs is a column
+    alone = bench.format_table([{**row, "time_to_target_s": None, "run_s": None}])
+    assert "to loss" not in alone and max(len(line) for line in alone.splitlines()) <= 100, alone

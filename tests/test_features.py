@@ -207,6 +207,6 @@ def test_python_api_takes_a_list_of_images(tmp_path, image_dir, synthetic_h5):
                                 output=tmp_path / "styled")
     assert [type(r) for r in results] == [jaxstyle.Result] * 2
     assert results[0].image.shape == (24, 32, 3) and results[1].image.shape == (32, 32, 3)
-    assert sorted(p.name for p in (tmp_path / "styled").iterdir()) == ["image1.png", "image2.png"]
+    assert sorted(p.name for p in (tmp_path / "styled").iterdir()) == ["image1_style.png", "image2_style.png"]
     alone = jaxstyle.transfer(a, image_dir / "style.png", weights=params, size=32, iterations=3)
     np.testing.assert_array_equal(alone.image, results[0].image)  # a list changes nothing per image

@@ -155,7 +155,7 @@ def test_cli_guided_folder_and_refusals(capsys, tmp_path, guided_dir, image_dir,
                            "-o", str(tmp_path / "out"), *common)
     assert code == 0, err
     assert "regions of a.png: #000000 -> stripes.png, #ffffff -> noise.png" in err
-    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "b.png").is_file()
+    assert (tmp_path / "out" / "a_stripes.png").is_file() and (tmp_path / "out" / "b_stripes.png").is_file()
 
     one = str(image_dir / "content.png")
     cases = [

@@ -77,5 +77,5 @@ def test_checkpoints_want_the_state_at_their_stops_and_write_on_interrupt(tmp_pa
     assert periodic.next_stop(0, 3) == 5 and periodic.needs_state(0, 5) and periodic.needs_state(0, 20)
     assert not periodic.needs_state(0, 6)
     resumed = Checkpoints(0, {0: path}, {0: 20}, {0: provenance})
-    resumed.keep.add(0)  # an image that started from a checkpoint keeps it up to date
+    resumed.keep.add(0)  # --keep-checkpoint: the final state is written
     assert resumed.needs_state(0, 20)

@@ -151,8 +151,8 @@ def test_failed_16_bit_write_leaves_old_file(tmp_path, monkeypatch, name, encode
     p.write_bytes(b"previous contents")
     real = getattr(imageio, encoder)
 
-    def broken(fh, a):
-        real(fh, a)  # the whole image is written to the temporary file first
+    def broken(fh, a, *note):
+        real(fh, a, *note)  # the whole image is written to the temporary file first
         assert fh.tell() > 0
         raise OSError("disk full")
 

@@ -25,6 +25,11 @@ def test_licence_metadata_and_typing():
     assert project["license-files"] == ["LICENSE"]
     assert any(c.startswith("Programming Language :: Python :: 3.1") for c in project["classifiers"])
     assert {"Homepage", "Repository", "Issues"} <= set(project["urls"])
+    # Home-page, which pip show read alone before pip 24, from setup.cfg (pyproject has no field for it)
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert cfg["metadata"]["url"] == project["urls"]["Homepage"]
     assert (REPO / "jaxstyle" / "py.typed").exists()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["jaxstyle"]
 

@@ -64,7 +64,11 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tmp_path, image_dir, syn
 
 def test_checkpoint_every_and_extending_a_finished_run(tmp_path, image_dir, synthetic_h5):
     config = PRESETS["content"].replace(size=32, iterations=8, checkpoint_every=3)
-    first = run_one("content", config, image_dir / "content.png", (),
+    gone = run_one("content", config, image_dir / "content.png", (),
+                   output_path=tmp_path / "gone.png", weights=synthetic_h5)
+    # a finished run removes its checkpoint, unless asked to keep it
+    assert gone.checkpoint is None and not (tmp_path / "gone.png.ckpt.npz").exists()
+    first = run_one("content", config.replace(keep_checkpoint=True), image_dir / "content.png", (),
                     output_path=tmp_path / "c.png", weights=synthetic_h5)
     assert first.checkpoint is not None and checkpoint.load(first.checkpoint).iteration == 8
     longer = jaxstyle.resume(first.checkpoint, weights=synthetic_h5, iterations=12)
@@ -75,7 +79,7 @@ def test_checkpoint_every_and_extending_a_finished_run(tmp_path, image_dir, synt
 
 
 def test_corrupted_or_foreign_checkpoints_are_refused(tmp_path, image_dir, synthetic_h5):
-    config = PRESETS["transfer"].replace(size=32, iterations=3, checkpoint_every=1)
+    config = PRESETS["transfer"].replace(size=32, iterations=3, checkpoint_every=1, keep_checkpoint=True)
     result = run_one("transfer", config, image_dir / "content.png", [image_dir / "style.png"],
                      output_path=tmp_path / "o.png", weights=synthetic_h5)
     good = result.checkpoint.read_bytes()
@@ -84,7 +88,7 @@ def test_corrupted_or_foreign_checkpoints_are_refused(tmp_path, image_dir, synth
     data = bytearray(good)
     data[len(data) // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="flipped.ckpt.npz: (checkpoint is corrupted|not a readable)"):
+    with pytest.raises(InputError, match="flipped.ckpt.npz: damaged checkpoint"):
         checkpoint.load(bad)
     trunc = tmp_path / "trunc.ckpt.npz"
     trunc.write_bytes(good[: len(good) // 3])
@@ -113,7 +117,7 @@ def test_cli_resume_checks_mode_and_settings(capsys, tmp_path, image_dir, synthe
     out = tmp_path / "o.png"
     code, _, err = run_cli(capsys, "transfer", image_dir / "content.png", image_dir / "style.png", "-o", out,
                            "--weights", synthetic_h5, "--size", 32, "--iterations", 4,
-                           "--checkpoint-every", 2)
+                           "--checkpoint-every", 2, "--keep-checkpoint")
     assert code == 0, err
     ck = tmp_path / "o.png.ckpt.npz"
     assert f"checkpoint: {ck}" in err
@@ -126,9 +130,12 @@ def test_cli_resume_checks_mode_and_settings(capsys, tmp_path, image_dir, synthe
     assert code == 1 and "made with --tv-weight 0.0001, not 0.5" in err
     code, _, err = run_cli(capsys, "transfer", image_dir / "content.png", image_dir / "style.png", "-o", out,
                            "--weights", synthetic_h5, "--size", 32, "--iterations", 6, "--resume", ck)
-    assert code == 0 and "6 iterations" in err
+    assert code == 0 and "6 iterations" in err and not ck.exists()  # finished: the checkpoint is removed
+    code, _, err = run_cli(capsys, "transfer", image_dir / "content.png", image_dir / "style.png", "-o", out,
+                           "--weights", synthetic_h5, "--size", 32, "--iterations", 6, "--keep-checkpoint")
+    assert code == 0 and ck.is_file()
     code, _, err = run_cli(capsys, "resume", ck, "--weights", synthetic_h5, "--iterations", 8)
-    assert code == 0 and "8 iterations" in err
+    assert code == 0 and "8 iterations" in err and "resumed at iteration 6 of 8" in err and not ck.exists(), err
 
 
 def _wait_for(path: Path, timeout: float) -> None:

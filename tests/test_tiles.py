@@ -11,6 +11,7 @@ from PIL import Image
 from jaxstyle import problem, targets, tiles, vgg
 from jaxstyle.config import Config, resolve
 from jaxstyle.errors import ConfigError
+from conftest import run_one
 from test_cli import run_cli
 
 
@@ -52,9 +53,18 @@ def test_a_tile_needs_the_memory_of_a_tile_within_the_estimate(synthetic_params)
 
 def test_a_tiled_run_is_seamless_and_refuses_what_cannot_see_inside_it(capsys, tmp_path, image_dir, synthetic_h5):
     out = tmp_path / "tiled.png"
-    code, _, err = run_cli(capsys, "transfer", image_dir / "content.png", image_dir / "style.png", "-o", out,
-                           "--weights", synthetic_h5, "--size", 128, "--iterations", 4, "--tile", 64)
-    assert code == 0, err
+    reports = []
+    result = run_one("transfer", Config(size=128, iterations=4, tile=64), image_dir / "content.png",
+                     [image_dir / "style.png"], output_path=out, weights=synthetic_h5, progress=reports.append)
+    # the progress of a tiled stage: its tiles named, the stage's iterations and speed (as the result's)
+    live = [p for p in reports if p.phase == "optimize"]
+    n = len(tiles.windows((96, 128), 64, 32))
+    assert {p.tile for p in live} <= {f"tile {t}/{n}" for t in range(1, n + 1)} and live[-1].tile == f"tile {n}/{n}"
+    counts = [p.iteration for p in live]
+    assert counts == sorted(counts) and counts[-1] <= 4  # the stage's iterations, not each tile's again
+    assert live[-1].seconds_per_iteration / result.seconds_per_iteration < 3  # was one tile's: n times less
+    assert all(abs(sum(p.terms[k] for k in ("content", "style", "tv")) - p.loss) <= 1e-3 * abs(p.loss)
+               for p in live)  # the weighted terms add up to the loss
     image = np.asarray(Image.open(out), np.float32)
     assert image.shape == (96, 128, 3)
     # no edge where tiles meet: the step between neighbouring columns at a tile's border is
@@ -71,6 +81,7 @@ def test_a_tiled_run_is_seamless_and_refuses_what_cannot_see_inside_it(capsys, t
         assert code != 0 and message in err, err
     with pytest.raises(ConfigError, match="--tile must be 0 or a multiple of 16"):
         Config(tile=70)
+
 
 
 def test_the_plan_for_24_megapixels_on_16_gib_chooses_tiles_and_on_a_v2_8_a_split():

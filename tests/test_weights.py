@@ -25,8 +25,9 @@ def test_converter_round_trips_keras_layout(synthetic_h5, synthetic_params, cach
         np.testing.assert_array_equal(p["kernel"], synthetic_params[name]["kernel"])
         np.testing.assert_array_equal(p["bias"], synthetic_params[name]["bias"])
         np.testing.assert_array_equal(p["kernel"], independent[name][0].astype(np.float32))
-    assert info.source == "--weights" and not info.official
-    assert info.warning and "not Keras' official" in info.warning and "\n" not in info.warning
+    assert info.source == "--weights" and not info.official and info.warning is None
+    assert info.note and "not Keras' official" in info.note and "\n" not in info.note
+    assert weights.load(synthetic_h5)[1].note is None  # said once per file (the cache remembers)
 
 
 def test_nested_keras2_layout_is_read(tmp_path, synthetic_params, cache):

@@ -534,7 +534,7 @@ def test_cli_snapshot_and_checkpoint_paths_that_became_directories(
 
     monkeypatch.setattr(batch, "drive", once_running)
     code, _, err = run_cli(capsys, *tiny(image_dir, synthetic_h5, "-o", out, "--save-every", 2,
-                                         "--checkpoint-every", 2))
+                                         "--checkpoint-every", 2, "--keep-checkpoint"))  # the final one too
     assert code == EXIT_ERROR
     message = cli_error(err)
     assert f"{ckpt}: cannot be written (a directory is in its place)" in message
@@ -555,7 +555,7 @@ def test_cli_folder_one_image_fails_to_write_the_others_continue(
     src.mkdir()
     for name in ("a.png", "b.png"):
         shutil.copy(image_dir / "content.png", src / name)
-    inject_write_fault(monkeypatch, lambda t: os.path.basename(t).startswith(".a.png.jaxstyle-"),
+    inject_write_fault(monkeypatch, lambda t: os.path.basename(t).startswith(".a_content.png.jaxstyle-"),
                        errno.ENOSPC, room=100)
     code, _, err = run_cli(capsys, "content", src, "-o", out_dir, "--weights", synthetic_h5,
                            "--size", 32, "--iterations", 3)
@@ -563,11 +563,11 @@ def test_cli_folder_one_image_fails_to_write_the_others_continue(
     assert "1 written, 0 already done, 1 failed" in err
     (failed,) = [ln for ln in err.splitlines() if ln.startswith("jaxstyle: failed: ")]
     message = failed[len("jaxstyle: failed: "):]
-    assert message.startswith(f"{out_dir / 'a.png'}: cannot be written (no space left on the device)")
-    assert kept_path(message) == out_dir / "a.recovered.png"
-    assert imageio.load_image(out_dir / "a.recovered.png").shape[:2] == (24, 32)
-    assert imageio.load_image(out_dir / "b.png").shape[:2] == (24, 32)
-    assert not (out_dir / "a.png").exists() and parts(out_dir) == []
+    assert message.startswith(f"{out_dir / 'a_content.png'}: cannot be written (no space left on the device)")
+    assert kept_path(message) == out_dir / "a_content.recovered.png"
+    assert imageio.load_image(out_dir / "a_content.recovered.png").shape[:2] == (24, 32)
+    assert imageio.load_image(out_dir / "b_content.png").shape[:2] == (24, 32)
+    assert not (out_dir / "a_content.png").exists() and parts(out_dir) == []
 
 
 def test_cli_long_names_and_stale_temporary_files(capsys, caplog, tmp_path, image_dir, synthetic_h5):
