@@ -177,7 +177,8 @@ def test_tiled_runs_say_what_an_interrupt_kept_and_a_finished_one_leaves_no_chec
         seen.clear()
         return jaxstyle.transfer(image_dir / "content.png", image_dir / "style.png", weights=synthetic_h5,
                                  size=96, scales=2, iterations=3, tile=64, output=out, should_stop=should_stop,
-                                 progress=lambda p: seen.extend(p.names) if p.phase == "optimize" else None)
+                                 progress=lambda p: seen.extend((*p.names, p.tile)) if p.phase == "optimize"
+                                 else None)
 
     # Ctrl-C in the coarse (whole-image) stage: a checkpoint
     first = run(lambda: bool(seen))

@@ -93,4 +93,4 @@ def test_the_plan_for_24_megapixels_on_16_gib_chooses_tiles_and_on_a_v2_8_a_spli
     assert ways["--lbfgs-memory 30 --tile 1024"]["tiles"] == 35
     # the history's share: 30 pairs of two 6000x4000 float32 images is ~36 GiB of the 103
     split = targets.fit("tpu-v2-8", (4000, 6000), compile_check=False)
-    assert split["chosen"] == "--lbfgs-memory 10 --dtype bfloat16 --split-image (8 devices)"
+    assert split["chosen"] == "--lbfgs-memory 5 --dtype bfloat16 --split-image (8 devices)"
