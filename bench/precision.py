@@ -39,8 +39,9 @@ VARIANTS = {  # name: (convolutions, Gram matrices, activations)
 
 def run(variant: str, size: int, iterations: int, params, content, style, score=None) -> dict:
     conv, gram, dtype = VARIANTS[variant]
-    config = resolve(Config(size=size, iterations=iterations, dtype=dtype,
-                            conv="direct" if dtype == "bfloat16" else "auto"), "cpu")
+    # direct convolutions, as accelerators run them (Winograd's transforms are XLA:CPU's, and
+    # they lose too much in bfloat16: with them the emulation stalls where a TPU would not)
+    config = resolve(Config(size=size, iterations=iterations, dtype=dtype, conv="direct"), "cpu")
     builder = problem.Builder(config, vgg.prepare_variables(params))
     builder.objective = dataclasses.replace(builder.objective, precision=conv, gram_precision=gram)
     c = preprocess.to_vgg(preprocess.resize_longest(content, size))

@@ -27,6 +27,9 @@ from .resuming import Resumed, find as find_checkpoint, result_note
 from .devices import accelerator_notes, describe, select as select_devices
 
 MAX_AUTO_BATCH = 8  # images per device a folder batch holds at most on an accelerator
+# On a TPU, one image per core: by XLA:TPU's cost model two 256x256 images side by side cost
+# 7.82 ms per iteration against 3.23 ms for one (bench/README.md, "The TPU stopwatch").
+MAX_AUTO_BATCH_TPU = 1
 
 
 @dataclass
@@ -186,7 +189,7 @@ def _batch_size(config: Config, key: tuple, count: int, devices: tuple) -> int:
         return max(config.batch_size, 1)
     if devices[0].platform == "cpu":
         return min(n, count)
-    per = MAX_AUTO_BATCH
+    per = MAX_AUTO_BATCH_TPU if devices[0].platform == "tpu" else MAX_AUTO_BATCH
     while per > 1:
         try:
             _check_memory(config, key, per * n, devices)

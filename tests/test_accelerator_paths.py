@@ -182,3 +182,14 @@ def test_an_image_that_fills_its_bucket_needs_no_padding_masks(synthetic_params,
         p.objective, masked=False))).lower(x).as_text()
     assert text.count("select") < jax.jit(lambda x: losses.total(x, p.loop_variables, targets, p.objective)
                                           ).lower(x).as_text().count("select")
+
+
+def test_a_tpu_folder_runs_one_image_per_core():
+    """The stopwatch's finding: two images side by side on a TPU cost more than twice one."""
+    from types import SimpleNamespace
+
+    from jaxstyle import run as run_mod
+    cores = tuple(SimpleNamespace(platform="tpu", device_kind="TPU v2") for _ in range(8))
+    assert run_mod._batch_size(Config(size=64), None, 20, cores) == 8  # a v2-8: one per core
+    assert run_mod._batch_size(Config(size=64), None, 5, cores[:1]) == 1  # a v5e-1
+    assert run_mod._batch_size(Config(size=64, batch_size=4), None, 5, cores[:1]) == 4  # asked for
