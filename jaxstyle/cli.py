@@ -288,11 +288,13 @@ def _execute(job: Any, quiet: bool = False) -> None:
         finally:
             printer.close()
     say = (lambda _t: None) if quiet else _say
-    _finish_upgrades(say)
-    if job.folder:
-        _summarize_folder(job, results, say)
-    else:
-        _summarize(results[0], say)
+    try:
+        if job.folder:
+            _summarize_folder(job, results, say)
+        else:
+            _summarize(results[0], say)
+    finally:  # after the summary: the results are written, the wait is only for later runs
+        _finish_upgrades(say)
 
 
 def _finish_upgrades(say: Callable[[str], None]) -> None:
