@@ -288,13 +288,11 @@ def _execute(job: Any, quiet: bool = False) -> None:
         finally:
             printer.close()
     say = (lambda _t: None) if quiet else _say
-    try:
-        if job.folder:
-            _summarize_folder(job, results, say)
-        else:
-            _summarize(results[0], say)
-    finally:  # after the summary: the results are written, the wait is only for later runs
-        _finish_upgrades(say)
+    if job.folder:
+        _summarize_folder(job, results, say)
+    else:
+        _summarize(results[0], say)
+    _finish_upgrades(say)  # after the summary: the results are written, the wait is for later runs
 
 
 def _finish_upgrades(say: Callable[[str], None]) -> None:
@@ -955,6 +953,10 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.Abort):
         click.echo("\njaxstyle: aborted; nothing was written", err=True)
         _leave(EXIT_INTERRUPTED)
+    except SystemExit as e:  # a summary's exit code (an interrupted or failed run)
+        if "jaxstyle.problem" in sys.modules and sys.modules["jaxstyle.problem"].upgrades_pending():
+            _exit_now(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+        raise
     _leave(code if isinstance(code, int) else 0)
 
 
