@@ -954,7 +954,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("\njaxstyle: aborted; nothing was written", err=True)
         _leave(EXIT_INTERRUPTED)
     except SystemExit as e:  # a summary's exit code (an interrupted or failed run)
-        if "jaxstyle.problem" in sys.modules and sys.modules["jaxstyle.problem"].upgrades_pending():
+        if _compiling():
             _exit_now(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
         raise
     _leave(code if isinstance(code, int) else 0)
@@ -962,6 +962,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def _leave(code: int) -> None:
     """Exit with `code`; at once when a full-effort compile is still running (`_exit_now`)."""
-    if "jaxstyle.problem" in sys.modules and sys.modules["jaxstyle.problem"].upgrades_pending():
+    if _compiling():
         _exit_now(code)
     sys.exit(code)
+
+
+def _compiling() -> bool:
+    """Whether a full-effort compile (`--compile both`) still runs beside this process's work."""
+    problem = sys.modules.get("jaxstyle.problem")
+    return problem is not None and problem.upgrades_pending() > 0

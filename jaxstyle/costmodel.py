@@ -16,6 +16,7 @@ FLOPs and bytes instead: labelled an estimate, never a measurement.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -143,19 +144,12 @@ def kind_of(module: Module, inst: Instruction) -> str:
     for key, kind in SCOPES:
         if key in path:
             return kind
-    ops = {inst.opcode}
     fused = module.fused(inst)
-    if fused is not None:
-        ops = {i.opcode for i in fused.instructions}
-        if "convolution" in ops or "dot" in ops:
-            return "convolutions"
-        root = fused.root.opcode
-        if root in COPY_OPS or ops <= COPY_OPS | FREE_OPS:
-            return "copies and pads"
-        return "elementwise"
-    if inst.opcode in ("convolution", "dot"):
+    ops = {i.opcode for i in fused.instructions} if fused is not None else {inst.opcode}
+    root = fused.root.opcode if fused is not None else inst.opcode
+    if ops & {"convolution", "dot"}:
         return "convolutions"
-    if inst.opcode in COPY_OPS:
+    if root in COPY_OPS or ops <= COPY_OPS | FREE_OPS:
         return "copies and pads"
     return "elementwise"
 
@@ -269,13 +263,8 @@ _ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128)\[([\d,]*)\]")
 
 def shape_bytes(shape: str) -> int:
     """Bytes of an HLO shape string (a tuple's elements summed)."""
-    total = 0
-    for dtype, dims in _ARRAY.findall(shape):
-        n = 1
-        for d in filter(None, dims.split(",")):
-            n *= int(d)
-        total += n * _DTYPE_BYTES.get(dtype, 4)
-    return total
+    return sum(math.prod(int(d) for d in filter(None, dims.split(","))) * _DTYPE_BYTES.get(dtype, 4)
+               for dtype, dims in _ARRAY.findall(shape))
 
 
 def _dims(shape: str) -> list[int]:
@@ -286,18 +275,13 @@ def _dims(shape: str) -> list[int]:
 def flops(computation: Computation, inst: Instruction) -> float:
     """Multiply-add FLOPs of a convolution or dot (0 for other instructions)."""
     out = _dims(inst.shape)
-    size = 1
-    for d in out:
-        size *= d
+    size = math.prod(out)
     if inst.opcode == "convolution" and len(inst.operands) == 2:
         kernel = computation.get(inst.operands[1])
         labels = re.search(r"dim_labels=\w+_(\w+)->(\w+)", inst.attributes)
         if kernel is None or not labels or not out:
             return 0.0
-        k = _dims(kernel.shape)
-        kernel_size = 1
-        for d in k:
-            kernel_size *= d
+        kernel_size = math.prod(_dims(kernel.shape))
         out_features = out[labels.group(2).index("f")] if "f" in labels.group(2) else 1
         # each output element: one multiply-add per kernel element feeding its output feature
         return 2.0 * size * kernel_size / max(out_features, 1)
@@ -307,10 +291,7 @@ def flops(computation: Computation, inst: Instruction) -> float:
         if lhs is None or not contracting:
             return 0.0
         dims = _dims(lhs.shape)
-        k = 1
-        for i in filter(None, contracting.group(1).split(",")):
-            k *= dims[int(i)]
-        return 2.0 * size * k
+        return 2.0 * size * math.prod(dims[int(i)] for i in filter(None, contracting.group(1).split(",")))
     return 0.0
 
 
