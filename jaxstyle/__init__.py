@@ -11,7 +11,7 @@ from .config import PRESETS, Config
 from .errors import JaxstyleError
 
 # The rest loads on first use: `jaxstyle --help` and option errors need no JAX at all.
-_LAZY = {"transfer": "api", "reconstruct_content": "api", "reconstruct_style": "api", "resume": "api",
+_LAZY = {"transfer": "api", "reconstruct_content": "api", "reconstruct_style": "api", "resume": "api", "video": "api",
          "load_weights": "api", "enable_compilation_cache": "runtime", "keep_freed_memory": "runtime",
          "Progress": "results", "Result": "results"}
 

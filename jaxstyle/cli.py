@@ -23,7 +23,7 @@ from click.core import ParameterSource
 from . import devices as devices_mod
 from . import runtime
 from . import weights as weights_mod
-from .config import COMPILES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config
+from .config import COMPILES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config, applies
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError, first_line
 
 
@@ -79,7 +79,7 @@ def config_options(mode: str) -> Callable:
 
     def decorate(fn: Callable) -> Callable:
         for f in reversed(dataclasses.fields(Config)):
-            if mode not in f.metadata["modes"]:
+            if not applies(f, mode):
                 continue
             flag = "--" + f.name.replace("_", "-")
             default = getattr(preset, f.name)

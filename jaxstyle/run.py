@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from . import imageio, inputs, masks, memory, preprocess, vgg
 from . import weights as weights_mod
-from .config import Config, resolve
+from .config import RUN_ONLY, Config, resolve
 from .batch import Runner
 from .errors import ConfigError, InputError, JaxstyleError, OutputError
 from .job import Item, Job, shares_styles
@@ -56,8 +56,10 @@ class _Plan:
 
 def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
         message: Callable[[str], None] | None = None, should_stop: Callable[[], bool] | None = None,
-        download_progress: Callable[[int, int], None] | None = None) -> Results:
-    """Make every image of `job`; one Result per item, in order."""
+        download_progress: Callable[[int, int], None] | None = None, builders: dict | None = None) -> Results:
+    """Make every image of `job`; one Result per item, in order. `builders`: where runs of one
+    process keep their `Builder`s for the next run of the same settings and weights (a video's
+    frames), so the network's variables are prepared and put on the devices once."""
     started = time.perf_counter()
     notify = message or (lambda _m: None)
     devices = tuple(select_devices(job.config.device))
@@ -125,7 +127,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
             p.resumed.check_weights(weights_sha)
             notify(Note(f"{p.item.name}: resumed at iteration {p.resumed.iteration} of {total} "
                         f"from {p.resumed.path.name}"))
-    builder = Builder(config, vgg.prepare_variables(params), job.regions)
+    builder = _builder(config, params, job.regions, builders)
+    compiled, programs = builder.compile_seconds, sum(p.count for p in builder.programs.values())
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items), devices=devices,
                     device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""),
@@ -143,9 +146,22 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                 e.results = Results(r for r in results if r is not None)
                 raise
     out = Results(r for r in results if r is not None)
-    out.compile_seconds, out.seconds = builder.compile_seconds, runner.elapsed
-    out.programs = sum(p.count for p in builder.programs.values())
+    out.compile_seconds, out.seconds = builder.compile_seconds - compiled, runner.elapsed
+    out.programs = sum(p.count for p in builder.programs.values()) - programs
     return out
+
+
+def _builder(config: Config, params: Any, regions: int, kept: dict | None) -> Builder:
+    """A Builder for `config`, or the one an earlier run with `kept` made for the same settings
+    (those that only decide where a run stops aside) and the same weights."""
+    if kept is None:
+        return Builder(config, vgg.prepare_variables(params), regions)
+    defaults = Config()
+    key = (config.replace(scales=1, **{k: getattr(defaults, k) for k in RUN_ONLY}), regions, id(params))
+    if key not in kept:
+        kept.clear()  # one set of settings at a time: the device copies of the weights go with it
+        kept[key] = Builder(config, vgg.prepare_variables(params), regions)
+    return kept[key]
 
 
 def _existing(job: Job, config: Config, item: Item) -> bool | None:

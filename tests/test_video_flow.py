@@ -1,4 +1,4 @@
-"""Optical flow, reliability, warping and long-term weights (jaxstyle.video.flow)."""
+"""Optical flow, reliability, warping and long-term weights (jaxstyle.clips.flow)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from jaxstyle.video import flow as F  # noqa: E402
+from jaxstyle.clips import flow as F  # noqa: E402
 
 from video_clips import pan, square  # noqa: E402
 

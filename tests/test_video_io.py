@@ -10,7 +10,7 @@ pytest.importorskip("av")
 
 from jaxstyle import imageio  # noqa: E402
 from jaxstyle.errors import InputError  # noqa: E402
-from jaxstyle.video import frames as V  # noqa: E402
+from jaxstyle.clips import frames as V  # noqa: E402
 
 from video_clips import pan, write_clip  # noqa: E402
 
