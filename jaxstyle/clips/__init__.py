@@ -8,7 +8,7 @@ OpenCV); nothing outside `jaxstyle.clips` imports them, so the rest of jaxstyle 
 """
 from __future__ import annotations
 
-VIDEO_EXTRA = "video needs the video extra: pip install 'jaxstyle[video]'"
+VIDEO_EXTRA = "`jaxstyle video` needs the video extra: pip install 'jaxstyle[video]'"
 
 
 def require() -> None:
@@ -18,4 +18,4 @@ def require() -> None:
         import av  # noqa: F401
         import cv2  # noqa: F401
     except ImportError as e:
-        raise ConfigError(f"`jaxstyle {VIDEO_EXTRA}` ({e.name} is missing)") from None
+        raise ConfigError(f"{VIDEO_EXTRA} ({e.name} is missing)") from None

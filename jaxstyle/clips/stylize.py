@@ -402,7 +402,8 @@ def _frame_progress(report: Callable[[Progress], None], t: int, n: int, out: Vid
             if per_frame is None and p.seconds_per_iteration:
                 per_frame = p.seconds_per_iteration * p.iterations
             eta = now + left * (per_frame or 0.0)
-        report(replace(p, images_done=out.finished, images_total=n, names=(f"frame {t + 1}",),
+        done = out.finished + (p.phase == "done")
+        report(replace(p, images_done=done, images_total=n, names=(f"frame {t + 1}",),
                        eta=eta, unit="frame", seconds_per_image=per_frame))
     return forward
 

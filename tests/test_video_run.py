@@ -1,0 +1,140 @@
+"""`jaxstyle video` end to end on tiny clips: one compile for a whole video, the temporal term at
+work, resuming bit-identical, the CLI, and bad input in one line. Every run here shares one
+shape and one setting, so the programs compile once for the module (shallow layers, direct
+convolutions: a few seconds)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("av")
+pytest.importorskip("cv2")
+
+from jaxstyle import cli, imageio, problem  # noqa: E402
+from jaxstyle.clips import stylize as S  # noqa: E402
+from jaxstyle.config import PRESETS  # noqa: E402
+from jaxstyle.errors import ConfigError, InputError  # noqa: E402
+
+from video_clips import pan, picture, write_clip  # noqa: E402
+
+CONFIG = PRESETS["video"].replace(size=32, iterations=6, frame_iterations=6, conv="direct", tolerance=0.0,
+                                  content_layers=("block2_conv2",), style_layers=("block1_conv2", "block2_conv2"))
+
+
+@pytest.fixture(scope="module")
+def style():
+    return picture("starry_night.jpg", (32, 32))
+
+
+def _folder(path, frames):
+    path.mkdir()
+    for i, f in enumerate(frames):
+        imageio.save_image(f, path / f"f{i:03d}.png")
+    return path
+
+
+def _frames(folder):
+    return [imageio.load_image(p) for p in sorted(folder.iterdir()) if p.suffix == ".png"]
+
+
+def test_a_video_compiles_once_and_an_interrupted_one_resumes_bit_identically(tmp_path, style, synthetic_params):
+    clip = _folder(tmp_path / "in", pan(3, (24, 32), step=2))
+    problem.forget_programs()
+    whole = S.stylize(S.plan(clip, [style], tmp_path / "whole", CONFIG.replace(checkpoint_every=2),
+                             weights=synthetic_params))
+    assert (whole.status, whole.finished, whole.programs) == ("done", 3, 2)  # prepare and loop, once
+    assert whole.iterations == [6, 6, 6] and whole.flows_computed == 2
+
+    seen = []
+    job = S.plan(clip, [style], tmp_path / "cut", CONFIG.replace(checkpoint_every=2), weights=synthetic_params)
+    first = S.stylize(job, progress=lambda p: seen.append((p.phase, p.names, p.iteration)),
+                      should_stop=lambda: ("optimize", ("frame 2",)) in [s[:2] for s in seen])
+    assert (first.status, first.finished) == ("interrupted", 1)
+    assert job.frame_path(1).with_name(job.frame_path(1).name + ".ckpt.npz").exists()  # mid-frame
+    again = S.stylize(S.plan(clip, [style], tmp_path / "cut", CONFIG.replace(checkpoint_every=2),
+                             weights=synthetic_params))
+    assert (again.status, again.skipped, again.programs, again.flows_computed) == ("done", 1, 0, 0)
+    a, b = _frames(tmp_path / "whole"), _frames(tmp_path / "cut")
+    assert len(a) == len(b) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    # A third run finds every frame finished and changes nothing.
+    third = S.stylize(S.plan(clip, [style], tmp_path / "cut", CONFIG.replace(checkpoint_every=2),
+                             weights=synthetic_params))
+    assert (third.skipped, third.frame_seconds) == (3, [])
+
+
+def test_the_temporal_term_holds_a_still_clip_still(tmp_path, style, synthetic_params):
+    """A still frame repeated: with the temporal term, later frames stay where the first ended;
+    without it (a negligible weight) each frame keeps changing its own way from the warped start."""
+    still = [picture("golden_gate.jpg", (24, 32))] * 3
+    clip = _folder(tmp_path / "in", still)
+    held = S.stylize(S.plan(clip, [style], tmp_path / "held", CONFIG, weights=synthetic_params))
+    loose = S.stylize(S.plan(clip, [style], tmp_path / "loose", CONFIG.replace(temporal_weight=1e-9),
+                             weights=synthetic_params))
+    assert held.programs == loose.programs == 0  # the first test's programs: weights are data
+
+    def change(folder):
+        f = _frames(folder)
+        return np.mean([np.abs(f[i + 1] - f[i]).mean() for i in range(len(f) - 1)])
+
+    assert change(tmp_path / "held") < 0.5 * change(tmp_path / "loose")
+
+
+def test_a_video_file_in_and_out_keeps_rate_count_and_sound(tmp_path, style, synthetic_params):
+    src = write_clip(tmp_path / "in.mp4", pan(3, (24, 32)), rate=10)
+    result = S.stylize(S.plan(src, [style], tmp_path / "out.mp4", CONFIG, weights=synthetic_params))
+    from jaxstyle.clips import frames as V
+    out = V.open_clip(tmp_path / "out.mp4")
+    assert (out.count, out.rate, out.audio, out.size) == (3, 10, True, (24, 32))
+    assert result.status == "done" and not (tmp_path / "out.mp4.frames").exists()  # encoded, then removed
+    assert len(list((tmp_path / "out.mp4.flow").iterdir())) == 2  # kept for a re-run
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(save_every=2), "--save-every is not for video"),
+    (dict(batch_size=2), "--batch-size is not for video"),
+    (dict(temporal_weight=0.0), "--temporal-weight must be positive"),
+    (dict(init="somefile.png"), "--init takes content, noise or style"),
+])
+def test_settings_without_meaning_for_a_video_are_refused(tmp_path, changes, words):
+    clip = _folder(tmp_path / "in", pan(2, (24, 32)))
+    with pytest.raises(ConfigError) as e:
+        S.plan(clip, [picture("starry_night.jpg", (16, 16))], tmp_path / "out", CONFIG.replace(**changes))
+    assert words in e.value.message
+
+
+def test_bad_video_inputs_and_outputs_say_why(tmp_path):
+    clip = _folder(tmp_path / "in", pan(2, (24, 32)))
+    style = picture("starry_night.jpg", (16, 16))
+    with pytest.raises(InputError, match="is the clip the frames are read from"):
+        S.plan(clip, [style], clip, CONFIG)
+    with pytest.raises(InputError, match="a video is written as"):
+        S.plan(clip, [style], tmp_path / "out.webm", CONFIG)
+    (tmp_path / "done.mp4").write_bytes(b"an earlier video")
+    with pytest.raises(InputError, match="already there"):
+        S.plan(clip, [style], tmp_path / "done.mp4", CONFIG)
+    with pytest.raises(InputError, match="one frame only"):
+        S.plan(_folder(tmp_path / "one", pan(1, (24, 32))), [style], tmp_path / "o", CONFIG)
+    with pytest.raises(InputError, match=r"1 mask\(s\) for 2 frames"):
+        masks = tmp_path / "masks"
+        masks.mkdir()
+        imageio.save_image(np.zeros((24, 32, 3)), masks / "m.png")
+        S.plan(clip, [style], tmp_path / "o", CONFIG, content_mask=masks)
+
+
+def test_video_without_the_extra_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
+    with pytest.raises(SystemExit) as e:
+        cli.main(["video", "clip.mp4", "painting.jpg", "-o", "out.mp4"])
+    assert e.value.code != 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "jaxstyle: error: `jaxstyle video` needs the video extra: pip install 'jaxstyle[video]' (av is missing)"]
+
+
+def test_the_core_never_imports_the_video_libraries():
+    code = ("import sys, jaxstyle, jaxstyle.api, jaxstyle.cli, jaxstyle.run; "
+            "print(sorted(m for m in ('av', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
