@@ -41,10 +41,15 @@ def _meta(help: str, modes: tuple[str, ...] = MODES, **extra: Any) -> dict:
     return {"help": help, "modes": modes, **extra}
 
 
+# Transfer's settings that mean nothing for a video's frames (`clips.stylize` says why).
+NOT_FOR_VIDEO = ("save_every", "keep_checkpoint", "batch_size", "devices")
+
+
 def applies(f: dataclasses.Field, mode: str) -> bool:
-    """Whether setting `f` is an option of `mode`: `video` takes transfer's and its own."""
+    """Whether setting `f` is an option of `mode`: `video` takes transfer's (but NOT_FOR_VIDEO)
+    and its own."""
     modes = f.metadata["modes"]
-    return mode in modes or (mode == VIDEO and "transfer" in modes)
+    return mode in modes or (mode == VIDEO and "transfer" in modes and f.name not in NOT_FOR_VIDEO)
 
 
 @dataclass(frozen=True)
@@ -407,7 +412,7 @@ STYLE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # `jaxstyle video`'s defaults: measured with bench/video_consistency.py (bench/README.md: Video).
-VIDEO_TEMPORAL_WEIGHT = 0.05
+VIDEO_TEMPORAL_WEIGHT = 0.3
 VIDEO_FRAME_ITERATIONS = 100
 VIDEO_TOLERANCE = 1e-3
 

@@ -138,3 +138,26 @@ def test_the_core_never_imports_the_video_libraries():
             "print(sorted(m for m in ('av', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_full_disk_mid_video_says_so_in_one_line_and_keeps_the_finished_frames(tmp_path, style, synthetic_params,
+                                                                                  monkeypatch):
+    import errno
+
+    from test_write_faults import in_dir, inject_write_fault
+    from jaxstyle.errors import OutputError
+    clip = _folder(tmp_path / "in", pan(3, (24, 32), step=2))
+    out = tmp_path / "out"
+
+    def fill_disk(p):
+        if p.phase == "optimize" and p.names == ("frame 2",):
+            inject_write_fault(monkeypatch, in_dir(out), errno.ENOSPC)
+
+    with pytest.raises(OutputError) as e:
+        S.stylize(S.plan(clip, [style], out, CONFIG, weights=synthetic_params), progress=fill_disk)
+    assert "f001.png: cannot be written (no space left on the device)" in e.value.message
+    assert "\n" not in e.value.message
+    assert [p.name for p in sorted(out.iterdir()) if p.suffix == ".png"] == ["f000.png"]
+    monkeypatch.undo()  # space again: the same call finishes the video from frame 2
+    again = S.stylize(S.plan(clip, [style], out, CONFIG, weights=synthetic_params))
+    assert (again.status, again.skipped, again.finished) == ("done", 1, 3)

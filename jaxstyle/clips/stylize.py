@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .. import imageio, preprocess
-from ..config import INITS, Config, resolve
+from ..config import INITS, NOT_FOR_VIDEO, Config, resolve
 from ..errors import ConfigError, InputError, JaxstyleError, NumericalError, OutputError
 from ..results import Note, Progress
 from . import flow as flow_mod
@@ -102,11 +102,12 @@ class VideoResult:
         return sum(later) / len(later) if later else None
 
 
-# Settings that have no meaning for a frame of a video, and why.
+# Why each of `config.NOT_FOR_VIDEO` means nothing for a video's frames.
 _REFUSED = {
     "save_every": "snapshots of every frame",
     "keep_checkpoint": "each frame's checkpoint kept",
     "batch_size": "frames run one after another, each from the one before",
+    "devices": "frames run one after another, each from the one before",
 }
 
 
@@ -115,7 +116,8 @@ def plan(content: str | os.PathLike, styles: Sequence[Any], output: str | os.Pat
          content_mask: Any = None, style_masks: Sequence[Any] | None = None, existing: str = "check") -> VideoJob:
     """Check a video run before any work; ConfigError or InputError in one line."""
     from .. import job as job_mod
-    for name, what in _REFUSED.items():
+    for name in NOT_FOR_VIDEO:
+        what = _REFUSED[name]
         if getattr(config, name) != getattr(Config(), name):
             raise ConfigError(f"--{name.replace('_', '-')} is not for video ({what}); leave it out")
     if config.init not in INITS:
