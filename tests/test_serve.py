@@ -307,10 +307,12 @@ def test_wrong_json_types_missing_files_and_server_paths_give_one_line_4xx(tmp_p
 
 
 def test_stopping_the_server_stops_its_run_at_a_chunk_and_keeps_the_image(tmp_path, image_dir, monkeypatch):
+    import _thread
     import signal
     fake = FakeTransfer()
     said: list[str] = []
     apps: list = []
+    sent: list[bool] = []
     original = serve.create_app
 
     def create_app(*a, **kw):
@@ -328,13 +330,24 @@ def test_stopping_the_server_stops_its_run_at_a_chunk_and_keeps_the_image(tmp_pa
             runs = [c.post("/api/runs", json={"content": "demo-content", "style": "demo-style",
                                               "size": 32}).json["id"] for _ in range(2)]
             _wait(c, runs[0], lambda s: s["status"] == "running", timeout=20)
-        finally:  # SIGTERM as a service manager sends it, to the main thread serving
-            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            # SIGTERM as a service manager sends it, to the main thread serving, once serve() has put its
+            # handler in place (on a loaded machine this thread can get here first, and SIGTERM's default
+            # action would kill the test process); never installed, the main thread is interrupted instead
+            end = time.monotonic() + 30
+            while signal.getsignal(signal.SIGTERM) is not serve._interrupt and time.monotonic() < end:
+                time.sleep(0.01)
+            if signal.getsignal(signal.SIGTERM) is serve._interrupt:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                _thread.interrupt_main()
 
     thread = threading.Thread(target=drive)
     thread.start()
     serve.serve(_settings(tmp_path, image_dir), {}, "127.0.0.1", 0, say=said.append)
     thread.join(10)
+    assert sent, "serve() never put its SIGTERM handler in place"
     worker = apps[0].extensions["jaxstyle"]
     first, second = sorted(worker.runs.values(), key=lambda r: r.order)
     assert (first.status, second.status) == ("interrupted", "cancelled")
