@@ -51,7 +51,7 @@ def pictures(a: argparse.Namespace, out: Path, torch_cmd: list[str], evals_equal
     from PIL import Image, ImageDraw
 
     sys.path.insert(0, str(HERE.parent))
-    from jaxstyle import bench  # the peers' square resize, exactly as the bench uses it
+    from jaxstyle.faces import bench  # the peers' square resize, exactly as the bench uses it
 
     tmp = Path(tempfile.mkdtemp())
     c, s = tmp / "content.png", tmp / "style.png"

@@ -24,7 +24,7 @@ def listener(name: str, seconds: float, **_: object) -> None:
 
 def main() -> None:
     monitoring.register_event_duration_secs_listener(listener)
-    from jaxstyle import cli
+    from jaxstyle.faces import cli
     start = time.perf_counter()
     code = 0
     try:

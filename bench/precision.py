@@ -22,8 +22,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxstyle import imageio, preprocess, problem, solver, vgg
-from jaxstyle import weights as weights_mod
+from jaxstyle.images import imageio
+from jaxstyle.images import preprocess
+from jaxstyle.run import problem
+from jaxstyle.solver import lbfgs as solver
+from jaxstyle.model import vgg
+from jaxstyle.model import weights as weights_mod
 from jaxstyle.config import Config, resolve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -66,7 +70,7 @@ def run(variant: str, size: int, iterations: int, params, content, style, score=
 
 def _scorer(p):
     """The float32 objective of problem `p` (its targets), as a function of a padded image."""
-    from jaxstyle import losses
+    from jaxstyle.objective import losses
     targets = jax.tree.map(lambda a: a[0], p.targets)
     objective = dataclasses.replace(p.objective, precision="highest", gram_precision="highest", dtype="float32")
     fn = jax.jit(lambda x: losses.total(x, p.loop_variables, targets, objective))

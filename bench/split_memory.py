@@ -6,7 +6,8 @@ from XLA:TPU's deviceless compile (needs libtpu; run with JAX_PLATFORMS=cpu):
 import argparse
 import time
 
-from jaxstyle import preprocess, targets
+from jaxstyle.images import preprocess
+from jaxstyle.faces import targets
 from jaxstyle.config import Config
 
 parser = argparse.ArgumentParser()

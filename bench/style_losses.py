@@ -33,7 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxstyle
-from jaxstyle import imageio, losses, preprocess, problem, solver, vgg
+from jaxstyle.images import imageio
+from jaxstyle.objective import losses
+from jaxstyle.images import preprocess
+from jaxstyle.run import problem
+from jaxstyle.solver import lbfgs as solver
+from jaxstyle.model import vgg
 from jaxstyle.config import STYLE_LOSSES, Config, resolve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -39,13 +39,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jaxstyle import imageio, losses, preprocess, vgg  # noqa: E402
-from jaxstyle import weights as weights_mod  # noqa: E402
 from jaxstyle.clips import flow as flow_mod  # noqa: E402
 from jaxstyle.clips import stylize  # noqa: E402
 from jaxstyle.config import PRESETS  # noqa: E402
-from jaxstyle.run import run  # noqa: E402
-from jaxstyle import job as job_mod  # noqa: E402
+from jaxstyle.images import imageio, preprocess  # noqa: E402
+from jaxstyle.model import vgg  # noqa: E402
+from jaxstyle.model import weights as weights_mod  # noqa: E402
+from jaxstyle.objective import losses  # noqa: E402
+from jaxstyle.run import job as job_mod  # noqa: E402
+from jaxstyle.run.execute import run  # noqa: E402
 
 IMAGES = REPO.parent / "shared" / "images"
 HW = (72, 128)

@@ -57,7 +57,7 @@ try:
     driver.find_element(By.ID, "start").click()
     page = lambda: driver.execute_script("return window.jaxstyle")  # noqa: E731
     status = lambda: driver.execute_script(  # noqa: E731
-        "return fetch('/api/runs/' + window.jaxstyle.run, {headers: {'X-Jaxstyle-Token': "
+        "return fetch('/api/runs/' + window.jaxstyle.run.execute, {headers: {'X-Jaxstyle-Token': "
         "document.querySelector('meta[name=\"jaxstyle-token\"]').content}}).then(r => r.json())")
     wait.until(lambda d: page()["previews"] >= 3 and status().get("iteration", 0) >= int(iterations) // 3)
     time.sleep(0.5)  # the last preview drawn

@@ -124,7 +124,7 @@ blend.to_pil()
 code('''
 # Throughput on this device, measured in this process (a `!jaxstyle bench` subprocess could not
 # use a TPU this notebook holds): seconds per iteration, FLOP/s and the fraction of the chip's peak.
-from jaxstyle import bench
+from jaxstyle.faces import bench
 cases = [bench.Case(SIZE)] + ([bench.Case(SIZE, dtype="bfloat16"), bench.Case(2 * SIZE)] if ACCELERATOR else [])
 for row in bench.run(cases, params, iterations=20 if ACCELERATOR else 2, repeats=3 if ACCELERATOR else 1):
     print(f"{row['size']} px {row['dtype']}: {row['s_per_iter']:.4f} s/iteration, "

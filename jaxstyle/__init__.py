@@ -7,13 +7,14 @@
 from importlib import import_module
 from typing import Any
 
-from .config import PRESETS, Config
-from .errors import JaxstyleError
+from jaxstyle.config import PRESETS, Config
+from jaxstyle.errors import JaxstyleError
 
 # The rest loads on first use: `jaxstyle --help` and option errors need no JAX at all.
-_LAZY = {"transfer": "api", "reconstruct_content": "api", "reconstruct_style": "api", "resume": "api", "video": "api",
-         "load_weights": "api", "enable_compilation_cache": "runtime", "keep_freed_memory": "runtime",
-         "Progress": "results", "Result": "results"}
+_LAZY = {"transfer": "faces.api", "reconstruct_content": "faces.api", "reconstruct_style": "faces.api",
+         "resume": "faces.api", "video": "faces.api", "load_weights": "faces.api",
+         "enable_compilation_cache": "platform.runtime", "keep_freed_memory": "platform.runtime",
+         "Progress": "observers.results", "Result": "observers.results"}
 
 __all__ = ["Config", "PRESETS", "JaxstyleError", *_LAZY]
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """`python -m jaxstyle` runs the CLI."""
-from .cli import main
+from jaxstyle.faces.cli import main
 
 if __name__ == "__main__":
     main()

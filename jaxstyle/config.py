@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import ConfigError
-from .layers import LAYER_NAMES
+from jaxstyle.errors import ConfigError
+from jaxstyle.model.layers import LAYER_NAMES
 
 MODES = ("transfer", "content", "style")
 VIDEO = "video"  # `jaxstyle video`: each frame a transfer, with the temporal settings (PRESETS["video"])

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from .errors import InputError, OutputError
+from jaxstyle.errors import InputError, OutputError
 
 log = logging.getLogger("jaxstyle")
 

@@ -14,7 +14,7 @@ os.environ["JAXSTYLE_CACHE"] = tempfile.mkdtemp(prefix="jaxstyle-test-cache-")
 os.environ.pop("JAXSTYLE_WEIGHTS", None)
 os.environ.setdefault("JAXSTYLE_WEIGHTS_URL", "http://127.0.0.1:9/unreachable.h5")
 
-from jaxstyle import vgg  # noqa: E402
+from jaxstyle.model import vgg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("JAXSTYLE_SHARED", REPO.parent / "shared"))
@@ -125,7 +125,8 @@ def shared_images() -> Path:
 def run_one(mode, config, content, styles, *, output_path=None, weights=None, progress=None,
             should_stop=None, **files):
     """One image through the run path (what the CLI and the API call), in-process."""
-    from jaxstyle import job, run
+    from jaxstyle.run import job
+    from jaxstyle.run import execute as run
     j = job.single(mode, config, content, list(styles), output_path=output_path, weights=weights, **files)
     return run.run(j, progress=progress, should_stop=should_stop)[0]
 

@@ -12,7 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxstyle import driver, losses, preprocess, problem as pb, solver, vgg
+from jaxstyle.run import driver
+from jaxstyle.objective import losses
+from jaxstyle.images import preprocess
+from jaxstyle.run import problem as pb
+from jaxstyle.solver import lbfgs as solver
+from jaxstyle.model import vgg
 from jaxstyle.config import Config
 
 SIZE = (24, 32)
@@ -188,7 +193,7 @@ def test_a_tpu_folder_runs_one_image_per_core():
     """The stopwatch's finding: two images side by side on a TPU cost more than twice one."""
     from types import SimpleNamespace
 
-    from jaxstyle import run as run_mod
+    from jaxstyle.run import execute as run_mod
     cores = tuple(SimpleNamespace(platform="tpu", device_kind="TPU v2") for _ in range(8))
     assert run_mod._batch_size(Config(size=64), None, 20, cores) == 8  # a v2-8: one per core
     assert run_mod._batch_size(Config(size=64), None, 5, cores[:1]) == 1  # a v5e-1

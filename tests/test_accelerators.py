@@ -15,7 +15,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxstyle import problem, targets, vgg
+from jaxstyle.run import problem
+from jaxstyle.faces import targets
+from jaxstyle.model import vgg
 from jaxstyle.config import Config
 
 _skip_without_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
@@ -101,7 +103,7 @@ def test_24_megapixels_fit_a_16_gib_v5e_in_tiles_compiled_deviceless():
 def test_bench_plans_a_tpu_run(capsys):
     import json
 
-    from jaxstyle import cli
+    from jaxstyle.faces import cli
     with pytest.raises(SystemExit) as e:
         cli.main(["bench", "--target", "tpu-v5e-1", "--size", "32", "--json"])
     assert e.value.code == 0

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from conftest import _smooth_image
-from jaxstyle import job as batch
-from jaxstyle import losses, vgg
+from jaxstyle.run import job as batch
+from jaxstyle.objective import losses
+from jaxstyle.model import vgg
 from jaxstyle.config import Config
 from jaxstyle.config import resolve
 from test_cli import run_cli
@@ -117,7 +118,7 @@ def _photos(d: Path, shapes) -> Path:
 
 def test_a_folder_of_mixed_shapes_and_stages_compiles_few_programs(capsys, tmp_path, image_dir, synthetic_h5):
     from conftest import count_programs
-    from jaxstyle import preprocess
+    from jaxstyle.images import preprocess
     shapes = [(48, 64), (45, 64), (40, 64), (36, 64), (64, 48), (64, 64)]
     src = _photos(tmp_path / "mixed", shapes)
     stages = (32, 64)
@@ -140,7 +141,9 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
     import dataclasses
     import json
 
-    from jaxstyle import checkpoint, color, run as run_mod
+    from jaxstyle.observers import checkpoint
+    from jaxstyle.images import color
+    from jaxstyle.run import execute as run_mod
     src = _photos(tmp_path / "in", [(48, 64), (44, 64)])
     lbfgs = Config(size=64, iterations=4, scales=2, scale_iterations=(2, 2), preserve_colors="luminance",
                    style_scale=0.8, content_layers=("block2_conv2", "block3_conv1"), content_layer_weights=(0.6, 0.4),
@@ -187,7 +190,7 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
 
 
 def test_an_interrupted_folder_resumes_mid_image_and_equals_an_uninterrupted_run(tmp_path, image_dir, synthetic_h5):
-    from jaxstyle import run as run_mod
+    from jaxstyle.run import execute as run_mod
     src = _photos(tmp_path / "in", [(48, 64), (44, 64), (64, 48)])
     config = Config(size=40, iterations=9, save_every=3)  # snapshots end chunks: the stop lands mid-image
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from jaxstyle import bench, cli
+from jaxstyle.faces import bench
+from jaxstyle.faces import cli
 
 KEYS = {"device", "size", "dtype", "compile_s", "s_per_eval", "s_per_eval_loop", "s_per_iter",
         "iter_over_eval", "evals_per_iter", "evals_per_s", "flops_per_eval", "peak_mem_mb", "stages"}

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_keras_h5
-from jaxstyle import imageio, weights
+from jaxstyle.images import imageio
+from jaxstyle.model import weights
 from jaxstyle.errors import InputError
 
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from jaxstyle import checkpoint
+from jaxstyle.observers import checkpoint
 from jaxstyle.config import Config
 from jaxstyle.errors import InputError
 

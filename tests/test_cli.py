@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle import cli
+from jaxstyle.faces import cli
 from jaxstyle.errors import EXIT_ERROR
 
 
@@ -98,7 +98,7 @@ def test_bad_options_give_one_line_errors(capsys, tmp_path, image_dir, synthetic
 
 
 def test_accelerator_notes_say_what_a_gpu_holds_and_how_to_get_an_accelerator_jax(tmp_path):
-    from jaxstyle import devices as runtime
+    from jaxstyle.platform import devices as runtime
 
     class GPU:
         platform = "gpu"

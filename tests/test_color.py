@@ -1,8 +1,8 @@
-"""Colour preservation (jaxstyle.color): YIQ conversions, luminance-only transfer, colour matching."""
+"""Colour preservation (jaxstyle.images.color): YIQ conversions, luminance-only transfer, colour matching."""
 import numpy as np
 import pytest
 
-from jaxstyle import color
+from jaxstyle.images import color
 
 
 def _correlated(seed: int, shape=(24, 32), mean=(120.0, 110.0, 100.0), scale=12.0, mix=None) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from jaxstyle import cli
+from jaxstyle.faces import cli
 from jaxstyle.config import PRESETS, Config
 from jaxstyle.errors import ConfigError
 

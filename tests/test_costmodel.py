@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxstyle import costmodel
+from jaxstyle.platform import costmodel
 
 # A batch loop around an iteration loop, whose body holds a line search (data-dependent trip
 # count) and a 5-trip counted loop (as optax's history loops), with cycles on each instruction.

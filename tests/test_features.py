@@ -10,9 +10,12 @@ from PIL import Image
 
 import jaxstyle
 from conftest import run_one
-from jaxstyle import color, imageio, inputs, preprocess
+from jaxstyle.images import color
+from jaxstyle.images import imageio
+from jaxstyle.run import inputs
+from jaxstyle.images import preprocess
 from jaxstyle.config import PRESETS, STYLE_PRESETS
-from jaxstyle.job import Item
+from jaxstyle.run.job import Item
 from test_cli import _losses, run_cli
 
 
@@ -176,7 +179,7 @@ def test_a_second_run_of_the_same_shape_in_a_process_compiles_nothing(image_dir,
     """A notebook calling the API again (other weights and images, same shapes) reuses the
     programs the first call compiled, and gets what a cold run gets."""
     from conftest import count_programs
-    from jaxstyle import problem
+    from jaxstyle.run import problem
     params = jaxstyle.load_weights(synthetic_h5)
     problem.forget_programs()
     first = jaxstyle.transfer(image_dir / "content.png", image_dir / "style.png", weights=params, size=36,
@@ -187,7 +190,8 @@ def test_a_second_run_of_the_same_shape_in_a_process_compiles_nothing(image_dir,
     with count_programs() as programs:
         again = jaxstyle.transfer(flipped, other_style, weights=params, size=36, iterations=4,
                                   style_weight=500.0, content_weight=3.0)
-        from jaxstyle import job as job_mod, run as run_mod
+        from jaxstyle.run import job as job_mod
+        from jaxstyle.run import execute as run_mod
         short = PRESETS["transfer"].replace(size=36, iterations=2)
         results = run_mod.run(job_mod.single("transfer", short, flipped, [other_style], weights=params))
     assert programs.count == 0 and again.compile_seconds == 0

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from jaxstyle import imageio
+from jaxstyle.images import imageio
 
 from test_cli import run_cli
 

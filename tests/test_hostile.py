@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxstyle import cli
-from jaxstyle import job as job_mod
+from jaxstyle.faces import cli
+from jaxstyle.run import job as job_mod
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -47,8 +47,8 @@ def test_two_runs_without_o_in_one_folder_never_pick_the_same_name(tmp_path, cap
 
 
 def test_a_closed_stderr_does_not_stop_a_run(tmp_path, monkeypatch, image_dir, synthetic_h5):
-    from jaxstyle import run as run_mod
-    from jaxstyle.results import Result
+    from jaxstyle.run import execute as run_mod
+    from jaxstyle.observers.results import Result
     reached: list[str] = []
 
     def run(job, *, progress, should_stop, message, download_progress):  # the run, after its first message
@@ -106,7 +106,7 @@ def test_the_api_refuses_wrong_arguments_in_one_line_before_any_work(tmp_path, i
     import numpy as np
 
     import jaxstyle
-    from jaxstyle import api
+    from jaxstyle.faces import api
     from jaxstyle.errors import ConfigError, WeightsError
     c, s = image_dir / "content.png", image_dir / "style.png"
     missing = {k: v for k, v in synthetic_params.items() if k != "block1_conv2"}
@@ -165,7 +165,7 @@ def test_the_api_returns_the_image_when_its_file_cannot_be_written(tmp_path, ima
 def test_tiled_runs_say_what_an_interrupt_kept_and_a_finished_one_leaves_no_checkpoint(tmp_path, image_dir,
                                                                                       synthetic_h5):
     import jaxstyle
-    from jaxstyle.batch import _tiled_message
+    from jaxstyle.run.batch import _tiled_message
     out = tmp_path / "tiled.png"
     ckpt = Path(f"{out}.ckpt.npz")
     seen: list[str] = []

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle import imageio, preprocess
+from jaxstyle.images import imageio
+from jaxstyle.images import preprocess
 from jaxstyle.errors import InputError
 
 

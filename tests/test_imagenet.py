@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import jaxstyle
-from jaxstyle import imageio, preprocess
+from jaxstyle.images import imageio
+from jaxstyle.images import preprocess
 
 pytestmark = pytest.mark.imagenet
 

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import jaxstyle
-from jaxstyle import preview, progress
+from jaxstyle.observers import preview
+from jaxstyle.observers import progress
 
 
 class FakeDisplay:
@@ -74,7 +75,7 @@ def test_the_notebook_view_updates_in_place_and_interrupting_the_cell_keeps_the_
 
 def test_outside_a_notebook_should_stop_stops_and_keyboardinterrupt_is_untouched(monkeypatch):
     monkeypatch.setattr(progress, "in_notebook", lambda: False)
-    from jaxstyle import api
+    from jaxstyle.faces import api
     with api._interrupt_stops(None) as stop:
         assert stop is None
         with pytest.raises(KeyboardInterrupt):
@@ -83,7 +84,7 @@ def test_outside_a_notebook_should_stop_stops_and_keyboardinterrupt_is_untouched
 
 def test_a_second_interrupt_aborts(monkeypatch):
     monkeypatch.setattr(progress, "in_notebook", lambda: True)
-    from jaxstyle import api
+    from jaxstyle.faces import api
     with api._interrupt_stops(lambda: False) as stop:
         assert not stop()
         os.kill(os.getpid(), signal.SIGINT)

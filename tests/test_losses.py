@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import reference as ref
-from jaxstyle import losses, vgg
+from jaxstyle.objective import losses
+from jaxstyle.model import vgg
 from jaxstyle.config import Config
 
 

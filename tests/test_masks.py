@@ -9,7 +9,10 @@ import pytest
 from PIL import Image
 
 import jaxstyle
-from jaxstyle import losses, masks, preprocess, vgg
+from jaxstyle.objective import losses
+from jaxstyle.images import masks
+from jaxstyle.images import preprocess
+from jaxstyle.model import vgg
 from jaxstyle.errors import InputError
 from test_cli import run_cli
 

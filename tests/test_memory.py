@@ -6,7 +6,9 @@ import time
 import jax
 import pytest
 
-from jaxstyle import memory, problem, vgg
+from jaxstyle.platform import memory
+from jaxstyle.run import problem
+from jaxstyle.model import vgg
 from jaxstyle.config import Config
 from jaxstyle.errors import ConfigError
 from test_cli import run_cli
@@ -47,7 +49,8 @@ def test_cli_refuses_an_impossible_size_before_any_work(capsys, tmp_path, image_
 def test_the_automatic_lbfgs_history_is_shortened_to_fit_and_says_so(monkeypatch):
     import jax
 
-    from jaxstyle import memory, run
+    from jaxstyle.platform import memory
+    from jaxstyle.run import execute as run
     from jaxstyle.config import resolve
     config = resolve(Config(size=2048), "cpu")  # auto: 30 pairs above 1024 px
     key = (((1536, 2048),), (), True, 0)

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 import jaxstyle
-from jaxstyle import api, runtime
+from jaxstyle.faces import api
+from jaxstyle.platform import runtime
 from jaxstyle.config import Config
 from jaxstyle.errors import ConfigError, InputError
 

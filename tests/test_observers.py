@@ -6,10 +6,10 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from jaxstyle import checkpoint
+from jaxstyle.observers import checkpoint
 from jaxstyle.config import Config
-from jaxstyle.driver import Report
-from jaxstyle.observers import Checkpoints, Frames, Snapshots, Trace
+from jaxstyle.observers.observer import Report
+from jaxstyle.observers.writers import Checkpoints, Frames, Snapshots, Trace
 
 
 class FakeState(NamedTuple):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle import imageio
+from jaxstyle.images import imageio
 from jaxstyle.errors import InputError
 
 

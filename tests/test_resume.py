@@ -14,7 +14,7 @@ from PIL import Image
 
 import jaxstyle
 from conftest import run_one
-from jaxstyle import checkpoint
+from jaxstyle.observers import checkpoint
 from jaxstyle.config import PRESETS
 from jaxstyle.config import resolve
 from jaxstyle.errors import EXIT_INTERRUPTED, EXIT_NUMERICAL, InputError

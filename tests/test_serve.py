@@ -18,14 +18,15 @@ import pytest
 from PIL import Image
 
 import jaxstyle
-from jaxstyle import cli, imageio
+from jaxstyle.faces import cli
+from jaxstyle.images import imageio
 from jaxstyle.errors import InputError
-from jaxstyle.results import Result
+from jaxstyle.observers.results import Result
 
 flask = pytest.importorskip("flask", reason="the web extra is not installed: pip install '.[web]'")
 pytest.importorskip("waitress", reason="the web extra is not installed: pip install '.[web]'")
 
-from jaxstyle import serve  # noqa: E402
+from jaxstyle.faces import serve  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -307,10 +308,12 @@ def test_wrong_json_types_missing_files_and_server_paths_give_one_line_4xx(tmp_p
 
 
 def test_stopping_the_server_stops_its_run_at_a_chunk_and_keeps_the_image(tmp_path, image_dir, monkeypatch):
+    import _thread
     import signal
     fake = FakeTransfer()
     said: list[str] = []
     apps: list = []
+    sent: list[bool] = []
     original = serve.create_app
 
     def create_app(*a, **kw):
@@ -328,13 +331,24 @@ def test_stopping_the_server_stops_its_run_at_a_chunk_and_keeps_the_image(tmp_pa
             runs = [c.post("/api/runs", json={"content": "demo-content", "style": "demo-style",
                                               "size": 32}).json["id"] for _ in range(2)]
             _wait(c, runs[0], lambda s: s["status"] == "running", timeout=20)
-        finally:  # SIGTERM as a service manager sends it, to the main thread serving
-            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            # SIGTERM as a service manager sends it, to the main thread serving, once serve() has put its
+            # handler in place (on a loaded machine this thread can get here first, and SIGTERM's default
+            # action would kill the test process); never installed, the main thread is interrupted instead
+            end = time.monotonic() + 30
+            while signal.getsignal(signal.SIGTERM) is not serve._interrupt and time.monotonic() < end:
+                time.sleep(0.01)
+            if signal.getsignal(signal.SIGTERM) is serve._interrupt:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                _thread.interrupt_main()
 
     thread = threading.Thread(target=drive)
     thread.start()
     serve.serve(_settings(tmp_path, image_dir), {}, "127.0.0.1", 0, say=said.append)
     thread.join(10)
+    assert sent, "serve() never put its SIGTERM handler in place"
     worker = apps[0].extensions["jaxstyle"]
     first, second = sorted(worker.runs.values(), key=lambda r: r.order)
     assert (first.status, second.status) == ("interrupted", "cancelled")
@@ -347,8 +361,8 @@ def test_stopping_the_server_stops_its_run_at_a_chunk_and_keeps_the_image(tmp_pa
 
 def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "flask", None)  # import flask -> ImportError
-    monkeypatch.delitem(sys.modules, "jaxstyle.serve")
-    monkeypatch.delattr(jaxstyle, "serve")
+    monkeypatch.delitem(sys.modules, "jaxstyle.faces.serve")
+    monkeypatch.delattr(jaxstyle.faces, "serve")
     with pytest.raises(SystemExit) as e:
         cli.main(["serve", "--help"])
     assert e.value.code == 0 and "--max-upload-mb" in capsys.readouterr().out
@@ -366,9 +380,9 @@ def test_the_command_serves_on_localhost_until_interrupted_and_the_core_never_im
     import subprocess
     import urllib.request
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    code = ("import sys, jaxstyle.api, jaxstyle.cli, jaxstyle.run, jaxstyle.progress; "
+    code = ("import sys, jaxstyle.faces.api, jaxstyle.faces.cli, jaxstyle.run.execute, jaxstyle.observers.progress; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'waitress', 'werkzeug') "
-            "or m == 'jaxstyle.serve'))")
+            "or m == 'jaxstyle.faces.serve'))")
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "[]\n"
     folder = tmp_path / "srv"
     proc = subprocess.Popen([sys.executable, "-m", "jaxstyle", "serve", "--port", "0", "--folder", str(folder),

@@ -7,7 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle import linesearch, losses, preprocess, problem as pb, solver, vgg
+from jaxstyle.solver import linesearch
+from jaxstyle.objective import losses
+from jaxstyle.images import preprocess
+from jaxstyle.run import problem as pb
+from jaxstyle.solver import lbfgs as solver
+from jaxstyle.model import vgg
 from jaxstyle.config import Config
 
 SIZE = (24, 32)

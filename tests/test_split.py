@@ -11,14 +11,16 @@ import sys
 import numpy as np
 import pytest
 
-from jaxstyle import problem
+from jaxstyle.run import problem
 from jaxstyle.config import Config
 
 _SCRIPT = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 import jaxstyle
-from jaxstyle import losses, problem, vgg
+from jaxstyle.objective import losses
+from jaxstyle.run import problem
+from jaxstyle.model import vgg
 from jaxstyle.config import Config, resolve
 
 content, style, weights = sys.argv[1:4]

@@ -15,7 +15,8 @@ import pytest
 
 import jaxstyle
 import reference as ref
-from jaxstyle import losses, preprocess
+from jaxstyle.objective import losses
+from jaxstyle.images import preprocess
 from jaxstyle.config import Config
 
 OTHERS = ("meanstd", "w2", "sliced", "histogram")
@@ -127,7 +128,7 @@ def _small(loss: str, **changes) -> Config:
 
 def _gram_scorer(content: np.ndarray, style: np.ndarray, params):
     """The Gram style term of an image (RGB at the content's size), as a function."""
-    from jaxstyle import vgg
+    from jaxstyle.model import vgg
     variables = vgg.prepare_variables(params)
     objective, targets = losses.targets_for(variables, _small("gram"), preprocess.to_vgg(content),
                                             [preprocess.to_vgg(style)])
@@ -155,7 +156,8 @@ def test_a_short_run_lowers_its_own_and_the_gram_statistic_even_at_100x_the_styl
 def test_the_average_is_the_bias_corrected_moving_average_of_the_iterates(synthetic_params):
     """One compiled loop: its plain iterates (state.u) after each iteration against what it gives
     out (the summary's image, which snapshots, previews and the written file show)."""
-    from jaxstyle import problem, vgg
+    from jaxstyle.run import problem
+    from jaxstyle.model import vgg
     from jaxstyle.config import resolve
     beta = 0.9
     config = resolve(_small("sliced", average=beta), "cpu")  # the next test's program (kept)
@@ -181,7 +183,7 @@ def test_the_average_is_the_bias_corrected_moving_average_of_the_iterates(synthe
 def test_an_averaged_run_resumes_bit_identically_and_refuses_another_style_loss(capsys, tmp_path, image_dir,
                                                                                 synthetic_h5):
     from conftest import run_one
-    from jaxstyle import checkpoint
+    from jaxstyle.observers import checkpoint
     from test_cli import run_cli
     config = _small("sliced", average=0.9, iterations=12, save_every=4)
     args = ("transfer", config, image_dir / "content.png", [image_dir / "style.png"])
@@ -208,7 +210,9 @@ _DEVICES_SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 import jaxstyle
-from jaxstyle import losses, problem, vgg
+from jaxstyle.objective import losses
+from jaxstyle.run import problem
+from jaxstyle.model import vgg
 from jaxstyle.config import Config
 
 content, style, weights = sys.argv[1:4]

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle import devices, job, runtime
+from jaxstyle.platform import devices
+from jaxstyle.run import job
+from jaxstyle.platform import runtime
 from jaxstyle.errors import ConfigError, JaxstyleError
-from jaxstyle.progress import NotebookPrinter, ProgressPrinter
-from jaxstyle.results import Progress
+from jaxstyle.observers.progress import NotebookPrinter, ProgressPrinter
+from jaxstyle.observers.results import Progress
 
 from test_cli import run_cli
 
@@ -164,7 +166,7 @@ def test_a_device_that_is_not_here_is_one_line():
 _QUIET_START = """
 import sys
 sys.argv = ["jaxstyle", "transfer", *sys.argv[1:]]
-from jaxstyle.cli import main
+from jaxstyle.faces.cli import main
 main()
 """
 
@@ -268,7 +270,8 @@ def test_pooling_avg_gives_a_different_image(capsys, tmp_path, image_dir, synthe
 
 def test_help_is_fast_and_lists_the_short_flags():
     r = subprocess.run([sys.executable, "-c", "import sys, time; t = time.perf_counter(); "
-                        "from jaxstyle.cli import main\ntry:\n main(['transfer', '--help'])\nexcept SystemExit: pass\n"
+                        "from jaxstyle.faces.cli import main\n"
+                        "try:\n main(['transfer', '--help'])\nexcept SystemExit: pass\n"
                         "print(time.perf_counter() - t, 'jax' in sys.modules, file=sys.stderr)"],
                        capture_output=True, text=True, timeout=60)
     seconds, jax_imported = r.stderr.split()
@@ -329,7 +332,7 @@ def test_after_a_resume_seconds_per_iteration_counts_only_this_runs_iterations(t
 
 _READ_DAMAGED = """
 import sys
-from jaxstyle.cli import main
+from jaxstyle.faces.cli import main
 main(["transfer", sys.argv[1], sys.argv[1], "-o", sys.argv[2], "-s", "32"])
 """
 
@@ -353,11 +356,11 @@ def test_libtiffs_own_messages_do_not_break_the_one_line_error(tmp_path):
 
 _WARNING_RUN = """
 import sys, warnings
-from jaxstyle import runtime
+from jaxstyle.platform import runtime
 def cache_with_a_warning():
     warnings.warn("Error reading persistent compilation cache entry for 'jit__chunk'", UserWarning)
 runtime.enable_compilation_cache = cache_with_a_warning
-from jaxstyle.cli import main
+from jaxstyle.faces.cli import main
 main(["transfer", *sys.argv[1:]])
 """
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle import problem, targets, tiles, vgg
+from jaxstyle.run import problem
+from jaxstyle.faces import targets
+from jaxstyle.images import tiles
+from jaxstyle.model import vgg
 from jaxstyle.config import Config, resolve
 from jaxstyle.errors import ConfigError
 from conftest import run_one

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("av")
 
-from jaxstyle import imageio  # noqa: E402
+from jaxstyle.images import imageio  # noqa: E402
 from jaxstyle.errors import InputError  # noqa: E402
 from jaxstyle.clips import frames as V  # noqa: E402
 

@@ -13,7 +13,9 @@ import pytest
 pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from jaxstyle import cli, imageio, problem  # noqa: E402
+from jaxstyle.faces import cli  # noqa: E402
+from jaxstyle.images import imageio  # noqa: E402
+from jaxstyle.run import problem  # noqa: E402
 from jaxstyle.clips import stylize as S  # noqa: E402
 from jaxstyle.config import PRESETS  # noqa: E402
 from jaxstyle.errors import ConfigError, InputError  # noqa: E402
@@ -134,7 +136,7 @@ def test_video_without_the_extra_says_what_to_install(monkeypatch, capsys):
 
 
 def test_the_core_never_imports_the_video_libraries():
-    code = ("import sys, jaxstyle, jaxstyle.api, jaxstyle.cli, jaxstyle.run; "
+    code = ("import sys, jaxstyle, jaxstyle.faces.api, jaxstyle.faces.cli, jaxstyle.run.execute; "
             "print(sorted(m for m in ('av', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

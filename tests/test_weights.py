@@ -12,7 +12,7 @@ import pytest
 
 import reference as ref
 from conftest import write_keras_h5
-from jaxstyle import weights
+from jaxstyle.model import weights
 from jaxstyle.errors import WeightsError
 
 

@@ -25,11 +25,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle import checkpoint, cli, files, imageio, output
+from jaxstyle import files
+from jaxstyle.observers import checkpoint
+from jaxstyle.faces import cli
+from jaxstyle.images import imageio
+from jaxstyle.images import output
 from jaxstyle.config import Config
-from jaxstyle.driver import Report
+from jaxstyle.observers.observer import Report
 from jaxstyle.errors import EXIT_ERROR, InputError, OutputError
-from jaxstyle.observers import Checkpoints, Snapshots
+from jaxstyle.observers.writers import Checkpoints, Snapshots
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc/self/fd and rlimits")
 
@@ -149,7 +153,7 @@ def tiny(image_dir: Path, synthetic_h5: Path, *extra) -> list:
 RLIMIT_SCRIPT = r"""
 import json, resource, sys
 import numpy as np
-from jaxstyle import output
+from jaxstyle.images import output
 from jaxstyle.errors import OutputError
 path, limit = sys.argv[1], int(sys.argv[2])
 yy, xx = np.mgrid[0:64, 0:64]
@@ -474,7 +478,8 @@ def test_cli_real_file_size_limit_on_the_result(tmp_path, image_dir, synthetic_h
     before = previous(out)
     script = r"""
 import resource, sys
-from jaxstyle import cli, imageio
+from jaxstyle.faces import cli
+from jaxstyle.images import imageio
 real = imageio.save_image
 def limited(rgb, path, *a, **k):
     if str(path).endswith(".tif"):
@@ -524,7 +529,7 @@ def test_cli_snapshot_and_checkpoint_paths_that_became_directories(
         capsys, tmp_path, monkeypatch, image_dir, synthetic_h5):
     out = tmp_path / "result.png"
     snap, ckpt = tmp_path / "result_0002.png", tmp_path / "result.png.ckpt.npz"
-    from jaxstyle import batch
+    from jaxstyle.run import batch
     real = batch.drive
 
     def once_running(*a, **kw):  # the job was checked and planned; now the paths become directories

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxstyle import imageio, preprocess
+from jaxstyle.images import imageio, preprocess
 
 from conftest import IMAGES
 

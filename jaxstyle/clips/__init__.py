@@ -13,7 +13,7 @@ VIDEO_EXTRA = "`jaxstyle video` needs the video extra: pip install 'jaxstyle[vid
 
 def require() -> None:
     """Raise ConfigError saying what to install when PyAV or OpenCV is missing."""
-    from ..errors import ConfigError
+    from jaxstyle.errors import ConfigError
     try:
         import av  # noqa: F401
         import cv2  # noqa: F401

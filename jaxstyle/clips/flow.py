@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..files import atomic_write
+from jaxstyle.files import atomic_write
 
 # DIS's preset by frame size: MEDIUM up to this many pixels (about 720p), FAST above.
 MEDIUM_UP_TO = 1280 * 720

@@ -19,9 +19,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .. import imageio
-from ..errors import InputError, OutputError
-from ..files import describe, part_name
+from jaxstyle.errors import InputError, OutputError
+from jaxstyle.files import describe, part_name
+from jaxstyle.images import imageio
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif")
 OUTPUT_SUFFIXES = (".mp4", ".mov", ".m4v")  # H.264 + AAC/copied audio in an MP4-family container

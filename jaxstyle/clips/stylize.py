@@ -28,12 +28,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .. import imageio, preprocess
-from ..config import INITS, NOT_FOR_VIDEO, Config, resolve
-from ..errors import ConfigError, InputError, JaxstyleError, NumericalError, OutputError
-from ..results import Note, Progress
-from . import flow as flow_mod
-from . import frames as frames_mod
+from jaxstyle.clips import flow as flow_mod
+from jaxstyle.clips import frames as frames_mod
+from jaxstyle.config import INITS, NOT_FOR_VIDEO, Config, resolve
+from jaxstyle.errors import ConfigError, InputError, JaxstyleError, NumericalError, OutputError
+from jaxstyle.images import imageio, preprocess
+from jaxstyle.observers.results import Note, Progress
 
 QUEUED_FRAMES = 2  # frames the producer prepares ahead of the one optimizing
 
@@ -115,7 +115,7 @@ def plan(content: str | os.PathLike, styles: Sequence[Any], output: str | os.Pat
          rate: float | None = None, weights: Any = None, style_blend: Sequence[float] | None = None,
          content_mask: Any = None, style_masks: Sequence[Any] | None = None, existing: str = "check") -> VideoJob:
     """Check a video run before any work; ConfigError or InputError in one line."""
-    from .. import job as job_mod
+    from jaxstyle.run import job as job_mod
     for name in NOT_FOR_VIDEO:
         what = _REFUSED[name]
         if getattr(config, name) != getattr(Config(), name):
@@ -296,11 +296,11 @@ def stylize(job: VideoJob, *, progress: Callable[[Progress], None] | None = None
             message: Callable[[str], None] | None = None, should_stop: Callable[[], bool] | None = None,
             download_progress: Callable[[int, int], None] | None = None) -> VideoResult:
     """Run a video job (see the module doc)."""
-    from .. import job as job_mod
-    from .. import weights as weights_mod
-    from ..devices import select
-    from ..resuming import result_note
-    from ..run import run
+    from jaxstyle.model import weights as weights_mod
+    from jaxstyle.platform.devices import select
+    from jaxstyle.run import job as job_mod
+    from jaxstyle.run.execute import run
+    from jaxstyle.run.resuming import result_note
     started = time.perf_counter()
     notify = message or (lambda _m: None)
     report = progress or (lambda _p: None)

@@ -1,0 +1,1 @@
+"""How people reach jaxstyle: the Python API, the command line, the web page, and the benchmarks."""

@@ -1,0 +1,1 @@
+"""What is optimized: the pure loss terms (content, style, total variation) and their weighted sum."""

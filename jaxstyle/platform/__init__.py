@@ -1,0 +1,1 @@
+"""Where it runs: devices, memory estimates, process-wide runtime settings, and XLA's cost model."""
