@@ -163,3 +163,17 @@ def test_a_full_disk_mid_video_says_so_in_one_line_and_keeps_the_finished_frames
     monkeypatch.undo()  # space again: the same call finishes the video from frame 2
     again = S.stylize(S.plan(clip, [style], out, CONFIG, weights=synthetic_params))
     assert (again.status, again.skipped, again.finished) == ("done", 1, 3)
+
+
+def test_the_cli_makes_a_video_and_says_what_it_made(tmp_path, capsys, synthetic_h5):
+    from test_cli import run_cli
+    src = write_clip(tmp_path / "in.mp4", pan(3, (24, 32)), rate=10)
+    imageio.save_image(picture("starry_night.jpg", (32, 32)), tmp_path / "style.png")
+    settings = ["--size", 32, "--iterations", 6, "--frame-iterations", 6, "--conv", "direct", "--tolerance", 0,
+                "--content-layers", "block2_conv2", "--style-layers", "block1_conv2,block2_conv2",
+                "--weights", synthetic_h5]
+    code, _, err = run_cli(capsys, "video", src, tmp_path / "style.png", "-o", tmp_path / "out.mp4", *settings)
+    assert code == 0, err
+    assert "wrote " + str(tmp_path / "out.mp4") + " (32x24, 3 frames at 10 fps)" in err
+    code, _, err = run_cli(capsys, "video", src, tmp_path / "style.png", "-o", tmp_path / "out.mp4", *settings)
+    assert code != 0 and err.strip().splitlines()[-1].endswith("already there; --overwrite makes it again")
