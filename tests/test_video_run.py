@@ -177,3 +177,17 @@ def test_the_cli_makes_a_video_and_says_what_it_made(tmp_path, capsys, synthetic
     assert "wrote " + str(tmp_path / "out.mp4") + " (32x24, 3 frames at 10 fps)" in err
     code, _, err = run_cli(capsys, "video", src, tmp_path / "style.png", "-o", tmp_path / "out.mp4", *settings)
     assert code != 0 and err.strip().splitlines()[-1].endswith("already there; --overwrite makes it again")
+
+
+def test_the_api_makes_a_video_and_documents_its_settings(tmp_path, style, synthetic_params):
+    import jaxstyle
+    clip = _folder(tmp_path / "in", pan(2, (24, 32)))
+    settings = {k: getattr(CONFIG, k) for k in ("size", "iterations", "frame_iterations", "conv", "tolerance",
+                                                 "content_layers", "style_layers")}
+    result = jaxstyle.video(clip, style, tmp_path / "out", weights=synthetic_params, **settings)
+    assert (result.status, result.finished, result.programs) == ("done", 2, 0)
+    assert len(list((tmp_path / "out").glob("f*.png"))) == 2
+    assert callable(jaxstyle.video)  # the subpackage (clips) never shadows the function
+    assert "temporal_weight (float, default 0.3)" in jaxstyle.video.__doc__
+    with pytest.raises(ConfigError, match="temporal_weight"):
+        jaxstyle.transfer(pan(1)[0], style, weights=synthetic_params, temporal_weight=0.5, size=32)
