@@ -191,3 +191,15 @@ def test_the_api_makes_a_video_and_documents_its_settings(tmp_path, style, synth
     assert "temporal_weight (float, default 0.3)" in jaxstyle.video.__doc__
     with pytest.raises(ConfigError, match="temporal_weight"):
         jaxstyle.transfer(pan(1)[0], style, weights=synthetic_params, temporal_weight=0.5, size=32)
+
+
+def test_luminance_only_frames_start_and_are_held_grey(tmp_path, style, synthetic_params):
+    """--preserve-colors luminance optimizes a grey image: a frame starts from, and is held to,
+    the luminance of the previous (coloured) result, not its colours."""
+    clip = _folder(tmp_path / "in", pan(2, (24, 32)))
+    job = S.plan(clip, [style], tmp_path / "out", CONFIG.replace(preserve_colors="luminance"))
+    frames = list(S._prepare_frames(job, S.flow_mod.FlowCache(tmp_path / "flow"), 0))
+    previous = {0: picture("starry_night.jpg", (24, 32))}
+    init, (target, _) = S._temporal(job, frames[1], previous)
+    for image in (init, target):
+        assert np.abs(image[..., 0] - image[..., 1]).max() < 1e-3 and np.abs(image[..., 1] - image[..., 2]).max() < 1e-3

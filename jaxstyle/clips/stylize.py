@@ -288,8 +288,17 @@ def _temporal(job: VideoJob, prepared: _Prepared, results: Mapping[int, np.ndarr
     reliable = [prepared.flows[d][1] for d in distances]
     target, weights = flow_mod.combine(warped, flow_mod.long_term_weights(reliable))
     c = reliable[0][..., None] if distances[0] == 1 else np.zeros((*job.hw, 1), np.float32)
-    init = c * warped[0] + (1.0 - c) * content
-    return np.clip(init, 0.0, 255.0).astype(np.float32), (target, weights)
+    init = np.clip(c * warped[0] + (1.0 - c) * content, 0.0, 255.0).astype(np.float32)
+    if job.config.preserve_colors == "luminance":  # the run optimizes a grey image: start and hold it grey
+        init, target = _grey(init), _grey(target)
+    return init, (target, weights)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """The luminance repeated in three channels: the space a --preserve-colors luminance run
+    optimizes in (its written frames are that luminance with the content's colours)."""
+    from jaxstyle.images import color
+    return np.repeat(color.luminance(rgb)[..., None], 3, axis=-1).clip(0.0, 255.0).astype(np.float32)
 
 
 def stylize(job: VideoJob, *, progress: Callable[[Progress], None] | None = None,
