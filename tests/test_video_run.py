@@ -203,3 +203,19 @@ def test_luminance_only_frames_start_and_are_held_grey(tmp_path, style, syntheti
     init, (target, _) = S._temporal(job, frames[1], previous)
     for image in (init, target):
         assert np.abs(image[..., 0] - image[..., 1]).max() < 1e-3 and np.abs(image[..., 1] - image[..., 2]).max() < 1e-3
+
+
+def test_later_frames_are_not_refused_for_memory_another_process_took(tmp_path, style, synthetic_params,
+                                                                      monkeypatch):
+    """The first frame's memory check stands for the video: its shape ran; a later frame that
+    found the memory taken meanwhile would otherwise fail the whole video."""
+    from jaxstyle.platform import memory
+    clip = _folder(tmp_path / "in", pan(3, (24, 32)))
+
+    def squeeze(p):
+        if p.names == ("frame 2",):
+            monkeypatch.setattr(memory, "available", lambda device=None: 1 << 20)
+
+    result = S.stylize(S.plan(clip, [style], tmp_path / "out", CONFIG, weights=synthetic_params), progress=squeeze)
+    assert (result.status, result.finished) == ("done", 3)
+    monkeypatch.undo()

@@ -319,6 +319,8 @@ def stylize(job: VideoJob, *, progress: Callable[[Progress], None] | None = None
         if info.warning:
             notify(f"warning: {info.warning}")
     platform = select(job.config.device)[0].platform
+    if job.config.lbfgs_memory == 0:  # one history for every frame, never shortened by a moment's free memory
+        job = replace(job, config=job.config.replace(lbfgs_memory=resolve(job.config, platform).lbfgs_memory))
     n = job.clip.count
     job.frames_dir.mkdir(exist_ok=True)
     cache = flow_mod.FlowCache(job.flow_dir)

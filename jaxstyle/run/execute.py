@@ -64,7 +64,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
         download_progress: Callable[[int, int], None] | None = None, builders: dict | None = None) -> Results:
     """Make every image of `job`; one Result per item, in order. `builders`: where runs of one
     process keep their `Builder`s for the next run of the same settings and weights (a video's
-    frames), so the network's variables are prepared and put on the devices once."""
+    frames), so the network's variables are prepared and put on the devices once, and the
+    shapes that passed the memory check (not checked again: they ran)."""
     started = time.perf_counter()
     notify = message or (lambda _m: None)
     devices = tuple(select_devices(job.config.device))
@@ -110,9 +111,16 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     if job.config.lbfgs_memory == 0 and config.optimizer == "lbfgs" and groups:
         config = _history_by_memory(config, list(groups), devices, notify)
     sizes = {k: _batch_size(config, k, len(g), devices) for k, g in groups.items()}
+    # A shape an earlier run with the same kept builder ran (a video's earlier frame) fits: a
+    # later frame is not refused for memory another process took meanwhile.
+    ran = builders.setdefault("fitted", set()) if builders is not None else set()
+    settings = config.replace(**{k: getattr(Config(), k) for k in RUN_ONLY})
     for key, group in list(groups.items()):  # every size is checked before any work
+        if (settings, key, sizes[key]) in ran:
+            continue
         try:
             _check_memory(config, key, sizes[key], devices)
+            ran.add((settings, key, sizes[key]))
         except JaxstyleError as e:
             if not job.folder:
                 raise
@@ -164,7 +172,8 @@ def _builder(config: Config, params: Any, regions: int, kept: dict | None) -> Bu
     defaults = Config()
     key = (config.replace(scales=1, **{k: getattr(defaults, k) for k in RUN_ONLY}), regions, id(params))
     if key not in kept:
-        kept.clear()  # one set of settings at a time: the device copies of the weights go with it
+        for old in [k for k in kept if k != "fitted"]:  # one set of settings at a time: the device
+            del kept[old]                               # copies of the weights go with it
         kept[key] = Builder(config, vgg.prepare_variables(params), regions)
     return kept[key]
 
