@@ -505,4 +505,4 @@ def test_the_package_ships_the_page_and_the_extras_agree():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     extras = project["project"]["optional-dependencies"]
     assert set(extras["web"]) <= set(extras["test"])  # the server's tests run wherever the tests do
-    assert "serve.html" in project["tool"]["setuptools"]["package-data"]["jaxstyle"]
+    assert "serve.html" in project["tool"]["setuptools"]["package-data"]["jaxstyle.faces"]
