@@ -184,8 +184,8 @@ class Config:
         "Iterations of each frame after the first, which starts from the previous result warped "
         "(0: --iterations).", modes=("video",)))
     tolerance: float = field(default=0.0, metadata=_meta(
-        "Stop a frame early once L-BFGS has gone 5 iterations without lowering the loss by this "
-        "fraction (0: run every iteration).", modes=("video",)))
+        "Stop a frame early (the first one too) once L-BFGS has gone 5 iterations without lowering "
+        "the loss by this fraction (0: run every iteration).", modes=("video",)))
 
 
     def __post_init__(self) -> None:
