@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=PRESETS["video"].iterations)
     ap.add_argument("--frame-iterations", type=int, default=PRESETS["video"].frame_iterations)
     ap.add_argument("--temporal-weight", type=float, default=PRESETS["video"].temporal_weight)
+    ap.add_argument("--tolerance", type=float, default=PRESETS["video"].tolerance)
     ap.add_argument("--style", default="starry_night.jpg")
     ap.add_argument("--ways", default="independent,warped,temporal")
     ap.add_argument("--out", type=Path, default=Path("/tmp/jaxstyle-video-bench"))
@@ -183,7 +184,8 @@ def main() -> None:
     params, _ = weights_mod.load(args.weights)
     style = imageio.load_image(IMAGES / args.style)
     config = PRESETS["video"].replace(size=max(HW), iterations=args.iterations,
-                                      frame_iterations=args.frame_iterations, temporal_weight=args.temporal_weight)
+                                      frame_iterations=args.frame_iterations, temporal_weight=args.temporal_weight,
+                                      tolerance=args.tolerance)
     kinds = [k for k in args.clips.split(",") if k] + (["still"] if args.still_frames else [])
     rows = []
     for kind in kinds:
