@@ -31,6 +31,15 @@ def style():
     return picture("starry_night.jpg", (32, 32))
 
 
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, style, synthetic_params):
+    """The module's programs compiled (whichever worker runs a test first), so the tests that
+    count programs count their own."""
+    folder = tmp_path_factory.mktemp("warm")
+    S.stylize(S.plan(_folder(folder / "in", pan(2, (24, 32))), [style], folder / "out", CONFIG,
+                     weights=synthetic_params))
+
+
 def _folder(path, frames):
     path.mkdir()
     for i, f in enumerate(frames):
@@ -67,7 +76,7 @@ def test_a_video_compiles_once_and_an_interrupted_one_resumes_bit_identically(tm
     assert (third.skipped, third.frame_seconds) == (3, [])
 
 
-def test_the_temporal_term_holds_a_still_clip_still(tmp_path, style, synthetic_params):
+def test_the_temporal_term_holds_a_still_clip_still(tmp_path, style, synthetic_params, warm):
     """A still frame repeated: with the temporal term, later frames stay where the first ended;
     without it (a negligible weight) each frame keeps changing its own way from the warped start."""
     still = [picture("golden_gate.jpg", (24, 32))] * 3
@@ -75,7 +84,7 @@ def test_the_temporal_term_holds_a_still_clip_still(tmp_path, style, synthetic_p
     held = S.stylize(S.plan(clip, [style], tmp_path / "held", CONFIG, weights=synthetic_params))
     loose = S.stylize(S.plan(clip, [style], tmp_path / "loose", CONFIG.replace(temporal_weight=1e-9),
                              weights=synthetic_params))
-    assert held.programs == loose.programs == 0  # the first test's programs: weights are data
+    assert held.programs == loose.programs == 0  # the module's programs: weights are data
 
     def change(folder):
         f = _frames(folder)
@@ -179,7 +188,7 @@ def test_the_cli_makes_a_video_and_says_what_it_made(tmp_path, capsys, synthetic
     assert code != 0 and err.strip().splitlines()[-1].endswith("already there; --overwrite makes it again")
 
 
-def test_the_api_makes_a_video_and_documents_its_settings(tmp_path, style, synthetic_params):
+def test_the_api_makes_a_video_and_documents_its_settings(tmp_path, style, synthetic_params, warm):
     import jaxstyle
     clip = _folder(tmp_path / "in", pan(2, (24, 32)))
     settings = {k: getattr(CONFIG, k) for k in ("size", "iterations", "frame_iterations", "conv", "tolerance",
@@ -219,3 +228,12 @@ def test_later_frames_are_not_refused_for_memory_another_process_took(tmp_path, 
     result = S.stylize(S.plan(clip, [style], tmp_path / "out", CONFIG, weights=synthetic_params), progress=squeeze)
     assert (result.status, result.finished) == ("done", 3)
     monkeypatch.undo()
+
+
+def test_long_term_frames_fold_into_the_same_programs(tmp_path, style, synthetic_params, warm):
+    """--temporal-frames 1,2: frame 2 is also held to frame 0 (a third flow pair), through the
+    programs of the single-frame term (one target, one weight map, whatever their number)."""
+    clip = _folder(tmp_path / "in", pan(3, (24, 32), step=2))
+    result = S.stylize(S.plan(clip, [style], tmp_path / "out", CONFIG.replace(temporal_frames=(1, 2)),
+                              weights=synthetic_params))
+    assert (result.status, result.flows_computed, result.programs) == ("done", 3, 0)
