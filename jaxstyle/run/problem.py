@@ -457,12 +457,13 @@ class Builder:
         self.compile_seconds = 0.0
 
     def pending(self, layout: Layout) -> int:
-        """Programs `problem(layout, ...)` would have to compile."""
+        """Programs `problem(layout, ...)` would have to compile before the run can start (with
+        effort "both" the full-effort loop compiles later, beside the run)."""
         if layout in self.programs:
             return 0
         plain, loop = self._variables(layout)
         key = _program_key(self.objective, self.method, layout, plain, loop, self.weights, self.effort)
-        return 0 if key in _kept else 3 if self.effort == "both" else 2  # both: the full loop too
+        return 0 if key in _kept else 2
 
     def _variables(self, layout: Layout) -> tuple[Any, Any]:
         plain_key = layout.devices
