@@ -560,9 +560,13 @@ def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, pla
     plan = vgg.winograd_plan(objective.layers, (width, *shape, 3), objective.conv, platform, objective.dtype)
     from jaxstyle.config import auto_lbfgs_memory
     history = config.lbfgs_memory or auto_lbfgs_memory(config.size, platform)
+    extra = memory.style_loss_bytes(shape, objective.style_layers, objective.style_loss,
+                                    regions=objective.region_count, width=width,
+                                    newton_schulz=losses.NEWTON_SCHULZ)
     need = memory.estimate(shape, objective.layers, lbfgs_memory=history,
                            optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
-                           batch=batch, remat=config.remat, width=width, platform=platform)
+                           batch=batch, remat=config.remat, width=width, platform=platform,
+                           style_extra=extra, average=config.average > 0)
     if split > 1:
         need = memory.Estimate(-(-need.activations // split), -(-need.optimizer // split), need.weights,
                                need.runtime)
