@@ -23,7 +23,7 @@ POOLINGS = ("max", "avg")
 COMPILES = ("auto", "fast", "full", "both")
 PRECISIONS = ("auto", "default", "high", "highest")
 COLOR_MODES = ("none", "luminance", "covariance", "histogram")
-STYLE_LOSSES = ("gram", "w2", "sliced", "histogram", "meanstd")
+STYLE_LOSSES = ("gram", "w2", "sliced", "histogram", "meanstd", "gram+histogram")
 INITS = ("content", "noise", "style")  # or a path to an image file
 MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
 MAX_SIZE = 16384
@@ -78,7 +78,8 @@ class Config:
         "Style statistic matched at each style layer: gram (Gatys et al.'s Gram matrices), w2 "
         "(mean and covariance under the Wasserstein-2 distance), sliced (sliced Wasserstein: the "
         "distribution along C random directions), histogram (each channel's distribution), "
-        "meanstd (each channel's mean and standard deviation). README: Style losses.",
+        "meanstd (each channel's mean and standard deviation), gram+histogram (both, as Risser et "
+        "al.). README: Style losses.",
         modes=("transfer", "style"), choices=STYLE_LOSSES))
     content_weight: float = field(default=1.0, metadata=_meta(
         "Weight of the content term in the total loss.", modes=("transfer",)))

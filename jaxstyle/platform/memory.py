@@ -83,7 +83,7 @@ def style_activation_count(hw: tuple[int, int], style_layers: tuple[str, ...], b
 def style_loss_bytes(hw: tuple[int, int], style_layers: tuple[str, ...], style_loss: str, *,
                      regions: int = 1, width: int = 1, newton_schulz: int = 18) -> int:
     """What a non-Gram style loss holds in the loop beyond the Gram loss's need."""
-    if style_loss in ("sliced", "histogram"):
+    if style_loss in ("sliced", "histogram", "gram+histogram"):
         return int(SORTED_STYLE_BYTES * 4 * style_activation_count(hw, style_layers, width) * max(regions, 1))
     if style_loss == "w2":
         squares = sum(cout * cout for name, _, cout in CONV_LAYERS if name in style_layers)
