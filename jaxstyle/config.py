@@ -17,7 +17,7 @@ from jaxstyle.model.layers import LAYER_NAMES
 
 MODES = ("transfer", "content", "style")
 OPTIMIZERS = ("lbfgs", "adam")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 CONVS = ("auto", "direct", "winograd")
 POOLINGS = ("max", "avg")
 COMPILES = ("auto", "fast", "full", "both")
@@ -135,8 +135,10 @@ class Config:
         "Split each image by rows over the run's devices instead of giving each device its own "
         "images: N devices hold N times the pixels of one, with no tiles and no seams (XLA "
         "exchanges the convolutions' border rows and sums the Gram matrices across devices)."))
-    dtype: str = field(default="float32", metadata=_meta(
-        "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
+    dtype: str = field(default="auto", metadata=_meta(
+        "Precision of the network's activations (losses are always accumulated in float32); auto: "
+        "bfloat16 on a TPU (9% less time per iteration there by XLA's cost model, the loss held), "
+        "float32 elsewhere.", choices=DTYPES))
     remat: bool = field(default=False, metadata=_meta(
         "Recompute each VGG block's activations in the backward pass instead of storing them: "
         "larger images fit, at the cost of more compute."))
@@ -242,13 +244,19 @@ def auto_lbfgs_memory(size: int, platform: str = "cpu") -> int:
     return LBFGS_MEMORY_CPU if platform == "cpu" and size <= LBFGS_MEMORY_CPU_UP_TO else LBFGS_MEMORY
 
 
+def resolved_dtype(dtype: str, platform: str) -> str:
+    """--dtype made concrete for a device `platform`: auto is bfloat16 on a TPU, float32 elsewhere."""
+    return dtype if dtype != "auto" else ("bfloat16" if platform == "tpu" else "float32")
+
+
 def resolve(config: Config, platform: str) -> Config:
     """`config` with its automatic settings made concrete for a device `platform` ("cpu", "gpu",
     "tpu"); runs store and compare the resolved settings."""
     effort = config.compile if config.compile != "auto" else ("both" if platform == "tpu" else "full")
     precision = config.precision if config.precision != "auto" else "default"
+    dtype = resolved_dtype(config.dtype, platform)
     return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=effort,
-                          precision=precision,
+                          precision=precision, dtype=dtype,
                           lbfgs_memory=config.lbfgs_memory or auto_lbfgs_memory(config.size, platform))
 
 

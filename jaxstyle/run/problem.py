@@ -555,7 +555,9 @@ def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, pla
     """The memory estimate (`memory.estimate`) for a device holding `batch` images of a padded
     `shape` under `config`, `width` of them side by side, on `platform`; `split`: one image
     split over that many devices (a device holds its share of the image-sized parts)."""
+    from jaxstyle.config import resolved_dtype
     from jaxstyle.platform import memory
+    config = config.replace(dtype=resolved_dtype(config.dtype, platform))
     objective = Objective.from_config(config)
     plan = vgg.winograd_plan(objective.layers, (width, *shape, 3), objective.conv, platform, objective.dtype)
     from jaxstyle.config import auto_lbfgs_memory
