@@ -18,13 +18,13 @@ from jaxstyle.model.layers import LAYER_NAMES
 MODES = ("transfer", "content", "style")
 VIDEO = "video"  # `jaxstyle video`: each frame a transfer, with the temporal settings (PRESETS["video"])
 OPTIMIZERS = ("lbfgs", "adam")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 CONVS = ("auto", "direct", "winograd")
 POOLINGS = ("max", "avg")
 COMPILES = ("auto", "fast", "full", "both")
 PRECISIONS = ("auto", "default", "high", "highest")
 COLOR_MODES = ("none", "luminance", "covariance", "histogram")
-STYLE_LOSSES = ("gram", "w2", "sliced", "histogram", "meanstd")
+STYLE_LOSSES = ("gram", "w2", "sliced", "histogram", "meanstd", "gram+histogram")
 INITS = ("content", "noise", "style")  # or a path to an image file
 MIN_SIZE = 16  # VGG16's block5 needs at least one pixel after four 2x2 pools
 MAX_SIZE = 16384
@@ -90,7 +90,8 @@ class Config:
         "Style statistic matched at each style layer: gram (Gatys et al.'s Gram matrices), w2 "
         "(mean and covariance under the Wasserstein-2 distance), sliced (sliced Wasserstein: the "
         "distribution along C random directions), histogram (each channel's distribution), "
-        "meanstd (each channel's mean and standard deviation). README: Style losses.",
+        "meanstd (each channel's mean and standard deviation), gram+histogram (both, as Risser et "
+        "al.). README: Style losses.",
         modes=("transfer", "style"), choices=STYLE_LOSSES))
     content_weight: float = field(default=1.0, metadata=_meta(
         "Weight of the content term in the total loss.", modes=("transfer",)))
@@ -146,8 +147,10 @@ class Config:
         "Split each image by rows over the run's devices instead of giving each device its own "
         "images: N devices hold N times the pixels of one, with no tiles and no seams (XLA "
         "exchanges the convolutions' border rows and sums the Gram matrices across devices)."))
-    dtype: str = field(default="float32", metadata=_meta(
-        "Precision of the network (losses are always accumulated in float32).", choices=DTYPES))
+    dtype: str = field(default="auto", metadata=_meta(
+        "Precision of the network's activations (losses are always accumulated in float32); auto: "
+        "bfloat16 on a TPU (9% less time per iteration there by XLA's cost model, the loss held), "
+        "float32 elsewhere.", choices=DTYPES))
     remat: bool = field(default=False, metadata=_meta(
         "Recompute each VGG block's activations in the backward pass instead of storing them: "
         "larger images fit, at the cost of more compute."))
@@ -269,13 +272,19 @@ def auto_lbfgs_memory(size: int, platform: str = "cpu") -> int:
     return LBFGS_MEMORY_CPU if platform == "cpu" and size <= LBFGS_MEMORY_CPU_UP_TO else LBFGS_MEMORY
 
 
+def resolved_dtype(dtype: str, platform: str) -> str:
+    """--dtype made concrete for a device `platform`: auto is bfloat16 on a TPU, float32 elsewhere."""
+    return dtype if dtype != "auto" else ("bfloat16" if platform == "tpu" else "float32")
+
+
 def resolve(config: Config, platform: str) -> Config:
     """`config` with its automatic settings made concrete for a device `platform` ("cpu", "gpu",
     "tpu"); runs store and compare the resolved settings."""
     effort = config.compile if config.compile != "auto" else ("both" if platform == "tpu" else "full")
     precision = config.precision if config.precision != "auto" else "default"
+    dtype = resolved_dtype(config.dtype, platform)
     return config.replace(bucket=config.bucket or (16 if platform == "cpu" else 64), compile=effort,
-                          precision=precision,
+                          precision=precision, dtype=dtype,
                           lbfgs_memory=config.lbfgs_memory or auto_lbfgs_memory(config.size, platform))
 
 

@@ -53,7 +53,7 @@ def test_the_run_compiles_for_tpu_without_host_work_and_within_the_estimate(name
 
 
 @needs_libtpu
-@pytest.mark.parametrize("loss", ["w2", "sliced", "histogram", "meanstd"])
+@pytest.mark.parametrize("loss", ["w2", "sliced", "histogram", "meanstd", "gram+histogram"])
 def test_each_style_loss_compiles_for_tpu_without_host_work(loss):
     """The sorts, quantile gathers and Newton–Schulz square roots, at the smallest size."""
     devices = targets.topology_devices(targets.target("tpu-v5e-1"))[:1]
@@ -125,7 +125,7 @@ def test_bench_plans_a_tpu_run(capsys):
 
 
 @pytest.mark.parametrize("regions, loss", [(0, "gram"), (2, "gram"), (0, "w2"), (2, "sliced"), (0, "histogram"),
-                                           (2, "meanstd")])
+                                           (2, "meanstd"), (2, "gram+histogram")])
 def test_the_run_lowers_for_cuda(synthetic_params, regions, loss):
     config = Config(size=64, conv="direct", style_loss=loss)
     host = vgg.prepare_variables(synthetic_params)

@@ -107,11 +107,11 @@ def test_init_from_style_or_file(image_dir, synthetic_h5, init):
 def test_adam_and_lbfgs_settings(capsys, tmp_path, image_dir, synthetic_h5):
     code, _, err = run_cli(capsys, "style", image_dir / "style.png", "-o", tmp_path / "a.png", "--weights",
                            synthetic_h5, "--size", 32, "--iterations", 10, "--optimizer", "adam",
-                           "--learning-rate", "8")
+                           "--learning-rate", "8", "--style-layers", "block1_conv1,block2_conv1")
     assert code == 0 and "10 evaluations" in err
     code, _, err = run_cli(capsys, "style", image_dir / "style.png", "-o", tmp_path / "l.png", "--weights",
                            synthetic_h5, "--size", 32, "--iterations", 5, "--lbfgs-memory", 3,
-                           "--linesearch-steps", 4)
+                           "--linesearch-steps", 4, "--style-layers", "block1_conv1,block2_conv1")
     assert code == 0, err
 
 

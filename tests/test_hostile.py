@@ -177,6 +177,7 @@ def test_tiled_runs_say_what_an_interrupt_kept_and_a_finished_one_leaves_no_chec
         seen.clear()
         return jaxstyle.transfer(image_dir / "content.png", image_dir / "style.png", weights=synthetic_h5,
                                  size=96, scales=2, iterations=3, tile=64, output=out, should_stop=should_stop,
+                                 content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"),
                                  progress=lambda p: seen.extend((*p.names, p.tile)) if p.phase == "optimize"
                                  else None)
 

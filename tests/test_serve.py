@@ -133,7 +133,8 @@ def test_bad_settings_are_refused_in_one_line(tmp_path, image_dir):
     for change, words in (({"size": 65}, "Size must be between 16 and 64 px"), ({"size": "big"}, "Size must be"),
                           ({"iterations": 0}, "Iterations must be"), ({"style_weight": -1}, "Style weight"),
                           ({"preset": "monet"}, "Layers preset: unknown 'monet'"),
-                          ({"preserve_colors": "sepia"}, "Colours: unknown 'sepia'")):
+                          ({"preserve_colors": "sepia"}, "Colours: unknown 'sepia'"),
+                          ({"style_loss": "fft"}, "Style loss: unknown 'fft'")):
         r = c.post("/api/runs", json={**good, **change})
         assert r.status_code == 400 and words in r.json["error"], (change, r.json)
     assert c.post("/api/runs", data="not json").status_code == 400
@@ -274,7 +275,7 @@ def test_wrong_json_types_missing_files_and_server_paths_give_one_line_4xx(tmp_p
     good = {"content": "demo-content", "style": "demo-style", "size": 32, "iterations": 2}
     bodies = [json.dumps({**good, "size": v}) for v in ([32], {"a": 1}, "1" * 5000, 1e308, True, None, "32")]
     bodies += [json.dumps({**good, k: v}) for k, v in (("content", ["demo-content"]), ("style", {"$ne": 1}),
-                                                       ("preset", ["gatys"]), ("preserve_colors", 1),
+                                                       ("preset", ["gatys"]), ("preserve_colors", 1), ("style_loss", 2),
                                                        ("iterations", 2.5), ("style_weight", "NaN"),
                                                        ("extra", 1), ("content", None))]
     bodies += ["[" * 100_000 + "]" * 100_000, '{"size": NaN}', '{"size": Infinity}', "[]", '"x"', "1" * 5000,
@@ -460,6 +461,7 @@ def test_in_a_browser_upload_start_watch_stop_and_download(tmp_path, image_dir, 
             field.clear()
             field.send_keys(value)
         Select(browser.find_element(By.ID, "preserve_colors")).select_by_value("histogram")
+        Select(browser.find_element(By.ID, "style_loss")).select_by_value("meanstd")
         browser.find_element(By.ID, "start").click()
         wait.until(lambda d: page()["previews"] >= 1 or page()["status"] in ("done", "failed"))
         run = page()["run"]
@@ -471,8 +473,10 @@ def test_in_a_browser_upload_start_watch_stop_and_download(tmp_path, image_dir, 
                                                                            "demo-style2")] == ["content.png (64×48)"]
         assert [r["id"] for r in page()["runs"]] == [run]
         form = {k: browser.find_element(By.ID, k).get_attribute("value") for k in ("style", "size", "iterations",
-                                                                                  "preserve_colors")}
-        assert form == {"style": "demo-style", "size": "32", "iterations": "3000", "preserve_colors": "histogram"}
+                                                                                  "preserve_colors", "style_loss")}
+        assert form == {"style": "demo-style", "size": "32", "iterations": "3000", "preserve_colors": "histogram",
+                        "style_loss": "meanstd"}
+        assert worker.runs[run].config.style_loss == "meanstd"
         assert browser.find_element(By.ID, "content-thumb").is_displayed()
         assert browser.find_element(By.ID, "start").get_attribute("disabled") is not None
         shot = os.environ.get("JAXSTYLE_SCREENSHOT")

@@ -55,6 +55,21 @@ for n in (1, 2):
     rs = jaxstyle.transfer([content, content], ["keep", style], content_mask=mask, weights=params, size=32,
                            iterations=5, batch_size=2, devices=n)
     out[f"guided{n}"] = [r.image.astype(float).tolist() for r in rs]
+print(json.dumps(out))
+"""
+
+_SCRIPT_RUNS = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+import jaxstyle
+from jaxstyle.objective import losses
+from jaxstyle.run import problem
+from jaxstyle.model import vgg
+from jaxstyle.config import Config, resolve
+
+content, style, weights = sys.argv[1:4]
+params = jaxstyle.load_weights(weights)
+out = {"devices": jax.device_count()}
 # a tiled last stage with every device taking its own tiles (a round of 4 at once) against one device
 for n in (1, 4):
     r = jaxstyle.transfer(content, style, weights=params, size=128, iterations=3, tile=64,
@@ -67,14 +82,19 @@ print(json.dumps(out))
 """
 
 
-def test_an_image_split_over_four_devices_equals_one_device(image_dir, synthetic_h5):
+def _four_devices(script: str, image_dir, synthetic_h5) -> dict:
     env = {**os.environ, "JAXSTYLE_NO_COMPILE_CACHE": "1", "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(image_dir / "content.png"), str(image_dir / "style.png"),
+    r = subprocess.run([sys.executable, "-c", script, str(image_dir / "content.png"), str(image_dir / "style.png"),
                         str(synthetic_h5)], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4
+    return out
+
+
+def test_an_image_split_over_four_devices_equals_one_device(image_dir, synthetic_h5):
+    out = _four_devices(_SCRIPT, image_dir, synthetic_h5)
     v1, g1 = out["eval1"][0], np.asarray(out["eval1"][1])
     for n in (4,):
         v, g = out[f"eval{n}"][0], np.asarray(out[f"eval{n}"][1])
@@ -89,6 +109,10 @@ def test_an_image_split_over_four_devices_equals_one_device(image_dir, synthetic
         assert d.max() < 1.5 and d.mean() < 0.25, (d.max(), d.mean())
     for a, b in zip(out["guided1"], out["guided2"]):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() == 0
+
+
+def test_tiles_and_a_split_run_over_four_devices_match_one_device(image_dir, synthetic_h5):
+    out = _four_devices(_SCRIPT_RUNS, image_dir, synthetic_h5)
     # Tiles of one round start from the image before their neighbours of that round are blended in,
     # so four devices' result differs from one device's, a little.
     (s1, t1, tim1), (s4, t4, tim4) = out["tiled1"], out["tiled4"]

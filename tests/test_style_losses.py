@@ -19,7 +19,7 @@ from jaxstyle.objective import losses
 from jaxstyle.images import preprocess
 from jaxstyle.config import Config
 
-OTHERS = ("meanstd", "w2", "sliced", "histogram")
+OTHERS = ("meanstd", "w2", "sliced", "histogram")  # gram+histogram: its own tests below
 LAYER = "block1_conv2"  # only names the sliced loss's directions here
 statistics = jax.jit(losses.style_statistics, static_argnums=(2, 3, 4))
 distance = jax.jit(losses.style_distance, static_argnums=(3, 4))
@@ -91,6 +91,32 @@ def test_value_and_gradient_match_a_float64_reference_in_each_region(loss):
         np.testing.assert_allclose(grad, want_grad, rtol=2e-3, atol=2e-3 * np.abs(want_grad).max())
 
 
+def test_gram_beside_histogram_is_both_terms_and_matches_a_float64_reference():
+    """gram+histogram at one layer: mean((G − A)²) + ρ · the histogram distance, each region's value
+    and gradient against tests/reference.py's Gram and sorted-transport computations; 0 at the style."""
+    f, fs = _features(8), _features(9)
+    n = f.shape[0] * f.shape[1]
+    wts = losses.pixel_weights(fs.shape, None)
+    ratio = jnp.asarray([0.7], jnp.float32)
+    target = (losses.gram(jnp.asarray(fs))[None],
+              statistics(jnp.asarray(fs), wts, "histogram", LAYER, n)[0], ratio)
+    objective = losses.Objective((), (LAYER,), False, style_loss="gram+histogram")
+    targets = losses.Targets((), (target,), jnp.zeros((0,)), jnp.ones((1, 1)), jnp.ones((3,)), None, (),
+                             jnp.ones((1,)))
+    layer = jax.jit(jax.value_and_grad(lambda x: losses._style_layer(x, targets, 0, LAYER, objective)))
+    value, grad = layer(jnp.asarray(f))
+    flat = f.reshape(n, -1).astype(np.float64)
+    d = ref.gram(f.astype(np.float64)) - np.asarray(target[0][0], np.float64)
+    want = float(np.mean(d ** 2))
+    want_grad = ref.gram_grad(f.astype(np.float64), 2 * d / d.size)
+    hist, hist_grad = ref.sorted_transport_loss_and_grad(flat, np.ones(n, bool), np.eye(f.shape[-1]),
+                                                         np.asarray(target[1][0], np.float64))
+    want, want_grad = want + 0.7 * hist, want_grad + 0.7 * hist_grad.reshape(f.shape)
+    np.testing.assert_allclose(float(value), want, rtol=2e-4)
+    np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=2e-3, atol=2e-3 * np.abs(want_grad).max())
+    assert abs(float(layer(jnp.asarray(fs))[0])) < 1e-5 * want  # zero at the style's own statistics
+
+
 def test_a_styles_quantile_function_and_the_square_root_match_numpy():
     fs = _features(5)
     flat = fs.reshape(-1, fs.shape[-1]).astype(np.float64)
@@ -136,7 +162,7 @@ def _gram_scorer(content: np.ndarray, style: np.ndarray, params):
     return lambda image: float(fn(jnp.asarray(preprocess.to_vgg(image))))
 
 
-@pytest.mark.parametrize("loss", OTHERS)
+@pytest.mark.parametrize("loss", (*OTHERS, "gram+histogram"))
 def test_a_short_run_lowers_its_own_and_the_gram_statistic_even_at_100x_the_style_weight(
         loss, image_dir, synthetic_params):
     from PIL import Image
@@ -219,11 +245,11 @@ content, style, weights = sys.argv[1:4]
 params = jaxstyle.load_weights(weights)
 small = dict(content_layers="block2_conv1", style_layers="block1_conv2,block2_conv1", conv="direct")
 out = {"devices": jax.device_count()}
-# a guided batch (a `keep` region: per-image targets) of the sorted statistic sharded over 2 devices
+# a guided batch (a `keep` region: per-image targets) of Gram beside a sorted statistic, over 2 devices
 mask = np.zeros((48, 64, 3), np.uint8)
 mask[:, 32:] = 255
 rs = jaxstyle.transfer([content, content], ["keep", style], content_mask=mask, weights=params, size=32,
-                       iterations=4, batch_size=2, devices=2, style_loss="sliced", **small)
+                       iterations=4, batch_size=2, devices=2, style_loss="gram+histogram", **small)
 out["guided"] = [[r.status, r.initial["total"], r.final["total"], bool(np.isfinite(r.image).all())] for r in rs]
 # one image split by rows over 2 devices (its sorts partitioned): loss and gradient against one device's
 rng = np.random.default_rng(0)

@@ -262,7 +262,8 @@ def test_pooling_avg_gives_a_different_image(capsys, tmp_path, image_dir, synthe
     for pooling in ("max", "avg"):
         out = tmp_path / f"{pooling}.png"
         code, _, err = run_cli(capsys, "transfer", image_dir / "content.png", image_dir / "style.png", "-o", out,
-                               "--weights", synthetic_h5, "-s", 32, "-i", 8, "--pooling", pooling)
+                               "--weights", synthetic_h5, "-s", 32, "-i", 8, "--pooling", pooling,
+                               "--content-layers", "block2_conv2", "--style-layers", "block1_conv1,block2_conv1")
         assert code == 0, err
         images[pooling] = np.asarray(Image.open(out), np.float32)
     assert np.abs(images["max"] - images["avg"]).mean() > 0.5
@@ -369,7 +370,7 @@ def test_library_warnings_reach_the_terminal_only_with_verbose(tmp_path, image_d
     env = {k: v for k, v in os.environ.items() if k != "JAXSTYLE_NO_COMPILE_CACHE"}
     env["JAX_PLATFORMS"] = "cpu"
     args = [str(image_dir / "content.png"), str(image_dir / "style.png"), "--weights", str(synthetic_h5),
-            "-s", "32", "-i", "2"]
+            "-s", "32", "-i", "2", "--content-layers", "block1_conv2", "--style-layers", "block1_conv1"]
     quiet = subprocess.run([sys.executable, "-c", _WARNING_RUN, *args, "-o", str(tmp_path / "a.png")],
                            capture_output=True, text=True, env=env, timeout=300)
     assert quiet.returncode == 0 and "persistent compilation cache" not in quiet.stderr, quiet.stderr

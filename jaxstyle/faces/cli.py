@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 import click
 from click.core import ParameterSource
 
-from jaxstyle.config import COMPILES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config, applies
+from jaxstyle.config import (COMPILES, DTYPES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config, applies,
+                             resolved_dtype)
 from jaxstyle.errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError, first_line
 from jaxstyle.model import weights as weights_mod
 from jaxstyle.platform import devices as devices_mod
@@ -630,8 +631,8 @@ def weights_cmd(path: str | None, fetch: bool) -> None:
 @cli.command()
 @click.option("--size", "sizes", type=int, multiple=True, default=(256,), show_default=True,
               help="Image size (square for --objective peer); repeat for several.")
-@click.option("--dtype", "dtypes", type=click.Choice(["float32", "bfloat16"]), multiple=True,
-              default=("float32",), show_default=True, help="Network precision; repeat for several.")
+@click.option("--dtype", "dtypes", type=click.Choice(DTYPES), multiple=True, default=("auto",), show_default=True,
+              help="Network precision (auto: bfloat16 on a TPU, float32 elsewhere); repeat for several.")
 @click.option("--optimizer", "optimizers", type=click.Choice(["lbfgs", "adam"]), multiple=True,
               default=("lbfgs",), show_default=True, help="Optimizer; repeat for several.")
 @click.option("--conv", "convs", type=click.Choice(["auto", "direct", "winograd"]), multiple=True,
@@ -689,6 +690,8 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
     _start("cpu" if target_name is not None else "auto", False)  # deviceless planning needs no TPU
     import jax
 
+    if target_name is None:  # timed here: each --dtype as it runs on this machine's device
+        dtypes = tuple(dict.fromkeys(resolved_dtype(d, jax.devices()[0].platform) for d in dtypes))
     if target_name is None and not largest:
         _bench_memory(sizes, dtypes, optimizers, remats, batches, objective)
 
@@ -735,8 +738,8 @@ def bench(sizes, dtypes, optimizers, convs, remats, objective, batches, devices,
                     for style_loss in style_losses:
                         config = Config(dtype=dtype, conv=convs[0], remat=remats[0] == "on",
                                         optimizer=optimizers[0], compile=effort, style_loss=style_loss)
-                        row = {**targets.plan(target_name, config, size, batch, content_shape), "dtype": dtype,
-                               "style_loss": style_loss}
+                        row = targets.plan(target_name, config, size, batch, content_shape)
+                        row.update(dtype=resolved_dtype(dtype, row["platform"]), style_loss=style_loss)
                         if largest:
                             row["largest_size"], row["largest_hbm_needed_bytes"] = targets.largest(target_name,
                                                                                                    config)

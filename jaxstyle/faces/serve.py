@@ -61,7 +61,7 @@ from typing import Any, Callable, Mapping
 from flask import Flask, Request, Response, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from jaxstyle.config import COLOR_MODES, PRESETS, STYLE_PRESETS, Config
+from jaxstyle.config import COLOR_MODES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config
 from jaxstyle.errors import ConfigError, InputError, JaxstyleError, first_line
 from jaxstyle.files import atomic_write
 from jaxstyle.images import imageio
@@ -337,7 +337,8 @@ def _error(message: str, code: int) -> tuple[Response, int]:
 
 # A run's settings: name -> (label on the page, type, low, high). The page's labels are these.
 LABELS = {"content": "Photo", "style": "Painting", "size": "Size", "iterations": "Iterations",
-          "style_weight": "Style weight", "preserve_colors": "Colours", "preset": "Layers preset"}
+          "style_weight": "Style weight", "style_loss": "Style loss", "preserve_colors": "Colours",
+          "preset": "Layers preset"}
 
 
 def _number(body: Mapping[str, Any], name: str, kind: type, low: float, high: float, default: Any,
@@ -379,6 +380,7 @@ def run_config(body: Mapping[str, Any], settings: Settings) -> tuple[Config, str
     defaults = PRESETS["transfer"]
     preset = _choice(body, "preset", STYLE_PRESETS, "writeup-tuned")
     colors = _choice(body, "preserve_colors", COLOR_MODES, defaults.preserve_colors)
+    style_loss = _choice(body, "style_loss", STYLE_LOSSES, defaults.style_loss)
     options = {
         "size": _number(body, "size", int, 16, settings.max_size, min(defaults.size, settings.max_size),
                         " px (longest side)"),
@@ -387,6 +389,7 @@ def run_config(body: Mapping[str, Any], settings: Settings) -> tuple[Config, str
         "style_weight": _number(body, "style_weight", float, 0, 1e12,
                                 STYLE_PRESETS[preset].get("style_weight", defaults.style_weight)),
         "preserve_colors": colors,
+        "style_loss": style_loss,
         "device": settings.device,
     }
     return defaults.replace(**STYLE_PRESETS[preset]).replace(**options), preset
@@ -430,6 +433,7 @@ def _status(run: Run, worker: Worker, token: str = "") -> dict[str, Any]:
         "download_name": run.download_name(), "content": run.content, "style": run.style,
         "names": list(run.names), "size": run.config.size, "preset": run.preset,
         "style_weight": run.config.style_weight, "preserve_colors": run.config.preserve_colors,
+        "style_loss": run.config.style_loss,
     }
     if view.rows:
         last = view.rows[-1]
@@ -557,10 +561,11 @@ def create_app(settings: Settings, weights: Any, transfer: Callable[..., Any] | 
     def config():
         d = PRESETS["transfer"]
         return jsonify(demos=[{"id": k, "name": v[0].name, "kind": v[1]} for k, v in demos.items()],
-                       presets=sorted(STYLE_PRESETS), colors=list(COLOR_MODES),
+                       presets=sorted(STYLE_PRESETS), colors=list(COLOR_MODES), style_losses=list(STYLE_LOSSES),
                        defaults={"size": min(d.size, settings.max_size), "iterations": min(d.iterations,
                                  settings.max_iterations), "style_weight": d.style_weight,
-                                 "preserve_colors": d.preserve_colors, "preset": "writeup-tuned"},
+                                 "preserve_colors": d.preserve_colors, "style_loss": d.style_loss,
+                                 "preset": "writeup-tuned"},
                        max_upload_mb=settings.max_upload_bytes / 2**20, max_size=settings.max_size,
                        max_iterations=settings.max_iterations,
                        max_upload_megapixels=settings.max_upload_pixels / 1e6, labels=LABELS)

@@ -27,7 +27,11 @@ activations, each pixel weighted by the region's mask; statistics are float32):
              the Wasserstein-2 distance of two Gaussians, the square roots by Newton–Schulz;
   sliced:    mean over C random unit directions d of the squared 1-D optimal transport
              distance between the projections F·d and the style's, by sorting (Heitz et al.);
-  histogram: the same along each channel (Risser et al.'s exact histogram match).
+  histogram: the same along each channel (Risser et al.'s exact histogram match);
+  gram+histogram: mean((G − A)²) + ρ · the histogram distance, beside each other as Risser et
+             al. use them (ρ = `STYLE_LOSS_SCALE["histogram"]` · the Gram target's mean square /
+             the style's mean square activation when normalized, so both halves are of one size;
+             1 otherwise).
 The 1-D distances compare the image's sorted values with the style's quantile function at the
 same levels, so the two may have different pixel counts; a region's pixels are those whose
 mask at the layer is at least one half. Normalized, each is divided by the style's mean square
@@ -144,6 +148,7 @@ class Targets(NamedTuple):
     content: tuple[jax.Array, ...]  # activations (H_l, W_l, C_l) per content layer
     style: tuple[Any, ...]  # per style layer: Gram matrices (R, C_l, C_l), one per region, or the
     # `style_loss`'s statistics (a tuple of arrays with a leading R axis: `finish_statistics`)
+    # (gram+histogram: the Gram matrices, the quantile functions and each region's ratio ρ (R,))
     content_coeffs: jax.Array  # (n_content,)
     style_coeffs: jax.Array  # (n_style, R)
     weights: jax.Array  # (content_weight, style_weight, tv_weight)
@@ -246,7 +251,8 @@ QUANTILES = 4096  # most levels at which a style's quantile function is kept (sl
 # geometric mean of the Gram term over each term at the start of a run (ImageNet weights, 128 px,
 # two photos x two paintings of ../shared/images: `bench/style_losses.py --scale`, ratios from
 # 1.1 to 5.4; README "Style losses").
-STYLE_LOSS_SCALE = {"gram": 1.0, "w2": 1.4, "sliced": 3.9, "histogram": 1.75, "meanstd": 1.9}
+STYLE_LOSS_SCALE = {"gram": 1.0, "w2": 1.4, "sliced": 3.9, "histogram": 1.75, "meanstd": 1.9,
+                    "gram+histogram": 0.5}  # its two halves are each of the Gram term's size
 
 
 def _hi(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -368,6 +374,8 @@ def style_power(target: Any, loss: str) -> jax.Array:
     statistic's term is divided by."""
     if loss == "gram":
         return jnp.mean(jnp.square(target), axis=(1, 2))
+    if loss == "gram+histogram":
+        return jnp.mean(jnp.square(target[0]), axis=(1, 2))
     if loss == "meanstd":
         mean, std = target
         return jnp.mean(mean * mean + std * std, axis=-1)
@@ -492,16 +500,20 @@ def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) 
 def _style_layer(f: jax.Array, targets: Targets, i: int, name: str, objective: Objective) -> jax.Array:
     """Layer i's style term: Σ_r s_ir · a_r · mean((G_r − A_ir)²), or · the `style_loss`'s distance."""
     weights = targets.region_weights if targets.region_weights is not None else 1.0
-    if objective.style_loss != "gram":
+    loss, target = objective.style_loss, targets.style[i]
+    if loss not in ("gram", "gram+histogram"):
         wts = pixel_weights(f.shape, grid_hw(targets.hw, name), targets.guides[i] if objective.regions else None)
-        per_region = style_distance(f, wts, targets.style[i], objective.style_loss, name)
+        per_region = style_distance(f, wts, target, loss, name)
         return jnp.sum(targets.style_coeffs[i] * weights * per_region)
     if objective.regions:
         g = guided_gram(f, targets.guides[i], objective.gram_precision)
     else:
         g = gram(f, grid_hw(targets.hw, name), objective.gram_precision)[None]
-    d = g - targets.style[i]
+    d = g - (target[0] if loss == "gram+histogram" else target)
     per_region = jnp.mean(d * d, axis=(1, 2))
+    if loss == "gram+histogram":
+        wts = pixel_weights(f.shape, grid_hw(targets.hw, name), targets.guides[i] if objective.regions else None)
+        per_region = per_region + target[2] * style_distance(f, wts, (target[1],), "histogram", name)
     return jnp.sum(targets.style_coeffs[i] * weights * per_region)
 
 
@@ -530,26 +542,39 @@ def style_grams(variables: Any, styles: jax.Array, style_hw: jax.Array, blend: j
     feats = network(variables, styles, objective, objective.style_layers, style_hw)
     out = []
     for name in objective.style_layers:
-        if objective.style_loss != "gram":
-            out.append(_style_statistics(feats[name], style_hw, blend, masks, name, objective))
-        elif objective.regions:
-            out.append(jax.vmap(lambda f, m, h: guided_gram(f, layer_guide(m[..., None], h, name),
-                                                            objective.gram_precision)[0])(
-                feats[name], masks, style_hw))  # (S, C, C)
+        if objective.style_loss == "gram":
+            out.append(_gram_target(feats[name], style_hw, blend, masks, name, objective))
+        elif objective.style_loss == "gram+histogram":
+            g = _gram_target(feats[name], style_hw, blend, masks, name, objective)
+            (q,) = _style_statistics(feats[name], style_hw, blend, masks, name, objective, "histogram")
+            ratio = jnp.ones(g.shape[:1], jnp.float32)
+            if objective.normalize:
+                ratio = STYLE_LOSS_SCALE["histogram"] * style_power(g, "gram") / jnp.maximum(
+                    style_power((q,), "histogram"), 1e-12)
+            out.append((g, q, ratio))
         else:
-            grams = jax.vmap(lambda f, h: gram(f, h, objective.gram_precision))(
-                feats[name], grid_hw(style_hw, name))  # (S, C, C)
-            out.append(jnp.tensordot(blend.astype(jnp.float32), grams, axes=(0, 0))[None])
+            out.append(_style_statistics(feats[name], style_hw, blend, masks, name, objective))
     return tuple(out)
 
 
+def _gram_target(feats: jax.Array, style_hw: jax.Array, blend: jax.Array, masks: jax.Array | None,
+                 name: str, objective: Objective) -> jax.Array:
+    """The Gram target (R, C, C) at layer `name` from the styles' activations (S, H, W, C):
+    their Gram matrices blended by `blend`, or in a guided run style k's over its mask as region k's."""
+    if objective.regions:
+        return jax.vmap(lambda f, m, h: guided_gram(f, layer_guide(m[..., None], h, name),
+                                                    objective.gram_precision)[0])(feats, masks, style_hw)
+    grams = jax.vmap(lambda f, h: gram(f, h, objective.gram_precision))(feats, grid_hw(style_hw, name))
+    return jnp.tensordot(blend.astype(jnp.float32), grams, axes=(0, 0))[None]
+
+
 def _style_statistics(feats: jax.Array, style_hw: jax.Array, blend: jax.Array, masks: jax.Array | None,
-                      name: str, objective: Objective) -> tuple:
+                      name: str, objective: Objective, loss: str | None = None) -> tuple:
     """A non-Gram style target at layer `name` from the styles' activations (S, H, W, C): their
     statistics blended by `blend` (means, second moments and quantile functions mix linearly:
     a blend of quantile functions is the styles' 1-D Wasserstein barycentre), or in a guided
     run style k's, over its mask, as region k's target."""
-    loss, q = objective.style_loss, min(feats.shape[1] * feats.shape[2], QUANTILES)
+    loss, q = loss or objective.style_loss, min(feats.shape[1] * feats.shape[2], QUANTILES)
 
     def one(f, h, m):
         guide = layer_guide(m[..., None], h, name) if objective.regions else None
@@ -616,8 +641,12 @@ def abstract_targets(objective: Objective, shape: tuple[int, int],
     style_shape = style_shape or shape
 
     def style(n):
+        gram_shape = jax.ShapeDtypeStruct((r, CHANNELS[n], CHANNELS[n]), f32)
         if objective.style_loss == "gram":
-            return jax.ShapeDtypeStruct((r, CHANNELS[n], CHANNELS[n]), f32)
+            return gram_shape
+        if objective.style_loss == "gram+histogram":
+            return (gram_shape, *statistics_shapes("histogram", CHANNELS[n], r, quantile_count(style_shape, n)),
+                    jax.ShapeDtypeStruct((r,), f32))
         return statistics_shapes(objective.style_loss, CHANNELS[n], r, quantile_count(style_shape, n))
 
     def feat(name):

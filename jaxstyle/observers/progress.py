@@ -98,7 +98,7 @@ class ProgressPrinter:
         what = p.names[0] if len(p.names) == 1 else f"{len(p.names)} images"
         stage = f", stage {p.stage}/{p.stages}" if p.stages > 1 else ""
         main = f"jaxstyle: compiling {p.programs} program{'s' * (p.programs != 1)} for "
-        detail = f" ({p.device}, {self.precision}, {p.shape[1]}x{p.shape[0]}{stage})"
+        detail = f" ({p.device}, {p.dtype or self.precision}, {p.shape[1]}x{p.shape[0]}{stage})"
         if (not self.tty and not self.fixed_width) or len(main + what + detail) <= self.width:
             return main + what + detail
         room = self.width - len(main)

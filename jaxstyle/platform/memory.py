@@ -31,6 +31,14 @@ TEMP_PER_ACTIVATION_BYTE_ACCELERATOR = 3.4
 ACCELERATOR_REMAT = 1.15
 ACCELERATOR_OVERHEAD = 96 * 2**20
 RUNTIME_BYTES = 400 * 2**20  # JAX, XLA and Python themselves
+# Style losses other than Gram hold more in the loop, measured on XLA:CPU's memory analysis
+# (192x144 and 384x288, default layers): sliced and histogram project and sort every style layer's
+# activations (+38 and +149 MiB over Gram: 2.8 bytes per float32 style activation byte); w2 keeps the
+# Newton-Schulz iterates of a CxC matrix per style layer and region for the gradient (a fixed
+# ~140 MiB at the default layers, 3 matrices per iteration) plus about one copy of the activations.
+SORTED_STYLE_BYTES = 3.0
+W2_STYLE_BYTES = 1.0
+W2_MATRICES_PER_ITERATION = 3
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,37 @@ def activation_count(hw: tuple[int, int], layers: tuple[str, ...], batch: int = 
     return total * batch
 
 
+def style_activation_count(hw: tuple[int, int], style_layers: tuple[str, ...], batch: int = 1) -> int:
+    """Number of activation values at `style_layers` alone."""
+    h, w = hw
+    total = 0
+    for name, _, cout in CONV_LAYERS:
+        if name.endswith("conv1") and name != "block1_conv1":
+            h, w = h // 2, w // 2
+        if name in style_layers:
+            total += h * w * cout
+    return total * batch
+
+
+def style_loss_bytes(hw: tuple[int, int], style_layers: tuple[str, ...], style_loss: str, *,
+                     regions: int = 1, width: int = 1, newton_schulz: int = 18) -> int:
+    """What a non-Gram style loss holds in the loop beyond the Gram loss's need."""
+    if style_loss in ("sliced", "histogram", "gram+histogram"):
+        return int(SORTED_STYLE_BYTES * 4 * style_activation_count(hw, style_layers, width) * max(regions, 1))
+    if style_loss == "w2":
+        squares = sum(cout * cout for name, _, cout in CONV_LAYERS if name in style_layers)
+        matrices = newton_schulz * W2_MATRICES_PER_ITERATION * 4 * squares * max(regions, 1) * width
+        return int(W2_STYLE_BYTES * 4 * style_activation_count(hw, style_layers, width)) + matrices
+    return 0
+
+
 def estimate(hw: tuple[int, int], layers: tuple[str, ...], *, lbfgs_memory: int, optimizer: str,
              dtype: str = "float32", winograd: bool = True, batch: int = 1,
-             remat: bool = False, width: int = 1, platform: str = "cpu") -> Estimate:
+             remat: bool = False, width: int = 1, platform: str = "cpu", style_extra: int = 0,
+             average: bool = False) -> Estimate:
     """Memory for optimizing a batch of `batch` (hw) images through `layers` on one device of
-    `platform`, `width` of them side by side."""
+    `platform`, `width` of them side by side; `style_extra`: a style loss's own need
+    (`style_loss_bytes`); `average`: the loop also keeps the average of the iterates."""
     act_bytes = 2 if dtype == "bfloat16" else 4
     count = activation_count(hw, layers, width)
     if platform == "cpu":
@@ -73,11 +107,12 @@ def estimate(hw: tuple[int, int], layers: tuple[str, ...], *, lbfgs_memory: int,
     else:
         per_byte = TEMP_PER_ACTIVATION_BYTE_ACCELERATOR * (ACCELERATOR_REMAT if remat else 1.0)
         activations = int(per_byte * act_bytes * count) + ACCELERATOR_OVERHEAD
+    activations += style_extra
     pixels = hw[0] * hw[1] * 3 * batch
     # Per image: the point, its gradient, the direction, the image reported, the trial point
     # and L-BFGS's history (2 images per pair plus the last point and gradient), or Adam's
     # moments; XLA's while loop holds its state twice (what goes in and what comes out of a step).
-    images = (2 * lbfgs_memory + 7) if optimizer == "lbfgs" else 7
+    images = ((2 * lbfgs_memory + 7) if optimizer == "lbfgs" else 7) + (1 if average else 0)
     optimizer_bytes = 2 * 4 * pixels * images
     kernels = sum(9 * cin * cout for _, cin, cout in CONV_LAYERS)
     weights = 4 * 2 * kernels + (4 * 8 * kernels if winograd else 0)  # kernels, flipped, Winograd

@@ -280,7 +280,7 @@ class Runner:
         self.progress(Progress(phase, self.images_done, self.total, tuple(p.item.name for p in active),
                                k + 1, len(self.config.stages()), self.config.stages()[k][0], layout.shape,
                                0, self.iterations, 0, float("nan"), None, self.elapsed, None, None,
-                               self.device, programs, len(active)))
+                               self.device, programs, len(active), dtype=self.config.dtype))
 
     def _line(self, r: Any, row: dict) -> None:
         k = r.stage

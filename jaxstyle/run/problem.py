@@ -460,12 +460,13 @@ class Builder:
         self.compile_seconds = 0.0
 
     def pending(self, layout: Layout) -> int:
-        """Programs `problem(layout, ...)` would have to compile."""
+        """Programs `problem(layout, ...)` would have to compile before the run can start (with
+        effort "both" the full-effort loop compiles later, beside the run)."""
         if layout in self.programs:
             return 0
         plain, loop = self._variables(layout)
         key = _program_key(self.objective, self.method, layout, plain, loop, self.weights, self.effort)
-        return 0 if key in _kept else 3 if self.effort == "both" else 2  # both: the full loop too
+        return 0 if key in _kept else 2
 
     def _variables(self, layout: Layout) -> tuple[Any, Any]:
         plain_key = layout.devices
@@ -567,14 +568,20 @@ def memory_need(config: Any, shape: tuple[int, int], batch: int, width: int, pla
     """The memory estimate (`memory.estimate`) for a device holding `batch` images of a padded
     `shape` under `config`, `width` of them side by side, on `platform`; `split`: one image
     split over that many devices (a device holds its share of the image-sized parts)."""
+    from jaxstyle.config import resolved_dtype
     from jaxstyle.platform import memory
+    config = config.replace(dtype=resolved_dtype(config.dtype, platform))
     objective = Objective.from_config(config)
     plan = vgg.winograd_plan(objective.layers, (width, *shape, 3), objective.conv, platform, objective.dtype)
     from jaxstyle.config import auto_lbfgs_memory
     history = config.lbfgs_memory or auto_lbfgs_memory(config.size, platform)
+    extra = memory.style_loss_bytes(shape, objective.style_layers, objective.style_loss,
+                                    regions=objective.region_count, width=width,
+                                    newton_schulz=losses.NEWTON_SCHULZ)
     need = memory.estimate(shape, objective.layers, lbfgs_memory=history,
                            optimizer=config.optimizer, dtype=config.dtype, winograd=bool(plan),
-                           batch=batch, remat=config.remat, width=width, platform=platform)
+                           batch=batch, remat=config.remat, width=width, platform=platform,
+                           style_extra=extra, average=config.average > 0)
     if split > 1:
         need = memory.Estimate(-(-need.activations // split), -(-need.optimizer // split), need.weights,
                                need.runtime)
