@@ -12,8 +12,9 @@ from jaxstyle.errors import JaxstyleError
 
 # The rest loads on first use: `jaxstyle --help` and option errors need no JAX at all.
 _LAZY = {"transfer": "faces.api", "reconstruct_content": "faces.api", "reconstruct_style": "faces.api",
-         "resume": "faces.api", "load_weights": "faces.api", "enable_compilation_cache": "platform.runtime",
-         "keep_freed_memory": "platform.runtime", "Progress": "observers.results", "Result": "observers.results"}
+         "resume": "faces.api", "video": "faces.api", "load_weights": "faces.api",
+         "enable_compilation_cache": "platform.runtime", "keep_freed_memory": "platform.runtime",
+         "Progress": "observers.results", "Result": "observers.results"}
 
 __all__ = ["Config", "PRESETS", "JaxstyleError", *_LAZY]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from jaxstyle.errors import ConfigError
 from jaxstyle.model.layers import LAYER_NAMES
 
 MODES = ("transfer", "content", "style")
+VIDEO = "video"  # `jaxstyle video`: each frame a transfer, with the temporal settings (PRESETS["video"])
 OPTIMIZERS = ("lbfgs", "adam")
 DTYPES = ("auto", "float32", "bfloat16")
 CONVS = ("auto", "direct", "winograd")
@@ -31,13 +32,24 @@ MAX_SIZE = 16384
 # Settings that decide where a run stops or what it writes, not the path it takes: a resumed
 # run may change these and still end exactly where an uninterrupted one would.
 RUN_ONLY = ("iterations", "scale_iterations", "save_every", "checkpoint_every", "keep_checkpoint", "batch_size",
-            "devices", "device", "print_every")
+            "devices", "device", "print_every", "frame_iterations")
 
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 
 
 def _meta(help: str, modes: tuple[str, ...] = MODES, **extra: Any) -> dict:
     return {"help": help, "modes": modes, **extra}
+
+
+# Transfer's settings that mean nothing for a video's frames (`clips.stylize` says why).
+NOT_FOR_VIDEO = ("save_every", "keep_checkpoint", "batch_size", "devices")
+
+
+def applies(f: dataclasses.Field, mode: str) -> bool:
+    """Whether setting `f` is an option of `mode`: `video` takes transfer's (but NOT_FOR_VIDEO)
+    and its own."""
+    modes = f.metadata["modes"]
+    return mode in modes or (mode == VIDEO and "transfer" in modes and f.name not in NOT_FOR_VIDEO)
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,22 @@ class Config:
     conv: str = field(default="auto", metadata=_meta(
         "Convolution algorithm: direct, winograd (F(4x4,3x3): 4x fewer multiplies), or auto "
         "(Winograd on CPU for the deep layers where it measured faster).", choices=CONVS))
+    # Video (`jaxstyle video`): frame t is optimized from the previous result warped by the
+    # optical flow, and the temporal term holds it there (Ruder et al. 2016; README: Video).
+    temporal_weight: float = field(default=0.0, metadata=_meta(
+        "Weight of the temporal term: the squared difference to the earlier results warped to "
+        "this frame by the optical flow, where the flow is reliable (0..255 pixel units).", modes=("video",)))
+    temporal_frames: tuple[int, ...] = field(default=(1,), metadata=_meta(
+        "Earlier frames the temporal term holds a frame to, by distance (comma-separated): 1, the previous; "
+        "1,2,4, Ruder et al.'s long-term terms, each pixel held to the closest frame that saw it.",
+        modes=("video",)))
+    frame_iterations: int = field(default=0, metadata=_meta(
+        "Iterations of each frame after the first, which starts from the previous result warped "
+        "(0: --iterations).", modes=("video",)))
+    tolerance: float = field(default=0.0, metadata=_meta(
+        "Stop a frame early (the first one too) once L-BFGS has gone 5 iterations without lowering "
+        "the loss by this fraction (0: run every iteration).", modes=("video",)))
+
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -220,7 +248,7 @@ def describe_fields(mode: str | None = None, indent: str = "    ") -> str:
     names = {f.name for f in dataclasses.fields(Config)}
     out = []
     for f in dataclasses.fields(Config):
-        if mode is not None and mode not in f.metadata["modes"]:
+        if mode is not None and not applies(f, mode):
             continue
         words = re.sub(r"--(no-)?([a-z][a-z0-9-]*)",
                        lambda m: m.group(2).replace("-", "_") + ("=False" * bool(m.group(1)))
@@ -356,6 +384,15 @@ def _validate(c: Config) -> None:
                           "leave them out")
     if c.split_image and c.batch_size > 1:
         raise ConfigError("--split-image runs one image at a time over every device; leave --batch-size out")
+    _check_weight("--temporal-weight", c.temporal_weight)
+    if not c.temporal_frames or len(set(c.temporal_frames)) != len(c.temporal_frames) or any(
+            isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64 for n in c.temporal_frames):
+        raise ConfigError(f"--temporal-frames must be distinct distances from 1 to 64, got "
+                          f"{','.join(map(str, c.temporal_frames)) or 'none'}")
+    if not isinstance(c.frame_iterations, int) or isinstance(c.frame_iterations, bool) or c.frame_iterations < 0:
+        raise ConfigError(f"--frame-iterations must be a non-negative integer, got {c.frame_iterations!r}")
+    if isinstance(c.tolerance, bool) or not isinstance(c.tolerance, (int, float)) or not 0 <= c.tolerance < 1:
+        raise ConfigError(f"--tolerance must be a fraction from 0 to below 1, got {c.tolerance!r}")
     if c.content_weight == 0 and c.style_weight == 0 and c.tv_weight == 0:
         raise ConfigError("nothing to optimize: --content-weight, --style-weight and --tv-weight are all 0")
 
@@ -383,6 +420,11 @@ STYLE_PRESETS: dict[str, dict[str, Any]] = {
                   style_layer_weights=(0.2,) * 5, content_weight=1.0, style_weight=10.0),
 }
 
+# `jaxstyle video`'s defaults: measured with bench/video_consistency.py (bench/README.md: Video).
+VIDEO_TEMPORAL_WEIGHT = 0.3
+VIDEO_FRAME_ITERATIONS = 100
+VIDEO_TOLERANCE = 1e-3
+
 PRESETS: dict[str, Config] = {
     # Combine a photo's content with a painting's style.
     "transfer": Config(),
@@ -390,6 +432,10 @@ PRESETS: dict[str, Config] = {
     "content": Config(content_layers=("block2_conv2",), content_layer_weights=(1.0,),
                       style_layers=(), style_layer_weights=(), style_weight=0.0,
                       tv_weight=1e-5, init="noise", iterations=300),
+    # Stylize a video: the first frame a transfer, each later one from the previous result
+    # warped by the optical flow, held there by the temporal term (README: Video).
+    VIDEO: Config(temporal_weight=VIDEO_TEMPORAL_WEIGHT, frame_iterations=VIDEO_FRAME_ITERATIONS,
+                  tolerance=VIDEO_TOLERANCE),
     # Reconstruct a painting's style (texture) from its Gram matrices, starting from noise.
     "style": Config(content_layers=(), content_layer_weights=(), content_weight=0.0,
                     style_weight=1.0, tv_weight=0.0, init="noise", iterations=300),

@@ -212,6 +212,15 @@ def tv_grad(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Network
 # --------------------------------------------------------------------------- #
+def temporal_loss(x: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:
+    """sum_p W_p |x_p - m_p|^2 / (H W 3): a video frame's temporal term."""
+    return float(np.sum(weights[..., None] * (x - target) ** 2) / x.size)
+
+
+def temporal_grad(x: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return 2.0 * weights[..., None] * (x - target) / x.size
+
+
 def _run(params: dict, x: np.ndarray, upto: str | None, pooling: str = "max"):
     """Forward pass; returns (activations, tape) where tape records each op's input."""
     if upto is not None and upto not in CONV_LAYERS:

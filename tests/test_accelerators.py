@@ -63,6 +63,21 @@ def test_each_style_loss_compiles_for_tpu_without_host_work(loss):
 
 
 @needs_libtpu
+def test_a_video_frames_programs_compile_for_tpu_without_host_work():
+    """A video frame's: the temporal term's target and weights among prepare's arguments, the
+    loop with the early stop by tolerance."""
+    from jaxstyle.config import PRESETS
+    devices = targets.topology_devices(targets.target("tpu-v5e-1"))[:1]
+    config = PRESETS["video"].replace(size=32, bucket=16)
+    assert config.temporal_weight > 0 and config.tolerance > 0
+    programs = targets.compile_for(config, devices, (32, 32), (32, 32))
+    for compiled in (programs.prepare, programs.chunk):
+        _check_device_only(compiled.as_text())
+    params = programs.prepare.as_text()
+    assert "f32[1,32,32]" in params  # the per-pixel temporal weights, one map per image
+
+
+@needs_libtpu
 def test_an_image_split_over_a_v2_8_needs_less_memory_per_core_with_more_cores():
     """--split-image: one 512x384 image by rows over 1 and 8 cores of a v2-8 (deviceless;
     `bench/split_memory.py` prints the table at larger sizes)."""

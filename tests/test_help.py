@@ -14,7 +14,7 @@ from test_cli import run_cli
 HELP = Path(__file__).parent / "help"
 
 
-@pytest.mark.parametrize("command", ["transfer", "content", "style", "resume"])
+@pytest.mark.parametrize("command", ["transfer", "content", "style", "resume", "video"])
 def test_help_text_snapshot(capsys, monkeypatch, command):
     monkeypatch.setenv("COLUMNS", "100")
     code, out, _ = run_cli(capsys, command, "--help")

@@ -101,6 +101,37 @@ def test_loss_terms_and_gradient_match_float64_reference(synthetic_params, varia
     assert cos > 0.99999, cos
 
 
+def test_temporal_term_and_gradient_match_float64_reference(synthetic_params, variables):
+    """A video frame's loss: the transfer's terms plus temporal_weight times the weighted squared
+    difference to the warped earlier results, value and gradient against float64."""
+    content, style, x = _images(5)
+    rng = np.random.default_rng(7)
+    target = (x + rng.normal(0, 20, x.shape)).astype(np.float32)
+    weights = (rng.uniform(0, 1, (H, W)) * (rng.uniform(0, 1, (H, W)) > 0.3)).astype(np.float32)
+    config = Config(content_layers=("block2_conv2",), style_layers=("block1_conv2", "block3_conv1"),
+                    style_layer_weights=(0.4, 0.6), content_weight=2.0, style_weight=5.0, tv_weight=0.01,
+                    temporal_weight=0.3, normalize=False)
+    objective, targets = losses.targets_for(variables, config, content, [style], temporal=(target, weights))
+    assert objective.temporal
+    rp = _ref_params(synthetic_params)
+    cf, sf = ref.forward(rp, content.astype(np.float64)), ref.forward(rp, style.astype(np.float64))
+    spec = dict(content_layers=list(config.content_layers), content_coeffs=list(config.content_layer_weights),
+                content_targets=[cf[n] for n in config.content_layers], style_layers=list(config.style_layers),
+                style_coeffs=list(config.style_layer_weights),
+                style_targets=[ref.gram(sf[n]) for n in config.style_layers],
+                content_weight=2.0, style_weight=5.0, tv_weight=0.01)
+    x64, t64, w64 = x.astype(np.float64), target.astype(np.float64), weights.astype(np.float64)
+    want_total, _, want_grad = ref.loss_and_grad(x64, rp, spec)
+    want_total += 0.3 * ref.temporal_loss(x64, t64, w64)
+    want_grad = want_grad + 0.3 * ref.temporal_grad(x64, t64, w64)
+    value, grad = value_and_grad(x, variables, targets, objective)
+    np.testing.assert_allclose(float(value), want_total, rtol=2e-4)
+    grad = np.asarray(grad, np.float64)
+    assert np.linalg.norm(grad - want_grad) / np.linalg.norm(want_grad) < 1e-4
+    alone = np.asarray(jax.grad(losses.temporal_loss)(jnp.asarray(x), jnp.asarray(target), jnp.asarray(weights)))
+    np.testing.assert_allclose(alone, ref.temporal_grad(x64, t64, w64), rtol=1e-4, atol=1e-7)
+
+
 def test_total_variation_gradient_matches_reference():
     x = _images(3)[0]
     g = jax.grad(losses.total_variation)(jnp.asarray(x))

@@ -312,6 +312,43 @@ def resume(checkpoint: PathLike, *, output: PathLike | None = None, weights: Pat
 
 
 @_speaks_python
+def video(content: PathLike, style: ImageLike | Sequence[ImageLike], output: PathLike, *,
+          weights: PathLike | Mapping | None = None, style_blend: Sequence[float] | None = None,
+          progress: bool | Callable[[Progress], None] | None = None, config: Config | None = None,
+          preset: str | None = None, rate: float | None = None, should_stop: Callable[[], bool] | None = None,
+          content_mask: PathLike | None = None, style_masks: Sequence[ImageLike | None] | None = None,
+          existing: str = "check", **options: Any) -> Any:
+    """Stylize a video, temporally consistent (Ruder et al. 2016): `content` is a video file or
+    a folder of frames, `output` a video file (.mp4: H.264, the audio copied) or a folder of
+    frames. The first frame is a transfer; each later one starts from the previous result warped
+    by the optical flow and is held there, where the flow is reliable, by the temporal term.
+
+    Finished frames are written as they finish (beside a video output in OUTPUT.frames/, removed
+    once the video is written) and the flows are kept in OUTPUT.flow/; the same call again skips
+    finished frames and continues an interrupted one from its checkpoint, giving the same video.
+    `rate`: a folder's frames per second (default 24). `content_mask`: one mask for every
+    frame, or a folder with one per frame. `should_stop` stops after the current chunk (the
+    frame is checkpointed). Needs `pip install 'jaxstyle[video]'`.
+
+    Returns a `video.stylize.VideoResult`. `options` are `Config` fields, transfer's and the
+    video's (temporal_weight, temporal_frames, frame_iterations, tolerance), with video's defaults:
+    """
+    from jaxstyle.clips import require
+    require()
+    from jaxstyle.clips import stylize
+    _paths(content=content, output=output)
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    cfg = _config("video", config, preset, options)
+    if isinstance(weights, Mapping):
+        weights_mod.check_params(weights, cfg.content_layers + cfg.style_layers)
+    job = stylize.plan(content, styles, output, cfg, rate=rate, weights=weights, style_blend=_blend(style_blend),
+                       content_mask=content_mask, style_masks=_masks(style_masks), existing=existing)
+    with _interrupt_stops(should_stop) as stop:
+        return stylize.stylize(job, progress=_progress(progress, cfg), should_stop=stop,
+                               message=lambda m: log.info(m) if isinstance(m, Note) else log.warning(m))
+
+
+@_speaks_python
 def load_weights(path: PathLike | None = None) -> dict:
     """VGG16 parameters, to pass as `weights=` to several runs without reloading them."""
     params, info = weights_mod.load(path)
@@ -325,11 +362,12 @@ def load_weights(path: PathLike | None = None) -> dict:
 def _document() -> None:
     """Each function's settings, listed from `Config`'s field metadata (as `--help` lists them)."""
     from jaxstyle.config import describe_fields
-    for fn, mode in ((transfer, "transfer"), (reconstruct_content, "content"), (reconstruct_style, "style")):
+    for fn, mode in ((transfer, "transfer"), (reconstruct_content, "content"), (reconstruct_style, "style"),
+                     (video, "video")):
         if fn.__doc__ is not None:
-            lead = "" if fn is transfer else ("\n\n    `progress`: True shows the progress line; a callable gets every "
-                                              "`Progress` report.\n\n    Settings (`options`, `Config` fields), "
-                                              f"with the {mode} defaults:")
+            lead = "" if fn in (transfer, video) else (
+                "\n\n    `progress`: True shows the progress line; a callable gets every `Progress` report."
+                f"\n\n    Settings (`options`, `Config` fields), with the {mode} defaults:")
             fn.__doc__ = fn.__doc__.rstrip() + lead + "\n\n" + describe_fields(mode) + "\n"
 
 

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 import click
 from click.core import ParameterSource
 
-from jaxstyle.config import COMPILES, DTYPES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config, resolved_dtype
+from jaxstyle.config import (COMPILES, DTYPES, PRESETS, STYLE_LOSSES, STYLE_PRESETS, Config, applies,
+                             resolved_dtype)
 from jaxstyle.errors import EXIT_INTERRUPTED, EXIT_USAGE, JaxstyleError, NumericalError, first_line
 from jaxstyle.model import weights as weights_mod
 from jaxstyle.platform import devices as devices_mod
@@ -79,7 +80,7 @@ def config_options(mode: str) -> Callable:
 
     def decorate(fn: Callable) -> Callable:
         for f in reversed(dataclasses.fields(Config)):
-            if mode not in f.metadata["modes"]:
+            if not applies(f, mode):
                 continue
             flag = "--" + f.name.replace("_", "-")
             default = getattr(preset, f.name)
@@ -99,12 +100,12 @@ def config_options(mode: str) -> Callable:
 HELP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Input and output", ("output", "fmt", "quality", "bits", "weights", "overwrite", "skip_existing", "resume",
                           "checkpoint_every", "keep_checkpoint", "save_every", "gif_path", "trace_path",
-                          "content_mask", "style_masks")),
+                          "content_mask", "style_masks", "rate")),
     ("Style", ("preset", "size", "style_blend", "style_scale", "preserve_colors", "content_weight", "style_weight",
                "tv_weight", "content_layers", "content_layer_weights", "style_layers", "style_layer_weights",
-               "style_loss", "normalize", "pooling", "init", "seed")),
+               "style_loss", "normalize", "pooling", "init", "seed", "temporal_weight", "temporal_frames")),
     ("Optimizer", ("iterations", "optimizer", "scales", "scale_iterations", "lbfgs_memory", "linesearch_steps",
-                   "precondition", "learning_rate", "average")),
+                   "precondition", "learning_rate", "average", "frame_iterations", "tolerance")),
     ("Devices and memory", ("device", "devices", "batch_size", "split_image", "tile", "dtype", "remat", "bucket",
                             "precision", "compile", "conv", "distributed")),
     ("Progress", ("print_every", "quiet", "verbose", "help")),
@@ -821,6 +822,73 @@ def _bench_memory(sizes, dtypes, optimizers, remats, batches, objective: str) ->
                                        device.platform)
                     memory.check(need, size, free, device.platform,
                                  "use a smaller --size" if remat == "on" else "use a smaller --size or --remat on")
+
+
+@cli.command("video", cls=GroupedCommand)
+@click.argument("content", type=str)
+@click.argument("styles", nargs=-1, required=True, type=str)
+@click.option("-o", "--output", type=click.Path(), required=True,
+              help="The stylized video (.mp4, .mov, .m4v: H.264 with the clip's sound), or a folder for its frames.")
+@click.option("--rate", type=click.FloatRange(0.01, 1000), default=None,
+              help="Frames per second of a folder of frames (default 24); a video file keeps its own.")
+@click.option("--weights", "weights", type=click.Path(dir_okay=False), default=None,
+              help="VGG16 notop weights (Keras h5), resolved as for transfer.")
+@click.option("--style-blend", type=CommaList(float), default=None,
+              help="Weights blending the Gram targets of several style images (default: equal).")
+@click.option("--content-mask", type=click.Path(), default=None, metavar="MASK",
+              help="Guided transfer: one mask for every frame, or a folder with one per frame (in order).")
+@click.option("--style-mask", "style_masks", type=click.Path(), multiple=True, metavar="MASK",
+              help="Which pixels of a style image count; once per style image ('none': the whole image).")
+@click.option("--preset", type=click.Choice(sorted(STYLE_PRESETS)), default=None,
+              help="Named layers and weights, as for transfer.")
+@click.option("--overwrite", is_flag=True, help="Make the video again where its output or frames are already there.")
+@click.option("--skip-existing", is_flag=True, help="Keep every finished frame already there, whatever made it.")
+@_verbosity
+@config_options("video")
+def video_cmd(content: str, styles: tuple[str, ...], output: str, rate: float | None, weights: str | None,
+              style_blend, content_mask: str | None, style_masks: tuple[str, ...], preset: str | None,
+              overwrite: bool, skip_existing: bool, quiet: bool, verbose: bool, **options: Any) -> None:
+    """Stylize a video file or a folder of frames (CONTENT) in the style of STYLE, temporally
+    consistent: each frame starts from the previous result warped by the optical flow and is
+    held there by the temporal term (Ruder et al. 2016). A re-run of the same command skips
+    finished frames and continues an interrupted one. Needs `pip install 'jaxstyle[video]'`."""
+    from jaxstyle.clips import VIDEO_EXTRA
+    try:
+        from jaxstyle.clips import require, stylize
+        require()
+    except ImportError:
+        raise JaxstyleError(VIDEO_EXTRA) from None
+    from jaxstyle.observers.progress import ProgressPrinter
+    from jaxstyle.observers.results import Note
+    if overwrite and skip_existing:
+        raise JaxstyleError("--overwrite and --skip-existing contradict each other; give one")
+    config = _settings("video", options, preset)
+    if quiet and config.print_every:
+        raise JaxstyleError("--quiet and --print-every contradict each other; give one")
+    _start(config.device, verbose)
+    job = stylize.plan(content, styles, output, config, rate=rate, weights=weights, style_blend=style_blend,
+                       content_mask=content_mask, style_masks=style_masks or None,
+                       existing="overwrite" if overwrite else "skip" if skip_existing else "check")
+    _compilation_cache()
+    printer = ProgressPrinter(precision=config.dtype, lines=bool(config.print_every))
+    with _StopFlag(lambda m: printer.message(m)) as stop:
+        try:
+            result = stylize.stylize(job, progress=None if quiet else printer, should_stop=stop,
+                                     message=lambda m: None if quiet and isinstance(m, Note) else
+                                     printer.message(f"jaxstyle: {m}"),
+                                     download_progress=None if quiet else _download_bar())
+        finally:
+            printer.close()
+    if result.status != "done":
+        _say(f"jaxstyle: {result.message}")
+        _leave(EXIT_INTERRUPTED)
+    if not quiet:
+        per = result.seconds_per_frame
+        _say(f"wrote {result.output} ({job.hw[1]}x{job.hw[0]}, {result.frames} frames at "
+             f"{float(job.clip.rate):.4g} fps): {result.finished - result.skipped} made in {result.seconds:.1f} s"
+             + (f", {per:.2f} s per later frame" if per else "")
+             + (f", {result.skipped} kept from an earlier run" if result.skipped else ""))
+    _finish_upgrades((lambda _t: None) if quiet else _say)
 
 
 WEB_EXTRA = "`jaxstyle serve` needs the web extra: pip install 'jaxstyle[web]'"

@@ -12,6 +12,10 @@ and weight a_r, its share of the image's area, so a region's pixels are pulled a
 unguided run whatever its size. A region's mask at a layer is the pixel mask averaged over the
 layer's pooling windows.
   tv      = mean(Δ_h x²) + mean(Δ_w x²)                on the image in 0..255 units.
+A video frame adds temporal_weight · temporal (Ruder et al. 2016, "Artistic style transfer for
+videos"), with the earlier results warped to the frame folded into one target m and one
+per-pixel weight W (`video.flow.combine`: Σ_j W_j (x − m_j)² has the gradient of W (x − m)²):
+  temporal = Σ_p W_p |x_p − m_p|² / (H·W·3)            on the image in 0..255 units.
 The per-layer coefficients c_l, s_l are the layer weights, divided by the target's mean square
 when `normalize` is on (so every term is O(1) from noise whatever the layer or image size).
 
@@ -75,6 +79,7 @@ class Objective:
     pool_impl: str = "reshape"  # how pooling is written for the platform (`vgg.pool`; `for_platform`)
     masked: bool = True  # False: no image is padded, the network needs no padding masks
     style_loss: str = "gram"  # the style statistic (`config.STYLE_LOSSES`)
+    temporal: bool = False  # a video frame's temporal term (its targets: `Targets.temporal`)
 
     @classmethod
     def from_config(cls, config: Config, regions: int = 0) -> "Objective":
@@ -92,6 +97,7 @@ class Objective:
             precision=config.precision if config.precision != "auto" else "default",
             regions=regions if config.style_weight > 0 else 0,
             style_loss=config.style_loss,
+            temporal=config.temporal_weight > 0,
         )
 
     @property
@@ -120,6 +126,7 @@ class LossWeights(NamedTuple):
     content_layers: jax.Array  # (n_content,)
     style_layers: jax.Array  # (n_style,)
     terms: jax.Array  # (content_weight, style_weight, tv_weight)
+    temporal: jax.Array | None = None  # temporal_weight, when the objective has the term
 
     @classmethod
     def from_config(cls, config: Config, objective: Objective) -> "LossWeights":
@@ -131,7 +138,8 @@ class LossWeights(NamedTuple):
 
         return cls(pick(objective.content_layers, config.content_layers, config.content_layer_weights),
                    pick(objective.style_layers, config.style_layers, config.style_layer_weights),
-                   np.asarray([config.content_weight, config.style_weight, config.tv_weight], np.float32))
+                   np.asarray([config.content_weight, config.style_weight, config.tv_weight], np.float32),
+                   np.float32(config.temporal_weight) if objective.temporal else None)
 
 
 class Targets(NamedTuple):
@@ -147,6 +155,9 @@ class Targets(NamedTuple):
     hw: jax.Array  # int32 (2,): the image's real height and width inside its padded shape
     guides: tuple[jax.Array, ...] = ()  # region masks (H_l, W_l, R) per style layer (guided runs)
     region_weights: jax.Array | None = None  # (R,): each region's share of the image (sums to 1)
+    # A video frame's temporal term (`Objective.temporal`): (target m (H, W, 3) in the network's
+    # input space, per-pixel weight W (H, W), temporal_weight); () otherwise.
+    temporal: tuple[jax.Array, ...] = ()
 
 
 class Terms(NamedTuple):
@@ -453,6 +464,13 @@ def total_variation(x: jax.Array, hw: jax.Array | None = None) -> jax.Array:
             + jnp.sum(jnp.where(in_w, dw * dw, 0.0)) / (hf * (wf - 1) * 3))
 
 
+def temporal_loss(x: jax.Array, target: jax.Array, weights: jax.Array, hw: jax.Array | None = None) -> jax.Array:
+    """Σ_p W_p |x_p − m_p|² / (H·W·3) of an image x (H, W, 3) and a target m of its shape, with
+    per-pixel weights W (H, W) (zero outside the real `hw`), in float32."""
+    d = x.astype(jnp.float32) - target.astype(jnp.float32)
+    return jnp.sum(weights.astype(jnp.float32)[..., None] * d * d) / (_count(hw, x.shape) * x.shape[-1])
+
+
 def network(variables: Any, x: jax.Array, objective: Objective, layers: tuple[str, ...],
             hw: jax.Array | None) -> dict[str, jax.Array]:
     """The activations of `layers` for one image under `objective`'s precision and options."""
@@ -472,7 +490,11 @@ def terms(x: jax.Array, variables: Any, targets: Targets, objective: Objective) 
                  for i, name in enumerate(objective.style_layers)), zero)
     tv = total_variation(x.astype(jnp.float32), hw) if objective.tv else zero
     cw, sw, tw = targets.weights[0], targets.weights[1], targets.weights[2]
-    return Terms(cw * content + sw * style + tw * tv, content, style, tv)
+    total = cw * content + sw * style + tw * tv
+    if objective.temporal:  # in the total only: the reported terms stay content, style and tv
+        target, weights, weight = targets.temporal
+        total = total + weight * temporal_loss(x, target, weights, hw)
+    return Terms(total, content, style, tv)
 
 
 def _style_layer(f: jax.Array, targets: Targets, i: int, name: str, objective: Objective) -> jax.Array:
@@ -568,10 +590,12 @@ def _style_statistics(feats: jax.Array, style_hw: jax.Array, blend: jax.Array, m
 
 
 def make_targets(variables: Any, content: jax.Array, hw: jax.Array, grams: tuple[jax.Array, ...],
-                 weights: LossWeights, objective: Objective, guide: jax.Array | None = None) -> Targets:
+                 weights: LossWeights, objective: Objective, guide: jax.Array | None = None,
+                 temporal: tuple[jax.Array, jax.Array] = ()) -> Targets:
     """One image's targets: the content's activations (content (H, W, 3), real size `hw`), the
-    style targets (`style_grams`), the per-layer coefficients (normalized when asked), and in a
-    guided run the regions' masks at each style layer from the pixel `guide` (H, W, R)."""
+    style targets (`style_grams`), the per-layer coefficients (normalized when asked), in a
+    guided run the regions' masks at each style layer from the pixel `guide` (H, W, R), and for
+    a video frame (`objective.temporal`) its temporal target and per-pixel weights."""
     feats = network(variables, content, objective, objective.content_layers, hw if objective.masked else None) \
         if objective.content_layers else {}
     content_feats = tuple(feats[n].astype(_dtype(objective.dtype)) for n in objective.content_layers)
@@ -599,8 +623,13 @@ def make_targets(variables: Any, content: jax.Array, hw: jax.Array, grams: tuple
         guides = tuple(layer_guide(g, hw, n) for n in objective.style_layers)
         area = jnp.sum(g, axis=(0, 1))
         region_weights = area / jnp.maximum(jnp.sum(area), 1e-12)
+    time: tuple = ()
+    if objective.temporal:
+        target, w_map = temporal
+        time = (target.astype(jnp.float32), w_map.astype(jnp.float32),
+                jnp.asarray(weights.temporal, jnp.float32))
     return Targets(content_feats, tuple(grams), cw, sw, weights.terms.astype(jnp.float32),
-                   hw.astype(jnp.int32), guides, region_weights)
+                   hw.astype(jnp.int32), guides, region_weights, time)
 
 
 def abstract_targets(objective: Objective, shape: tuple[int, int],
@@ -631,17 +660,20 @@ def abstract_targets(objective: Objective, shape: tuple[int, int],
         jax.ShapeDtypeStruct((3,), f32), jax.ShapeDtypeStruct((2,), jnp.int32),
         tuple(jax.ShapeDtypeStruct((*grid(shape, n), r), f32) for n in objective.style_layers)
         if objective.regions else (),
-        jax.ShapeDtypeStruct((r,), f32))
+        jax.ShapeDtypeStruct((r,), f32),
+        (jax.ShapeDtypeStruct((*shape, 3), f32), jax.ShapeDtypeStruct(shape, f32), jax.ShapeDtypeStruct((), f32))
+        if objective.temporal else ())
 
 
 def targets_for(variables: Any, config: Config, content: Any = None, styles: Any = (),
                 style_blend: Any = None, shape: tuple[int, int] | None = None, guide: Any = None,
-                style_masks: Any = None) -> tuple[Objective, Targets]:
+                style_masks: Any = None, temporal: Any = None) -> tuple[Objective, Targets]:
     """The objective and one unpadded image's targets, from a content image (h, w, 3) and style
     images in network space: a convenience for tests and notebooks (runs compute targets in
     their compiled `prepare` program). `shape` is the image's (h, w) when there is no content.
     Guided: `guide` (h, w, R) holds the content's region masks, style k paints region k, and
-    `style_masks` (one (h_k, w_k) array or None per style) weight each style's pixels."""
+    `style_masks` (one (h_k, w_k) array or None per style) weight each style's pixels. With a
+    `temporal_weight`, `temporal` is (target (h, w, 3) in network space, per-pixel weights (h, w))."""
     from jaxstyle.images.preprocess import pad_image
 
     regions = 0 if guide is None else int(np.shape(guide)[-1])
@@ -670,5 +702,6 @@ def targets_for(variables: Any, config: Config, content: Any = None, styles: Any
                           for i in range(len(objective.style_layers)))
     image = jnp.asarray(content if content is not None else np.zeros((*hw, 3), np.float32))
     make = jax.jit(make_targets, static_argnums=5)
+    time = tuple(jnp.asarray(a, jnp.float32) for a in temporal) if objective.temporal else ()
     return objective, make(variables, image, jnp.asarray(hw, jnp.int32), grams, weights, objective,
-                           None if guide is None else jnp.asarray(guide, jnp.float32))
+                           None if guide is None else jnp.asarray(guide, jnp.float32), time)

@@ -122,13 +122,15 @@ class ProgressPrinter:
             return self._fit(" | ".join(x for x in (left, f"{p.iteration} its", f"loss {_fmt(p.loss)}", speed) if x))
         count = f"{p.iteration}/{p.iterations}"
         if p.images_total > 1:
-            count = f"img {p.images_done + 1}-{p.images_done + p.batch}/{p.images_total} it {count}" \
-                if p.batch > 1 else f"img {p.images_done + 1}/{p.images_total} it {count}"
+            count = f"{p.unit} {p.images_done + 1}-{p.images_done + p.batch}/{p.images_total} it {count}" \
+                if p.batch > 1 else f"{p.unit} {p.images_done + 1}/{p.images_total} it {count}"
         if p.tile:
             count = f"{p.tile} it {count}"
         must = [count, f"loss {_fmt(p.loss)}"]
         if p.seconds_per_iteration:
             must.append(f"{p.seconds_per_iteration:.3g} s/it")
+        if p.seconds_per_image:
+            must.append(f"{p.seconds_per_image:.3g} s/{p.unit}")
         if p.eta is not None:
             must.append(f"ETA {_duration(p.eta)}")
         extra = []

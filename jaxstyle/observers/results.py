@@ -41,6 +41,8 @@ class Progress:
     image: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
     tile: str = ""  # in a tiled stage, the tiles being optimized ("tile 3/6")
     dtype: str = ""  # the network's precision in this run (its --dtype, resolved for the device)
+    unit: str = "img"  # what `images_done` counts: "frame" for a video
+    seconds_per_image: float | None = None  # a video's seconds per frame so far
     """For a live preview: in the "optimize" phase the batch's first image now, in the "done"
     phase the finished image (float RGB 0..255, colours recombined as the written file's);
     None otherwise."""

@@ -132,7 +132,8 @@ class Runner:
                                     [imgs[0].styles] if shared else [im.styles for im in imgs],
                                     [self._blend(len(imgs[0].styles))], guides if layout.regions else (),
                                     ([imgs[0].style_masks] if shared else [im.style_masks for im in imgs])
-                                    if layout.regions else ())
+                                    if layout.regions else (), [im.temporal for im in imgs]
+                                    if self.builder.objective.temporal else ())
 
     def _whole_stage(self, size: int, active, imgs, devices: tuple, k: int, its: int, state: dict) -> Outcome:
         """A stage on whole images: the batch's problem, resumed slots, driven with every observer."""

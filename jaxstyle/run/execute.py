@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from jaxstyle.config import Config, resolve
+from jaxstyle.config import RUN_ONLY, Config, resolve
 from jaxstyle.errors import ConfigError, InputError, JaxstyleError, OutputError
 from jaxstyle.images import imageio, masks, preprocess
 from jaxstyle.model import vgg
@@ -61,8 +61,11 @@ class _Plan:
 
 def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
         message: Callable[[str], None] | None = None, should_stop: Callable[[], bool] | None = None,
-        download_progress: Callable[[int, int], None] | None = None) -> Results:
-    """Make every image of `job`; one Result per item, in order."""
+        download_progress: Callable[[int, int], None] | None = None, builders: dict | None = None) -> Results:
+    """Make every image of `job`; one Result per item, in order. `builders`: where runs of one
+    process keep their `Builder`s for the next run of the same settings and weights (a video's
+    frames), so the network's variables are prepared and put on the devices once, and the
+    shapes that passed the memory check (not checked again: they ran)."""
     started = time.perf_counter()
     notify = message or (lambda _m: None)
     devices = tuple(select_devices(job.config.device))
@@ -108,9 +111,16 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     if job.config.lbfgs_memory == 0 and config.optimizer == "lbfgs" and groups:
         config = _history_by_memory(config, list(groups), devices, notify)
     sizes = {k: _batch_size(config, k, len(g), devices) for k, g in groups.items()}
+    # A shape an earlier run with the same kept builder ran (a video's earlier frame) fits: a
+    # later frame is not refused for memory another process took meanwhile.
+    ran = builders.setdefault("fitted", set()) if builders is not None else set()
+    settings = config.replace(**{k: getattr(Config(), k) for k in RUN_ONLY})
     for key, group in list(groups.items()):  # every size is checked before any work
+        if (settings, key, sizes[key]) in ran:
+            continue
         try:
             _check_memory(config, key, sizes[key], devices)
+            ran.add((settings, key, sizes[key]))
         except JaxstyleError as e:
             if not job.folder:
                 raise
@@ -130,7 +140,8 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
             p.resumed.check_weights(weights_sha)
             notify(Note(f"{p.item.name}: resumed at iteration {p.resumed.iteration} of {total} "
                         f"from {p.resumed.path.name}"))
-    builder = Builder(config, vgg.prepare_variables(params), job.regions)
+    builder = _builder(config, params, job.regions, builders)
+    compiled, programs = builder.compile_seconds, sum(p.count for p in builder.programs.values())
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items), devices=devices,
                     device=describe(devices[0]) + (f" x{len(devices)}" if len(devices) > 1 else ""),
@@ -148,9 +159,23 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
                 e.results = Results(r for r in results if r is not None)
                 raise
     out = Results(r for r in results if r is not None)
-    out.compile_seconds, out.seconds = builder.compile_seconds, runner.elapsed
-    out.programs = sum(p.count for p in builder.programs.values())
+    out.compile_seconds, out.seconds = builder.compile_seconds - compiled, runner.elapsed
+    out.programs = sum(p.count for p in builder.programs.values()) - programs
     return out
+
+
+def _builder(config: Config, params: Any, regions: int, kept: dict | None) -> Builder:
+    """A Builder for `config`, or the one an earlier run with `kept` made for the same settings
+    (those that only decide where a run stops aside) and the same weights."""
+    if kept is None:
+        return Builder(config, vgg.prepare_variables(params), regions)
+    defaults = Config()
+    key = (config.replace(scales=1, **{k: getattr(defaults, k) for k in RUN_ONLY}), regions, id(params))
+    if key not in kept:
+        for old in [k for k in kept if k != "fitted"]:  # one set of settings at a time: the device
+            del kept[old]                               # copies of the weights go with it
+        kept[key] = Builder(config, vgg.prepare_variables(params), regions)
+    return kept[key]
 
 
 def _existing(job: Job, config: Config, item: Item) -> bool | None:

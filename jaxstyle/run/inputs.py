@@ -41,7 +41,9 @@ def decode(item: Item, config: Config) -> Sources:
     styles = [content if masks.is_keep(s) else imageio.as_rgb(s, f"style {i + 1}")
               for i, s in enumerate(item.styles)]
     init = None
-    if config.init not in INITS:
+    if item.init is not None:  # a video frame's: the previous result warped
+        init = imageio.as_rgb(item.init, "initial image")
+    elif config.init not in INITS:
         path = Path(config.init)
         if not path.exists():
             raise InputError(f"{path}: no such file (--init takes {', '.join(INITS)} or an image path)")
@@ -110,6 +112,7 @@ class StageImages:
     finish: Callable[[np.ndarray], np.ndarray]  # RGB result -> RGB written (colour recombination)
     guide: np.ndarray | None = None  # guided: the regions (h, w, R) at this stage, summing to 1
     style_masks: list[np.ndarray] | None = None  # guided: each style's weights at its size
+    temporal: tuple[np.ndarray, np.ndarray] | None = None  # a video frame's: target (network space), weights
 
 
 def stage_images(src: Sources, item: Item, config: Config, size: int,
@@ -135,6 +138,8 @@ def stage_images(src: Sources, item: Item, config: Config, size: int,
             styles = [color.match_colors(s, content, method=config.preserve_colors) for s in styles]
     if previous is not None:
         x0 = preprocess.resize(previous, hw)
+    elif item.init is not None:
+        x0 = preprocess.resize(src.init, hw)
     elif config.init == "content":
         x0 = content
     elif config.init == "noise":
@@ -148,6 +153,11 @@ def stage_images(src: Sources, item: Item, config: Config, size: int,
     if src.guide is not None and src.style_masks is not None:
         guide = masks.resize(src.guide, hw)
         style_masks = [masks.resize(m, s.shape[:2]) for m, s in zip(src.style_masks, styles)]
+    temporal = None
+    if item.temporal is not None:
+        target, weights = item.temporal
+        temporal = (preprocess.to_vgg(preprocess.resize(np.asarray(target, np.float32), hw)),
+                    masks.resize(np.asarray(weights, np.float32), hw))
     return StageImages(preprocess.to_vgg(content) if content is not None else zeros,
                        preprocess.to_vgg(x0), [preprocess.to_vgg(s) for s in styles], finish, guide,
-                       style_masks)
+                       style_masks, temporal)

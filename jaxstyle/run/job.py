@@ -41,6 +41,10 @@ class Item:
     checkpoint: Path | None = None  # where its checkpoint is written, and resumed from
     content_mask: ImageLike | None = None  # guided: one colour per region, a style each
     style_masks: tuple[ImageLike | None, ...] = ()  # guided: one per style (None: all of it)
+    # A video frame's (`jaxstyle.clips`): its initial image (instead of --init) and its temporal
+    # target and per-pixel weights (RGB 0..255 and (h, w), at the content's size).
+    init: ImageLike | None = None
+    temporal: tuple[Any, Any] | None = None
 
     @property
     def inputs(self) -> tuple:
@@ -151,9 +155,11 @@ def single(mode: str, config: Config, content: ImageLike | None, styles: Sequenc
            trace: str | os.PathLike | None = None, style_blend: Sequence[float] | None = None,
            quality: int = 95, bits: int = 8, resume: str | os.PathLike | None = None,
            weights: Any = None, content_mask: ImageLike | None = None,
-           style_masks: Sequence[ImageLike | None] | None = None, existing: str = "check") -> Job:
+           style_masks: Sequence[ImageLike | None] | None = None, existing: str = "check",
+           init: ImageLike | None = None, temporal: tuple[Any, Any] | None = None) -> Job:
     """A job for one image; `content_mask` and `style_masks` (one per style image, None for a
-    whole image) make it guided (see `masks`); `existing`: see EXISTING."""
+    whole image) make it guided (see `masks`); `existing`: see EXISTING; `init` and `temporal`:
+    a video frame's (see `Item`)."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     out = _abs(output_path)
@@ -162,7 +168,7 @@ def single(mode: str, config: Config, content: ImageLike | None, styles: Sequenc
         (Path(styles[0]).name if mode == "style" and styles and isinstance(styles[0], (str, os.PathLike))
          else "image")
     item = Item(name, content, tuple(styles), out, _abs(gif), _abs(trace), ckpt, content_mask,
-                align_style_masks(styles, style_masks))
+                align_style_masks(styles, style_masks), init, temporal)
     job = Job(mode, config, (item,), _blend(style_blend), quality, bits, False, _abs(resume), weights,
               existing=_existing(existing))
     check(job)
@@ -307,6 +313,10 @@ def _check_settings(job: Job) -> None:
         b = job.style_blend
         if any(not math.isfinite(x) or x < 0 for x in b) or not 0 < sum(b) < math.inf:
             raise ConfigError("--style-blend values must be non-negative, finite and not all zero")
+    for item in job.items:
+        if (config.temporal_weight > 0) != (item.temporal is not None):
+            raise ConfigError("the temporal term (--temporal-weight) is for video frames: use `jaxstyle video`"
+                              if item.temporal is None else "a video frame's temporal target needs --temporal-weight")
     if config.init == "content" and mode == "style":
         raise ConfigError(f"--init content needs a content image ({mode} mode has none); use --init noise")
     if config.init == "style" and mode == "content":

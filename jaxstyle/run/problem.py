@@ -148,8 +148,9 @@ def _spec_tree(tree: Any, spec: P) -> Any:
 
 
 def _prepare(variables, content, content_hw, guide, x0, active, styles, style_hw, style_masks, blend,
-             weights, *, objective: Objective, method: Method, shared: bool, width: int):
-    """(per device) Targets and initial loop states for a device's share of a batch."""
+             weights, temporal=(), *, objective: Objective, method: Method, shared: bool, width: int):
+    """(per device) Targets and initial loop states for a device's share of a batch; `temporal`:
+    a video frame's (targets, per-pixel weights), one per image, or ()."""
     b = content.shape[0]
     guided = bool(objective.regions)
 
@@ -163,10 +164,10 @@ def _prepare(variables, content, content_hw, guide, x0, active, styles, style_hw
         grams = solver.each(lambda a: grams_of(*a), (styles, style_hw, blend, style_masks), width)
 
     def one(item):
-        c, hw, g, gd = item
-        return losses.make_targets(variables, c, hw, g, weights, objective, gd if guided else None)
+        c, hw, g, gd, tm = item
+        return losses.make_targets(variables, c, hw, g, weights, objective, gd if guided else None, tm)
 
-    targets = solver.each(one, (content, content_hw, grams, guide), width)
+    targets = solver.each(one, (content, content_hw, grams, guide, temporal), width)
     # The initial states of the whole share at once: the FFT of the preconditioner batches.
     return targets, jax.vmap(lambda x, a: solver.init_state(x, method, a))(x0, active)
 
@@ -176,7 +177,8 @@ def _chunk(state, until, variables, targets, learning_rate, *, objective, method
 
 
 def abstract_inputs(objective: Objective, layout: Layout, weights: LossWeights) -> tuple:
-    """Shapes and shardings of `prepare`'s data arguments (all but the variables)."""
+    """Shapes and shardings of `prepare`'s data arguments (all but the variables); the last, a
+    video frame's temporal targets, is () without the temporal term (no argument at all)."""
     b, (h, w), (hs, ws) = layout.batch, layout.shape, layout.style_shape
     rep = layout.sharding(P())
     bs = 1 if layout.shared_styles else b
@@ -190,11 +192,12 @@ def abstract_inputs(objective: Objective, layout: Layout, weights: LossWeights) 
         return jax.ShapeDtypeStruct(shape, dtype, sharding=rep if shared else layout.per_image(shape))
 
     mh, mw = (hs, ws) if layout.regions else (0, 0)  # style masks only in guided runs
+    temporal = (per((b, h, w, 3), f32), per((b, h, w), f32)) if objective.temporal else ()
     return (per((b, h, w, 3), f32), per((b, 2), i32), per((b, h, w, layout.regions), f32),
             per((b, h, w, 3), f32), per((b,), bool),
             sty((bs, layout.styles, hs, ws, 3), f32), sty((bs, layout.styles, 2), i32),
             sty((bs, layout.styles, mh, mw), f32), sty((bs, layout.styles), f32),
-            jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), f32, sharding=rep), weights))
+            jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), f32, sharding=rep), weights), temporal)
 
 
 def for_layout(method: Method, layout: Layout) -> Method:
@@ -228,7 +231,7 @@ def jitted(objective: Objective, method: Method, layout: Layout, variables: Any,
         partial(_prepare, objective=objective, method=method, shared=layout.shared_styles,
                 width=layout.width),
         mesh=mesh, in_specs=(_spec_tree(variables, rep), per, per, per, per, per, sty, sty, sty, sty,
-                             _spec_tree(weights, rep)),
+                             _spec_tree(weights, rep), (per, per) if objective.temporal else ()),
         out_specs=per, check_vma=False)
     data = abstract_inputs(objective, layout, weights)
     prep_args = (_abstract(variables, layout.sharding(rep)), *data)
@@ -488,12 +491,14 @@ class Builder:
 
     def problem(self, layout: Layout, contents: Sequence[np.ndarray], x0s: Sequence[np.ndarray],
                 styles: Sequence[Sequence[np.ndarray]], blends: Sequence[np.ndarray],
-                guides: Sequence[np.ndarray] = (), style_masks: Sequence[Sequence[np.ndarray]] = ()) -> Problem:
+                guides: Sequence[np.ndarray] = (), style_masks: Sequence[Sequence[np.ndarray]] = (),
+                temporals: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> Problem:
         """A batch ready to run: `prepare` run on contents and initial images (network input
         space, real size), one list of style images per image (or one shared list) with its
         blend weights. Guided runs (`layout.regions`) also give each image's region masks
-        (h, w, R) and each style image's mask (at its size). Slots past the given images are
-        padding: they start IDLE and cost no iterations."""
+        (h, w, R) and each style image's mask (at its size); video frames (the objective's
+        temporal term) each image's temporal target (network space) and per-pixel weights
+        (h, w). Slots past the given images are padding: they start IDLE and cost no iterations."""
         if layout.regions != self.objective.regions:
             raise ValueError(f"layout has {layout.regions} regions, the objective {self.objective.regions}")
         programs = self.compile(layout)
@@ -530,6 +535,14 @@ class Builder:
         specs = abstract_inputs(self.objective, layout, self.weights)
         args = tuple(jax.device_put(a, spec.sharding) for a, spec in zip(data, specs))
         args += (jax.device_put(self.weights, rep),)
+        temporal: tuple = ()
+        if self.objective.temporal:
+            target = np.stack([pad_image(t, layout.shape) for t, _ in temporals] + [empty] * (b - n))
+            weight = np.zeros((b, *layout.shape), np.float32)
+            for i, (_, w) in enumerate(temporals):
+                weight[i, : w.shape[0], : w.shape[1]] = w
+            temporal = tuple(jax.device_put(a, spec.sharding) for a, spec in zip((target, weight), specs[-1]))
+        args += (temporal,)
         targets, state = programs.prepare(variables, *args)
         return Problem(layout, self.objective, for_layout(self.method, layout), programs, loop, targets, state,
                        jax.device_put(np.float32(self.learning_rate), rep), hw)

@@ -77,9 +77,15 @@ def input_hashes(item: Item, config: Config) -> dict[str, str]:
     if item.content_mask is not None:
         named["content_mask"] = item.content_mask
     named.update({f"style_mask{i + 1}": m for i, m in enumerate(item.style_masks) if m is not None})
-    if config.init not in INITS:
+    if item.init is not None:
+        named["init"] = item.init
+    elif config.init not in INITS:
         named["init"] = config.init
-    return {k: _sha256(v) for k, v in named.items()}
+    out = {k: _sha256(v) for k, v in named.items()}
+    if item.temporal is not None:  # a video frame's target and weights, as arrays
+        out["temporal"] = hashlib.sha256(b"".join(np.ascontiguousarray(a, np.float32).tobytes()
+                                                  for a in item.temporal)).hexdigest()
+    return out
 
 
 # Settings that change neither the result nor its file: a result made with other values of

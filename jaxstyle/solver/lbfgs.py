@@ -63,11 +63,14 @@ class Method:
     # The image given out is the bias-corrected exponential moving average of the iterates with
     # this decay (`Config.average`; 0: the last iterate). It rides in the loop state.
     average: float = Config.average
+    # L-BFGS stops (STALLED) after `stall_patience` iterations that each lower the loss by less
+    # than this fraction (`Config.tolerance`, video frames); 0: only when it stops decreasing.
+    tolerance: float = Config.tolerance
 
     @classmethod
     def from_config(cls, config: Config) -> "Method":
         return cls(config.optimizer, config.lbfgs_memory or LBFGS_MEMORY, config.linesearch_steps,
-                   precondition=config.precondition, average=config.average)
+                   precondition=config.precondition, average=config.average, tolerance=config.tolerance)
 
     def scale(self, shape: tuple[int, ...]) -> float:
         """x = scale · L(u) between the image x (H, W, 3) and the optimized variable u (1 for Adam)."""
@@ -291,7 +294,10 @@ def _lbfgs_step(s: LoopState, variables, targets, objective, method) -> LoopStat
     direction = -precond
     value = jnp.where(accept, t.value, s.value)
     stepped = (accept & ~fresh) | fail
-    stall = jnp.where(stepped, jnp.where(accept & (t.value < s.value), 0, s.stall + 1), s.stall)
+    lower = t.value < s.value
+    if method.tolerance:  # a later video frame: a decrease under this fraction counts as none
+        lower = t.value < s.value - method.tolerance * jnp.abs(s.value)
+    stall = jnp.where(stepped, jnp.where(accept & lower, 0, s.stall + 1), s.stall)
     status = jnp.where(bad_start, NONFINITE, jnp.where(stall >= method.stall_patience, STALLED, RUNNING))
     first = jnp.where(fresh, jnp.concatenate([t.value[None], t.terms]), s.first)
     return LoopState(u, value, g, jnp.where(accept, t.terms, s.terms), first, direction, opt,
