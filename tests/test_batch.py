@@ -35,6 +35,11 @@ def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), np.int16)
 
 
+# Where the network's depth is not the point (batching, program counts, resuming), a third of it:
+# compiling is most of these tests' time.
+SHALLOW = ("--content-layers", "block2_conv1", "--style-layers", "block1_conv1,block2_conv1")
+
+
 def test_share_partitions_inputs_across_processes():
     items = list(range(11))
     shares = [batch.share(items, i, 4) for i in range(4)]
@@ -57,7 +62,7 @@ def test_collect_finds_images_by_folder_or_pattern(folder):
 
 def test_batch_equals_single_runs_and_resumes(capsys, tmp_path, folder, image_dir, synthetic_h5):
     out = tmp_path / "styled"
-    args = ["--weights", synthetic_h5, "--size", 32, "--iterations", 6]
+    args = ["--weights", synthetic_h5, "--size", 32, "--iterations", 6, *SHALLOW]
     code, _, err = run_cli(capsys, "transfer", folder, image_dir / "style.png", "-o", out, *args,
                            "--batch-size", 2)
     assert code == 0, err
@@ -126,7 +131,8 @@ def test_a_folder_of_mixed_shapes_and_stages_compiles_few_programs(capsys, tmp_p
     assert len(buckets) == 3  # six shapes, three buckets (exact shapes would be six)
     with count_programs() as programs:
         code, _, err = run_cli(capsys, "transfer", src, image_dir / "style.png", "-o", tmp_path / "out",
-                               "--weights", synthetic_h5, "--size", 64, "--scales", 2, "--scale-iterations", "2,2")
+                               "--weights", synthetic_h5, "--size", 64, "--scales", 2, "--scale-iterations", "2,2",
+                               *SHALLOW)
     assert code == 0, err
     assert "6 written" in err
     # Two programs (targets and start; the loop) per bucket and stage, whatever the images.
@@ -193,7 +199,8 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
 def test_an_interrupted_folder_resumes_mid_image_and_equals_an_uninterrupted_run(tmp_path, image_dir, synthetic_h5):
     from jaxstyle.run import execute as run_mod
     src = _photos(tmp_path / "in", [(48, 64), (44, 64), (64, 48)])
-    config = Config(size=40, iterations=9, save_every=3)  # snapshots end chunks: the stop lands mid-image
+    config = Config(size=40, iterations=9, save_every=3).replace(  # snapshots end chunks: the stop lands mid-image
+        content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
 
     def job(out):
         return batch.many("transfer", config, batch.collect(src), [image_dir / "style.png"], outdir=out,

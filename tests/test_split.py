@@ -26,6 +26,8 @@ from jaxstyle.config import Config, resolve
 content, style, weights = sys.argv[1:4]
 params = jaxstyle.load_weights(weights)
 out = {"devices": jax.device_count()}
+# the runs below test how work is spread over devices: a third of the network is enough for that
+shallow = dict(content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
 # one evaluation: loss and gradient of the same image, one device against 2 and 4
 rng = np.random.default_rng(0)
 c = rng.uniform(-100, 100, (48, 64, 3)).astype(np.float32)
@@ -46,14 +48,14 @@ base = Image.open(content).convert("RGB")
 photos = [np.asarray(base.resize(wh)) for wh in ((64, 48),) * 3]
 photos[1], photos[2] = photos[1][::-1], photos[2][:, :, ::-1]
 for n in (1, 4):
-    rs = jaxstyle.transfer(photos, style, weights=params, size=32, iterations=5, batch_size=4, devices=n)
+    rs = jaxstyle.transfer(photos, style, weights=params, size=32, iterations=5, batch_size=4, devices=n, **shallow)
     out[f"batch{n}"] = [r.image.astype(float).tolist() for r in rs]
 # a guided batch (a `keep` region: per-image style targets) sharded over 2 devices equals 1
 mask = np.zeros((48, 64, 3), np.uint8)
 mask[:, 32:] = 255
 for n in (1, 2):
     rs = jaxstyle.transfer([content, content], ["keep", style], content_mask=mask, weights=params, size=32,
-                           iterations=5, batch_size=2, devices=n)
+                           iterations=5, batch_size=2, devices=n, **shallow)
     out[f"guided{n}"] = [r.image.astype(float).tolist() for r in rs]
 print(json.dumps(out))
 """
@@ -70,13 +72,16 @@ from jaxstyle.config import Config, resolve
 content, style, weights = sys.argv[1:4]
 params = jaxstyle.load_weights(weights)
 out = {"devices": jax.device_count()}
+# the runs below test how work is spread over devices: a third of the network is enough for that
+shallow = dict(content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
 # a tiled last stage with every device taking its own tiles (a round of 4 at once) against one device
 for n in (1, 4):
-    r = jaxstyle.transfer(content, style, weights=params, size=128, iterations=3, tile=64,
+    r = jaxstyle.transfer(content, style, weights=params, size=128, iterations=3, tile=64, **shallow,
                           devices=n)
     out[f"tiled{n}"] = [r.status, r.final["total"], r.image.astype(float).tolist()]
 for n in (1, 4):
-    r = jaxstyle.transfer(content, style, weights=params, size=64, iterations=30, split_image=True, devices=n)
+    r = jaxstyle.transfer(content, style, weights=params, size=64, iterations=30, split_image=True, devices=n,
+                          **shallow)
     out[f"run{n}"] = [r.final["total"], r.image.astype(float).tolist()]
 print(json.dumps(out))
 """

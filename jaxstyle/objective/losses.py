@@ -90,7 +90,7 @@ class Objective:
             style_layers=config.style_layers if config.style_weight > 0 else (),
             tv=config.tv_weight > 0,
             normalize=config.normalize,
-            dtype=config.dtype,
+            dtype=config.dtype if config.dtype != "auto" else "float32",  # runs resolve it first (`resolve`)
             conv=config.conv,
             remat=config.remat,
             pooling=config.pooling,
