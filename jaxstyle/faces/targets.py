@@ -13,6 +13,7 @@ never a measurement on the device.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -23,7 +24,7 @@ import jax
 import numpy as np
 
 from jaxstyle.config import Config
-from jaxstyle.errors import ConfigError, first_line
+from jaxstyle.errors import ConfigError, captured_stderr, first_line
 from jaxstyle.images import preprocess
 from jaxstyle.model import vgg
 from jaxstyle.run.problem import Builder, Layout, Programs, build_programs, default_width, loop_variables, memory_need
@@ -85,13 +86,20 @@ def topology_devices(t: Target) -> tuple[Any, ...]:
     # Compiling for a topology uses no TPU: another process holding libtpu (a run, a test) is
     # no reason to refuse.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    try:
-        topo = topologies.get_topology_desc(t.topology, "tpu", **kwargs)
-    except Exception as e:  # libtpu missing or too old: say how to get it
-        if "lockfile" in str(e):
+    # libtpu loads here and, off a TPU VM, logs that it found no TPU metadata (an error line on
+    # stderr however quiet it is told to be): kept off the terminal, shown with --verbose
+    with captured_stderr() as printed:
+        try:
+            topo, error = topologies.get_topology_desc(t.topology, "tpu", **kwargs), None
+        except Exception as e:
+            topo, error = None, e
+    if "".join(printed).strip():
+        logging.getLogger(__name__).info("libtpu: %s", "".join(printed).rstrip())
+    if error is not None:  # libtpu missing or too old: say how to get it
+        if "lockfile" in str(error):
             raise ConfigError(f"cannot compile for {t.name} here: another process holds libtpu "
-                              f"({first_line(e)}); set ALLOW_MULTIPLE_LIBTPU_LOAD=1") from None
-        raise ConfigError(f"cannot compile for {t.name} here ({first_line(e)}); "
+                              f"({first_line(error)}); set ALLOW_MULTIPLE_LIBTPU_LOAD=1") from None
+        raise ConfigError(f"cannot compile for {t.name} here ({first_line(error)}); "
                           "install libtpu with `pip install 'jax[tpu]'` (it compiles for TPUs on any "
                           "machine) and run with JAX_PLATFORMS=cpu") from None
     return tuple(topo.devices)
