@@ -501,8 +501,9 @@ def _style_layer(f: jax.Array, targets: Targets, i: int, name: str, objective: O
     """Layer i's style term: Σ_r s_ir · a_r · mean((G_r − A_ir)²), or · the `style_loss`'s distance."""
     weights = targets.region_weights if targets.region_weights is not None else 1.0
     loss, target = objective.style_loss, targets.style[i]
-    if loss not in ("gram", "gram+histogram"):
+    if loss != "gram":  # the distributions' distances weigh each pixel by its region's mask
         wts = pixel_weights(f.shape, grid_hw(targets.hw, name), targets.guides[i] if objective.regions else None)
+    if loss not in ("gram", "gram+histogram"):
         per_region = style_distance(f, wts, target, loss, name)
         return jnp.sum(targets.style_coeffs[i] * weights * per_region)
     if objective.regions:
@@ -512,7 +513,6 @@ def _style_layer(f: jax.Array, targets: Targets, i: int, name: str, objective: O
     d = g - (target[0] if loss == "gram+histogram" else target)
     per_region = jnp.mean(d * d, axis=(1, 2))
     if loss == "gram+histogram":
-        wts = pixel_weights(f.shape, grid_hw(targets.hw, name), targets.guides[i] if objective.regions else None)
         per_region = per_region + target[2] * style_distance(f, wts, (target[1],), "histogram", name)
     return jnp.sum(targets.style_coeffs[i] * weights * per_region)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import jax
 
 from jaxstyle.errors import ConfigError
-from jaxstyle.model.layers import CONV_LAYERS, deepest, upto
+from jaxstyle.model.layers import CHANNELS, CONV_LAYERS, deepest, grid, upto
 
 TEMP_PER_ACTIVATION_BYTE = 2.7  # measured 2.54-2.63 (see the module docstring), plus a margin
 # With every block rematerialized (`--remat`), measured 1.11 (512 px) and 1.46 (1024 px).
@@ -70,14 +70,7 @@ def activation_count(hw: tuple[int, int], layers: tuple[str, ...], batch: int = 
 
 def style_activation_count(hw: tuple[int, int], style_layers: tuple[str, ...], batch: int = 1) -> int:
     """Number of activation values at `style_layers` alone."""
-    h, w = hw
-    total = 0
-    for name, _, cout in CONV_LAYERS:
-        if name.endswith("conv1") and name != "block1_conv1":
-            h, w = h // 2, w // 2
-        if name in style_layers:
-            total += h * w * cout
-    return total * batch
+    return sum(math.prod(grid(hw, name)) * CHANNELS[name] for name in style_layers) * batch
 
 
 def style_loss_bytes(hw: tuple[int, int], style_layers: tuple[str, ...], style_loss: str, *,
@@ -86,7 +79,7 @@ def style_loss_bytes(hw: tuple[int, int], style_layers: tuple[str, ...], style_l
     if style_loss in ("sliced", "histogram", "gram+histogram"):
         return int(SORTED_STYLE_BYTES * 4 * style_activation_count(hw, style_layers, width) * max(regions, 1))
     if style_loss == "w2":
-        squares = sum(cout * cout for name, _, cout in CONV_LAYERS if name in style_layers)
+        squares = sum(CHANNELS[name] ** 2 for name in style_layers)
         matrices = newton_schulz * W2_MATRICES_PER_ITERATION * 4 * squares * max(regions, 1) * width
         return int(W2_STYLE_BYTES * 4 * style_activation_count(hw, style_layers, width)) + matrices
     return 0
