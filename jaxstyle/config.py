@@ -189,6 +189,15 @@ class Config:
     tolerance: float = field(default=0.0, metadata=_meta(
         "Stop a frame early (the first one too) once L-BFGS has gone 5 iterations without lowering "
         "the loss by this fraction (0: run every iteration).", modes=("video",)))
+    passes: int = field(default=1, metadata=_meta(
+        "Passes over the video (Ruder et al.'s multi-pass): the first forward, each later one "
+        "in the other direction, every frame starting from its last result blended with the neighbour "
+        "this pass just made (--pass-blend) and held by the temporal term to the frames on both sides; "
+        "--frame-iterations a frame each pass.", modes=("video",)))
+    pass_blend: float = field(default=1.0, metadata=_meta(
+        "In passes after the first, how much of the neighbour this pass just made (warped, where the "
+        "flow is reliable) a frame starts from, against its own last result: 0 none, 1 half each.",
+        modes=("video",)))
 
 
     def __post_init__(self) -> None:
@@ -391,6 +400,10 @@ def _validate(c: Config) -> None:
                           f"{','.join(map(str, c.temporal_frames)) or 'none'}")
     if not isinstance(c.frame_iterations, int) or isinstance(c.frame_iterations, bool) or c.frame_iterations < 0:
         raise ConfigError(f"--frame-iterations must be a non-negative integer, got {c.frame_iterations!r}")
+    if not isinstance(c.passes, int) or isinstance(c.passes, bool) or not 1 <= c.passes <= 100:
+        raise ConfigError(f"--passes must be an integer from 1 to 100, got {c.passes!r}")
+    if isinstance(c.pass_blend, bool) or not isinstance(c.pass_blend, (int, float)) or not 0 <= c.pass_blend <= 1:
+        raise ConfigError(f"--pass-blend must be from 0 to 1, got {c.pass_blend!r}")
     if isinstance(c.tolerance, bool) or not isinstance(c.tolerance, (int, float)) or not 0 <= c.tolerance < 1:
         raise ConfigError(f"--tolerance must be a fraction from 0 to below 1, got {c.tolerance!r}")
     if c.content_weight == 0 and c.style_weight == 0 and c.tv_weight == 0:

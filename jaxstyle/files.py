@@ -191,6 +191,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
         raise
 
 
+def finish_part(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Put a file written elsewhere under `part_name(path)` (by a library that needs a path of
+    its own) onto `path` as `atomic_write` does: synced to disk, renamed, the rename synced."""
+    tmp, path = Path(tmp), Path(path)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    _sync_dir(_dir_of(path))
+
+
 # --- stale temporary files ---------------------------------------------------------------------
 
 _swept: set[str] = set()

@@ -28,6 +28,8 @@ from jaxstyle.errors import ConfigError
     ({"lbfgs_memory": -1}, "--lbfgs-memory must be"),
     ({"style_loss": "wasserstein"}, "--style-loss must be one of gram, w2, sliced, histogram, meanstd"),
     ({"average": 1.0}, "--average must be a decay from 0 (off) to below 1"),
+    ({"passes": 0}, "--passes must be an integer from 1 to 100"),
+    ({"pass_blend": 1.5}, "--pass-blend must be from 0 to 1"),
 ])
 def test_invalid_settings_raise_config_error(changes, message):
     with pytest.raises(ConfigError) as e:

@@ -207,9 +207,9 @@ def test_luminance_only_frames_start_and_are_held_grey(tmp_path, style, syntheti
     the luminance of the previous (coloured) result, not its colours."""
     clip = _folder(tmp_path / "in", pan(2, (24, 32)))
     job = S.plan(clip, [style], tmp_path / "out", CONFIG.replace(preserve_colors="luminance"))
-    frames = list(S._prepare_frames(job, S.flow_mod.FlowCache(tmp_path / "flow"), 0))
-    previous = {0: picture("starry_night.jpg", (24, 32))}
-    init, (target, _) = S._temporal(job, frames[1], previous)
+    frames = list(S._prepare_frames(job, S.flow_mod.FlowCache(tmp_path / "flow"), None))
+    previous = {-1: picture("starry_night.jpg", (24, 32))}
+    init, (target, _) = S._temporal(job, frames[1], previous, None, forward=True)
     for image in (init, target):
         assert np.abs(image[..., 0] - image[..., 1]).max() < 1e-3 and np.abs(image[..., 1] - image[..., 2]).max() < 1e-3
 
@@ -237,3 +237,36 @@ def test_long_term_frames_fold_into_the_same_programs(tmp_path, style, synthetic
     result = S.stylize(S.plan(clip, [style], tmp_path / "out", CONFIG.replace(temporal_frames=(1, 2)),
                               weights=synthetic_params))
     assert (result.status, result.flows_computed, result.programs) == ("done", 3, 0)
+
+
+def test_multi_pass_alternates_directions_and_resumes_mid_pass_bit_identically(tmp_path, style, synthetic_params,
+                                                                               warm):
+    """--passes 3 (Ruder's multi-pass): every frame once per pass, the second pass backwards,
+    through the same programs and the first pass's flows; a run stopped in the second pass
+    continues to the same frames; the passes' own folders are gone at the end."""
+    clip = _folder(tmp_path / "in", pan(3, (24, 32), step=2))
+    config = CONFIG.replace(passes=3, checkpoint_every=2)
+    names = []
+    whole = S.stylize(S.plan(clip, [style], tmp_path / "whole", config, weights=synthetic_params),
+                      progress=lambda p: names.append(p.names[0]) if p.phase == "done" else None)
+    assert (whole.status, whole.finished, whole.programs, whole.flows_computed, whole.flows_read) == (
+        "done", 3, 0, 2, 8)
+    assert whole.iterations == [6] * 9
+    assert names == [f"frame {t}, pass {p} of 3" for p, order in ((1, (1, 2, 3)), (2, (3, 2, 1)), (3, (1, 2, 3)))
+                     for t in order]
+    assert not (tmp_path / "whole.passes").exists()
+    one = S.stylize(S.plan(clip, [style], tmp_path / "one", CONFIG, weights=synthetic_params))
+    a, b = _frames(tmp_path / "whole"), _frames(tmp_path / "one")
+    assert not any(np.array_equal(x, y) for x, y in zip(a[1:], b[1:]))  # the later passes changed the frames
+    assert one.status == "done"
+
+    seen = []
+    cut = S.plan(clip, [style], tmp_path / "cut", config, weights=synthetic_params)
+    first = S.stylize(cut, progress=lambda p: seen.append((p.phase, p.names)),
+                      should_stop=lambda: ("optimize", ("frame 2, pass 2 of 3",)) in seen)
+    assert (first.status, first.finished) == ("interrupted", 0) and "pass 2 of 3" in first.message
+    assert cut.pass_path(2, 1).with_name(cut.pass_path(2, 1).name + ".ckpt.npz").exists()
+    again = S.stylize(S.plan(clip, [style], tmp_path / "cut", config, weights=synthetic_params))
+    # flows read: the first pass's 2 pairs, then each later pass's 4 (frames 1 and 3 one side, frame 2 both)
+    assert (again.status, again.skipped, again.flows_computed, again.flows_read) == ("done", 4, 0, 10)
+    assert all(np.array_equal(x, y) for x, y in zip(a, _frames(tmp_path / "cut")))

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from jaxstyle.errors import InputError, OutputError
-from jaxstyle.files import describe, part_name
+from jaxstyle.files import describe, finish_part, part_name
 from jaxstyle.images import imageio
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif")
@@ -219,7 +219,7 @@ class VideoWriter:
                 self._copy_audio()
             self._out.close()
             self._verify()
-            os.replace(self._tmp, self.path)
+            finish_part(self._tmp, self.path)
         except (av.error.FFmpegError, OSError) as e:
             self.abort()
             raise self._error(e) from None

@@ -32,6 +32,7 @@ from jaxstyle.clips import flow as flow_mod
 from jaxstyle.clips import frames as frames_mod
 from jaxstyle.config import INITS, NOT_FOR_VIDEO, Config, resolve
 from jaxstyle.errors import ConfigError, InputError, JaxstyleError, NumericalError, OutputError
+from jaxstyle.files import atomic_write
 from jaxstyle.images import imageio, preprocess
 from jaxstyle.observers.results import Note, Progress
 
@@ -67,6 +68,15 @@ class VideoJob:
         return self.output.with_name(self.output.name + ".flow")
 
     @property
+    def passes_dir(self) -> Path:
+        """Where passes before the last keep their frames (and the content frames), until the end."""
+        return self.output.with_name(self.output.name + ".passes")
+
+    @property
+    def content_dir(self) -> Path:
+        return self.passes_dir / "content"
+
+    @property
     def later(self) -> Config:
         """Settings of the frames after the first: one stage, `frame_iterations` iterations."""
         c = self.config
@@ -75,6 +85,12 @@ class VideoJob:
     def frame_path(self, t: int) -> Path:
         return self.frames_dir / frames_mod.frame_name(t, self.clip.files if self.to_folder else ())
 
+    def pass_path(self, p: int, t: int) -> Path:
+        """Frame t's result of pass p: the output's frame for the last pass."""
+        if p == self.config.passes:
+            return self.frame_path(t)
+        return self.passes_dir / f"pass_{p}" / frames_mod.frame_name(t)
+
 
 @dataclass
 class VideoResult:
@@ -82,17 +98,18 @@ class VideoResult:
 
     output: Path
     frames: int  # of the clip
-    finished: int  # frames finished, by this run or an earlier one
-    skipped: int  # frames an earlier run had finished
+    finished: int  # frames of the video finished (the last pass's), by this run or an earlier one
+    skipped: int  # frames an earlier run had finished (every pass's)
     status: str  # "done" or "interrupted"
     seconds: float = 0.0  # wall-clock of this run
-    frame_seconds: list[float] = field(default_factory=list)  # each frame this run optimized
+    frame_seconds: list[float] = field(default_factory=list)  # each frame (of each pass) this run optimized
     programs: int = 0  # programs compiled
     compile_seconds: float = 0.0
     flows_computed: int = 0
     flows_read: int = 0
     iterations: list[int] = field(default_factory=list)  # each optimized frame's
     message: str | None = None
+    passes: int = 1
 
     @property
     def seconds_per_frame(self) -> float | None:
@@ -175,30 +192,78 @@ def _content_masks(spec: Any, clip: frames_mod.Clip) -> tuple[Any, ...] | None:
 
 @dataclass
 class _Prepared:
-    """A frame ready to optimize: its content at the run's size, and its flows to earlier frames."""
+    """A frame ready to optimize: its content at the run's size, and its flows to the frames the
+    temporal term holds it to."""
 
     index: int
     content: np.ndarray
-    flows: dict[int, tuple[np.ndarray, np.ndarray]]  # distance -> (flow t -> t-d, reliability)
+    flows: dict[int, tuple[np.ndarray, np.ndarray]]  # offset o -> (flow t -> t+o, its reliability)
 
 
-def _prepare_frames(job: VideoJob, cache: flow_mod.FlowCache, start: int) -> Iterator[_Prepared]:
-    """Frames from `start`... with their flows (the earlier frames they need are decoded too)."""
+def _neighbours(job: VideoJob, t: int, n: int, both: bool) -> list[int]:
+    """Offsets of the frames frame t is held to: the earlier ones at --temporal-frames' distances,
+    and in passes after the first the later ones too."""
+    offsets = [-d for d in job.config.temporal_frames if t - d >= 0]
+    return offsets + ([d for d in job.config.temporal_frames if t + d < n] if both else [])
+
+
+def _prepare_frames(job: VideoJob, cache: flow_mod.FlowCache, keep: Path | None) -> Iterator[_Prepared]:
+    """The first pass's frames in order, decoded one at a time, with their flows to the earlier
+    frames (computed, or read from the cache); with `keep`, each content frame is also saved
+    there for the later passes."""
     needed = max(job.config.temporal_frames)
     recent: deque[tuple[np.ndarray, str]] = deque(maxlen=needed)
-    first = max(start - needed, 0)
-    for t, frame in enumerate(job.clip.frames_iter(first), start=first):
+    for t, frame in enumerate(job.clip.frames_iter()):
         content = preprocess.resize(frame, job.hw) if frame.shape[:2] != job.hw else frame
         key = flow_mod.frame_key(content)
+        if keep is not None:
+            _save_array(keep / f"{t:06d}.npy", content)
         flows = {}
-        if t >= start:
-            for d in job.config.temporal_frames:
-                if d <= len(recent):
-                    earlier, earlier_key = recent[-d]
-                    w, back = cache.pair(content, earlier, key, earlier_key)
-                    flows[d] = (w, flow_mod.reliability(w, back))
-            yield _Prepared(t, content, flows)
+        for o in _neighbours(job, t, job.clip.count, both=False):
+            earlier, earlier_key = recent[o]
+            w, back = cache.pair(content, earlier, key, earlier_key)
+            flows[o] = (w, flow_mod.reliability(w, back))
+        yield _Prepared(t, content, flows)
         recent.append((content, key))
+
+
+def _save_array(path: Path, a: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        np.save(fh, np.ascontiguousarray(a, np.float32))
+
+
+def _prepare_pass(job: VideoJob, cache: flow_mod.FlowCache, kept: Path, order: Sequence[int]
+                  ) -> Iterator[_Prepared]:
+    """A later pass's frames in `order`, from the content frames the first pass kept, with their
+    flows to the frames on both sides (the first pass computed every pair; these are read)."""
+    loaded: dict[int, tuple[np.ndarray, str]] = {}
+
+    def content(t: int) -> tuple[np.ndarray, str]:
+        if t not in loaded:
+            try:
+                a = np.load(kept / f"{t:06d}.npy")
+            except (OSError, ValueError) as e:
+                raise InputError(f"{kept}: frame {t + 1}'s content, kept by the first pass, cannot be read "
+                                 f"({e}); run again with --overwrite") from None
+            loaded[t] = (a, flow_mod.frame_key(a))
+        return loaded[t]
+
+    n = job.clip.count
+    for t in order:
+        here, key = content(t)
+        flows = {}
+        for o in _neighbours(job, t, n, both=True):
+            there, there_key = content(t + o)
+            if o < 0:
+                w, back = cache.pair(here, there, key, there_key)
+            else:  # the pair was computed with the later frame first
+                back, w = cache.pair(there, here, there_key, key)
+            flows[o] = (w, flow_mod.reliability(w, back))
+        yield _Prepared(t, here, flows)
+        reach = max(job.config.temporal_frames)
+        for k in [k for k in loaded if abs(k - t) > reach]:
+            del loaded[k]
 
 
 def _ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
@@ -277,21 +342,40 @@ def _rounded(rgb: np.ndarray) -> np.ndarray:
     return imageio.to_uint8(rgb).astype(np.float32)
 
 
-def _temporal(job: VideoJob, prepared: _Prepared, results: Mapping[int, np.ndarray]
-              ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
-    """Frame t's initial image (None: the first frame's --init) and temporal (target, weights)."""
-    t, content = prepared.index, prepared.content
+def _temporal(job: VideoJob, prepared: _Prepared, near: Mapping[int, np.ndarray], own: np.ndarray | None,
+              forward: bool) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+    """Frame t's initial image (None: the first frame's --init) and temporal (target, weights).
+
+    `near`: the latest result of each frame in `prepared.flows` (by offset); `own`: this frame's
+    result of the previous pass (None in the first). On each side the frames are folded closest
+    first (`flow.long_term_weights`); with both sides, each side has half the weight. The start is
+    the neighbour this pass just made, warped where its flow is reliable: over the content frame
+    in the first pass, blended with `own` (--pass-blend) in later ones."""
+    content = prepared.content
     if not prepared.flows:
-        return None, (content, np.zeros(job.hw, np.float32))
-    distances = sorted(prepared.flows)
-    warped = [flow_mod.warp(results[t - d], prepared.flows[d][0]) for d in distances]
-    reliable = [prepared.flows[d][1] for d in distances]
-    target, weights = flow_mod.combine(warped, flow_mod.long_term_weights(reliable))
-    c = reliable[0][..., None] if distances[0] == 1 else np.zeros((*job.hw, 1), np.float32)
-    init = np.clip(c * warped[0] + (1.0 - c) * content, 0.0, 255.0).astype(np.float32)
+        return own, (content, np.zeros(job.hw, np.float32))
+    warped = {o: flow_mod.warp(near[o], prepared.flows[o][0]) for o in prepared.flows}
+    sides = [sorted((o for o in warped if o * sign > 0), key=abs) for sign in (-1, 1)]
+    sides = [side for side in sides if side]
+    targets, weights = [], []
+    for side in sides:
+        targets += [warped[o] for o in side]
+        weights += [w / len(sides) for w in flow_mod.long_term_weights([prepared.flows[o][1] for o in side])]
+    target, weight = flow_mod.combine(targets, weights)
+    behind = -1 if forward else 1  # the neighbour this pass has just made
+    if behind in warped:
+        c, start = prepared.flows[behind][1][..., None], warped[behind]
+    else:
+        c, start = np.zeros((*job.hw, 1), np.float32), content
+    if own is None:
+        init = c * start + (1.0 - c) * content
+    else:
+        c = c * job.config.pass_blend
+        init = (own + c * start) / (1.0 + c)
+    init = np.clip(init, 0.0, 255.0).astype(np.float32)
     if job.config.preserve_colors == "luminance":  # the run optimizes a grey image: start and hold it grey
         init, target = _grey(init), _grey(target)
-    return init, (target, weights)
+    return init, (target, weight)
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -307,12 +391,8 @@ def stylize(job: VideoJob, *, progress: Callable[[Progress], None] | None = None
     """Run a video job (see the module doc)."""
     from jaxstyle.model import weights as weights_mod
     from jaxstyle.platform.devices import select
-    from jaxstyle.run import job as job_mod
-    from jaxstyle.run.execute import run
-    from jaxstyle.run.resuming import result_note
     started = time.perf_counter()
     notify = message or (lambda _m: None)
-    report = progress or (lambda _p: None)
     params = job.weights
     if not isinstance(params, Mapping):
         params, info = weights_mod.load(params, progress=download_progress)
@@ -321,62 +401,27 @@ def stylize(job: VideoJob, *, progress: Callable[[Progress], None] | None = None
     platform = select(job.config.device)[0].platform
     if job.config.lbfgs_memory == 0:  # one history for every frame, never shortened by a moment's free memory
         job = replace(job, config=job.config.replace(lbfgs_memory=resolve(job.config, platform).lbfgs_memory))
-    n = job.clip.count
+    n, passes = job.clip.count, job.config.passes
     job.frames_dir.mkdir(exist_ok=True)
+    for p in range(1, passes):
+        job.pass_path(p, 0).parent.mkdir(parents=True, exist_ok=True)
     cache = flow_mod.FlowCache(job.flow_dir)
-    out = VideoResult(job.output, n, 0, 0, "done")
-    results: dict[int, np.ndarray] = {}
-    builders: dict = {}
+    out = VideoResult(job.output, n, 0, 0, "done", passes=passes)
+    run = _Runner(job, params, platform, out, progress or (lambda _p: None), notify, should_stop)
     encoder = _Encoder(job) if not job.to_folder else None
     finished_ok = False
     try:
-        for prepared in _ahead(_prepare_frames(job, cache, 0), QUEUED_FRAMES):
-            t = prepared.index
-            config = job.config if t == 0 else job.later
-            init, temporal = _temporal(job, prepared, results)
-            path = job.frame_path(t)
-            frame_job = job_mod.single(
-                "transfer", config, prepared.content, list(job.styles), output_path=path, weights=params,
-                style_blend=job.style_blend, content_mask=job.content_masks[t] if job.content_masks else None,
-                style_masks=job.style_masks, existing="overwrite", init=init, temporal=temporal)
-            item = frame_job.items[0]
-            if path.exists() and not (item.checkpoint and item.checkpoint.exists()) and job.existing != "overwrite":
-                if job.existing == "skip" or imageio.read_note(path) == result_note(
-                        frame_job, resolve(config, platform), item):
-                    results[t] = imageio.load_image(path)
-                    out.finished += 1
-                    out.skipped += 1
-                    if encoder is not None:
-                        encoder.add(results[t])
-                    _forget(results, t, job.config.temporal_frames)
-                    continue
-                raise InputError(f"{path}: already there, made with other settings or inputs; --overwrite makes "
-                                 "the video again with these")
-            begun = time.perf_counter()
-            got = run(frame_job, progress=_frame_progress(report, t, n, out, begun), message=notify,
-                      should_stop=should_stop, builders=builders)
-            r = got[0]
-            out.programs += got.programs
-            out.compile_seconds += got.compile_seconds
-            if r.status == "interrupted":
-                out.status = "interrupted"
-                out.message = (f"interrupted at frame {t + 1} of {n}; run the same command again to continue "
-                               f"(from {path.name}'s checkpoint)")
+        for p in range(1, passes + 1):
+            forward = p % 2 == 1
+            order = range(n) if forward else range(n - 1, -1, -1)
+            frames = (_prepare_frames(job, cache, job.content_dir if passes > 1 else None) if p == 1
+                      else _prepare_pass(job, cache, job.content_dir, order))
+            if not run.one_pass(p, frames, forward, encoder if passes == 1 else None):
                 break
-            if r.status not in ("done", "stalled") or r.image is None:
-                raise NumericalError(f"frame {t + 1} of {n}: {r.message or r.status}")
-            results[t] = _rounded(r.image)
-            out.finished += 1
-            out.iterations.append(r.iterations)
-            out.frame_seconds.append(time.perf_counter() - begun)
-            if encoder is not None:
-                encoder.add(results[t])
-            _forget(results, t, job.config.temporal_frames)
-            if should_stop is not None and should_stop():
-                out.status = "interrupted" if t + 1 < n else "done"
-                if t + 1 < n:
-                    out.message = f"stopped after frame {t + 1} of {n}; run the same command again to continue"
-                    break
+        else:
+            if encoder is not None and passes > 1:  # the last pass may have run backwards
+                for t in range(n):
+                    encoder.add(imageio.load_image(job.frame_path(t)))
         finished_ok = out.status == "done"
     finally:
         out.flows_computed, out.flows_read = cache.computed, cache.read
@@ -389,6 +434,8 @@ def stylize(job: VideoJob, *, progress: Callable[[Progress], None] | None = None
                                   f"{job.frames_dir}", path=job.output) from None
             if written is not None:
                 shutil.rmtree(job.frames_dir, ignore_errors=True)
+    if finished_ok and passes > 1:
+        shutil.rmtree(job.passes_dir, ignore_errors=True)
     out.seconds = time.perf_counter() - started
     if out.status == "done":
         notify(Note(f"{job.output}: {n} frames ({out.skipped} from an earlier run), flows computed "
@@ -396,29 +443,102 @@ def stylize(job: VideoJob, *, progress: Callable[[Progress], None] | None = None
     return out
 
 
-def _forget(results: dict[int, np.ndarray], t: int, distances: Sequence[int]) -> None:
-    """Keep only the results later frames are warped from."""
-    for k in [k for k in results if k <= t - max(distances)]:
-        del results[k]
+class _Runner:
+    """The frames of each pass through the run path, one after another (`stylize`'s loop)."""
 
+    def __init__(self, job: VideoJob, params: Mapping, platform: str, out: VideoResult,
+                 report: Callable[[Progress], None], notify: Callable[[str], None],
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.job, self.params, self.platform, self.out = job, params, platform, out
+        self.report, self.notify, self.should_stop = report, notify, should_stop
+        self.builders: dict = {}  # one set of compiled programs for every frame of every pass
+        self.done = 0  # frames finished in every pass so far, by this run or an earlier one
 
-def _frame_progress(report: Callable[[Progress], None], t: int, n: int, out: VideoResult,
-                    begun: float) -> Callable[[Progress], None]:
-    """A frame's progress as the video's: frames done of all, this frame's iterations, seconds
-    per frame and the video's ETA."""
-    def forward(p: Progress) -> None:
-        per_frame = out.seconds_per_frame
-        left = n - t - 1
-        eta = None
-        if p.eta is not None or per_frame is not None:
-            now = p.eta if p.eta is not None else 0.0
-            if per_frame is None and p.seconds_per_iteration:
-                per_frame = p.seconds_per_iteration * p.iterations
-            eta = now + left * (per_frame or 0.0)
-        done = out.finished + (p.phase == "done")
-        report(replace(p, images_done=done, images_total=n, names=(f"frame {t + 1}",),
-                       eta=eta, unit="frame", seconds_per_image=per_frame))
-    return forward
+    def one_pass(self, p: int, frames: Iterator[_Prepared], forward: bool, encoder: "_Encoder | None") -> bool:
+        """Pass `p` over `frames`; False when the run stops before its end."""
+        from jaxstyle.run import job as job_mod
+        from jaxstyle.run.execute import run
+        from jaxstyle.run.resuming import result_note
+        job, out = self.job, self.out
+        n, passes = job.clip.count, job.config.passes
+        last = p == passes
+        where = f" (pass {p} of {passes})" if passes > 1 else ""
+        made: dict[int, np.ndarray] = {}  # this pass's results the next frames are warped from
+        reach = max(job.config.temporal_frames)
+        for prepared in _ahead(frames, QUEUED_FRAMES):
+            t = prepared.index
+            near = {o: made[t + o] if (o < 0) == forward else imageio.load_image(job.pass_path(p - 1, t + o))
+                    for o in prepared.flows}
+            own = imageio.load_image(job.pass_path(p - 1, t)) if p > 1 else None
+            config = job.config if p == 1 and t == 0 else job.later
+            init, temporal = _temporal(job, prepared, near, own, forward)
+            path = job.pass_path(p, t)
+            frame_job = job_mod.single(
+                "transfer", config, prepared.content, list(job.styles), output_path=path, weights=self.params,
+                style_blend=job.style_blend, content_mask=job.content_masks[t] if job.content_masks else None,
+                style_masks=job.style_masks, existing="overwrite", init=init, temporal=temporal)
+            item = frame_job.items[0]
+            for k in [k for k in made if abs(k - t) >= reach]:
+                del made[k]
+            if path.exists() and not (item.checkpoint and item.checkpoint.exists()) and job.existing != "overwrite":
+                if job.existing == "skip" or imageio.read_note(path) == result_note(
+                        frame_job, resolve(config, self.platform), item):
+                    made[t] = imageio.load_image(path)
+                    out.skipped += 1
+                    self._finished(t, made[t], last, encoder)
+                    continue
+                raise InputError(f"{path}: already there, made with other settings or inputs; --overwrite makes "
+                                 "the video again with these")
+            begun = time.perf_counter()
+            got = run(frame_job, progress=self._progress(t, p, begun), message=self.notify,
+                      should_stop=self.should_stop, builders=self.builders)
+            r = got[0]
+            out.programs += got.programs
+            out.compile_seconds += got.compile_seconds
+            if r.status == "interrupted":
+                out.status = "interrupted"
+                out.message = (f"interrupted at frame {t + 1} of {n}{where}; run the same command again to "
+                               f"continue (from {path.name}'s checkpoint)")
+                return False
+            if r.status not in ("done", "stalled") or r.image is None:
+                raise NumericalError(f"frame {t + 1} of {n}{where}: {r.message or r.status}")
+            made[t] = _rounded(r.image)
+            out.iterations.append(r.iterations)
+            out.frame_seconds.append(time.perf_counter() - begun)
+            self._finished(t, made[t], last, encoder)
+            if self.should_stop is not None and self.should_stop() and self.done < n * passes:
+                out.status = "interrupted"
+                out.message = (f"stopped after frame {t + 1} of {n}{where}; run the same command again to "
+                               "continue")
+                return False
+        return True
+
+    def _finished(self, t: int, image: np.ndarray, last: bool, encoder: "_Encoder | None") -> None:
+        self.done += 1
+        if last:
+            self.out.finished += 1
+        if encoder is not None:
+            encoder.add(image)
+
+    def _progress(self, t: int, p: int, begun: float) -> Callable[[Progress], None]:
+        """A frame's progress as the video's: frames done of all (every pass's), this frame's
+        iterations, seconds per frame and the video's ETA."""
+        n, passes, out, done = self.job.clip.count, self.job.config.passes, self.out, self.done
+        total = n * passes
+        name = f"frame {t + 1}" + (f", pass {p} of {passes}" if passes > 1 else "")
+        report = self.report
+
+        def forward(q: Progress) -> None:
+            per_frame = out.seconds_per_frame
+            eta = None
+            if q.eta is not None or per_frame is not None:
+                now = q.eta if q.eta is not None else 0.0
+                if per_frame is None and q.seconds_per_iteration:
+                    per_frame = q.seconds_per_iteration * q.iterations
+                eta = now + (total - done - 1) * (per_frame or 0.0)
+            report(replace(q, images_done=done + (q.phase == "done"), images_total=total, names=(name,),
+                           eta=eta, unit="frame", seconds_per_image=per_frame))
+        return forward
 
 
 def frames_of(path: str | os.PathLike) -> tuple[frames_mod.Clip, list[np.ndarray]]:
