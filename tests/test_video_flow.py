@@ -8,7 +8,7 @@ pytest.importorskip("cv2")
 
 from jaxstyle.clips import flow as F  # noqa: E402
 
-from video_clips import pan, square  # noqa: E402
+from video_clips import pan, square, zoom  # noqa: E402
 
 
 def test_a_one_pixel_pan_flows_one_pixel_and_masks_the_entering_strip():
@@ -20,6 +20,18 @@ def test_a_one_pixel_pan_flows_one_pixel_and_masks_the_entering_strip():
     assert c[:, :-1].min() == 1
     warped = F.warp(f0, w)  # frame 0's pixels seen from frame 1's
     assert np.abs(warped - f1)[:, :-1].mean() < 1.0
+
+
+def test_a_zoom_flows_as_the_camera_moved():
+    """Every pixel moves towards the centre by 1 - 1/1.02 of its distance: within a tenth of a pixel
+    (the border, which leaves the frame, aside)."""
+    f0, f1 = zoom(2, (72, 128))
+    w = F.flow(f1, f0)
+    h, wd = f1.shape[:2]
+    gx, gy = np.meshgrid(np.arange(wd) - (wd - 1) / 2, np.arange(h) - (h - 1) / 2)
+    true = np.stack([gx, gy], -1) * (1 / 1.02 - 1)
+    error = np.linalg.norm(w - true, axis=-1)[4:-4, 4:-4]
+    assert error.mean() < 0.1 and np.percentile(error, 95) < 0.25
 
 
 def test_a_moving_square_masks_its_trail():

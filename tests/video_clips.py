@@ -28,6 +28,24 @@ def pan(count: int, hw: tuple[int, int] = (36, 64), step: int = 1, name: str = "
     return [big[2:2 + h, 2 + t * step:2 + t * step + w].copy() for t in range(count)]
 
 
+def zoom(count: int, hw: tuple[int, int] = (36, 64), rate: float = 1.02, name: str = "golden_gate.jpg"
+         ) -> list[np.ndarray]:
+    """A camera zooming in by `rate` a frame about the centre: a point u pixels from the centre
+    of frame t is u / rate from it in frame t-1."""
+    h, w = hw
+    import cv2
+    bh, bw = round(1.25 * h), round(1.25 * w)
+    big = picture(name, (bh, bw))
+    out = []
+    for t in range(count):
+        ch, cw = bh / rate ** t * 0.8, bw / rate ** t * 0.8  # the crop: about the frame's own pixels
+        y0, x0 = (bh - ch) / 2, (bw - cw) / 2
+        # the crop resampled by one affine map, so the motion is the stated one to the sub-pixel
+        m = np.array([[cw / w, 0, x0 + cw / w / 2 - 0.5], [0, ch / h, y0 + ch / h / 2 - 0.5]], np.float32)
+        out.append(cv2.warpAffine(big, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
+    return out
+
+
 def square(count: int, hw: tuple[int, int] = (36, 64), step: int = 3, side: int = 10) -> list[np.ndarray]:
     """A red square moving right by `step` pixels a frame over a still photo."""
     bg = picture("tubingen.jpg", hw)

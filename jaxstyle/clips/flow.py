@@ -26,7 +26,12 @@ from jaxstyle.files import atomic_write
 # DIS's preset by frame size: MEDIUM up to this many pixels (about 720p), FAST above.
 MEDIUM_UP_TO = 1280 * 720
 EDGE = 0.1  # pixels past the frame's edge a flow may point and still count as inside
-FLOW_VERSION = "dis-1"  # part of the cache key: a change of estimator or settings recomputes
+FLOW_VERSION = "dis-2"  # part of the cache key: a change of estimator or settings recomputes
+# DIS's patches: 4 px every pixel rather than the preset's 8 every 3. The flow of a moving object
+# then stays on the object instead of spreading into the still background around it (measured on
+# a square moving over a photo: 0.005 px against 0.13 px of error where both are called reliable);
+# 3x the preset's time (0.1 s for a 512x288 pair here), on the thread that prepares frames ahead.
+PATCH, STRIDE = 4, 1
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -43,6 +48,8 @@ def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     preset = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM if ga.size <= MEDIUM_UP_TO else cv2.DISOPTICAL_FLOW_PRESET_FAST
     dis = cv2.DISOpticalFlow_create(preset)
     dis.setFinestScale(0)  # full resolution: small frames need their sub-pixel motion
+    dis.setPatchSize(PATCH)
+    dis.setPatchStride(STRIDE)
     return dis.calc(ga, gb, None).astype(np.float32)
 
 
@@ -60,10 +67,8 @@ def warp(image: np.ndarray, w: np.ndarray) -> np.ndarray:
     return _sample(image, w)
 
 
-def reliability(w: np.ndarray, w_back: np.ndarray) -> np.ndarray:
-    """Per-pixel weights in {0, 1} (H, W) float32 for warping through `w` (a -> b), given the
-    flow `w_back` (b -> a): 0 where the two disagree (the pixel is occluded in b), at motion
-    boundaries of `w`, and where x + w(x) falls outside the frame."""
+def _checks(w: np.ndarray, w_back: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inconsistent, boundary, outside) boolean (H, W) maps of Ruder's reliability rules."""
     h, wd = w.shape[:2]
     back = _sample(w_back, w)  # w_back at x + w(x)
     total = w + back
@@ -75,7 +80,22 @@ def reliability(w: np.ndarray, w_back: np.ndarray) -> np.ndarray:
     x, y = gx + w[..., 0], gy + w[..., 1]
     # A tenth of a pixel past the edge is the edge (flows of still borders are rarely exactly 0).
     outside = (x < -EDGE) | (x > wd - 1 + EDGE) | (y < -EDGE) | (y > h - 1 + EDGE)
+    return inconsistent, boundary, outside
+
+
+def reliability(w: np.ndarray, w_back: np.ndarray) -> np.ndarray:
+    """Per-pixel weights in {0, 1} (H, W) float32 for warping through `w` (a -> b), given the
+    flow `w_back` (b -> a): 0 where the two disagree (the pixel is occluded in b), at motion
+    boundaries of `w`, and where x + w(x) falls outside the frame."""
+    inconsistent, boundary, outside = _checks(w, w_back)
     return (~(inconsistent | boundary | outside)).astype(np.float32)
+
+
+def seen(w: np.ndarray, w_back: np.ndarray) -> np.ndarray:
+    """Like `reliability` but without the motion-boundary rule: 1 where frame b saw the pixel
+    (its flow is consistent both ways and stays inside the frame)."""
+    inconsistent, _, outside = _checks(w, w_back)
+    return (~(inconsistent | outside)).astype(np.float32)
 
 
 def long_term_weights(reliabilities: Sequence[np.ndarray]) -> list[np.ndarray]:

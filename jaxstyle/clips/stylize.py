@@ -2,9 +2,12 @@
 
 Each frame is a transfer job (`job.single` -> `run.run` -> batch -> problem -> driver) at one
 shape, so the frames share one set of compiled programs (`run`'s kept `Builder`). Frame t starts
-from the previous result warped by the optical flow t -> t-1 (content where the flow is not
-reliable) and carries the temporal term: the earlier results (`Config.temporal_frames`) warped to
-it, folded into one target and one per-pixel weight (`flow.combine`), as jit arguments.
+from the previous result warped by the optical flow t -> t-1 (content where the previous frame
+did not see the pixel) and carries the temporal term: the earlier results
+(`Config.temporal_frames`) warped to it where the flow is reliable, folded into one target and
+one per-pixel weight (`flow.combine`), as jit arguments. With `Config.passes`, later passes run
+the other way and hold each frame to the frames on both sides (Ruder's multi-pass); passes
+before the last keep their frames in OUT.passes/ (with the content frames they read back).
 
 Finished frames are PNG files as they finish, in OUT.frames/ beside a video output (or in the
 output folder); the flows are kept in OUT.flow/. A re-run skips the finished frames (their notes
@@ -197,7 +200,7 @@ class _Prepared:
 
     index: int
     content: np.ndarray
-    flows: dict[int, tuple[np.ndarray, np.ndarray]]  # offset o -> (flow t -> t+o, its reliability)
+    flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # offset o -> (flow t -> t+o, reliable, seen)
 
 
 def _neighbours(job: VideoJob, t: int, n: int, both: bool) -> list[int]:
@@ -222,7 +225,7 @@ def _prepare_frames(job: VideoJob, cache: flow_mod.FlowCache, keep: Path | None)
         for o in _neighbours(job, t, job.clip.count, both=False):
             earlier, earlier_key = recent[o]
             w, back = cache.pair(content, earlier, key, earlier_key)
-            flows[o] = (w, flow_mod.reliability(w, back))
+            flows[o] = (w, flow_mod.reliability(w, back), flow_mod.seen(w, back))
         yield _Prepared(t, content, flows)
         recent.append((content, key))
 
@@ -259,7 +262,7 @@ def _prepare_pass(job: VideoJob, cache: flow_mod.FlowCache, kept: Path, order: S
                 w, back = cache.pair(here, there, key, there_key)
             else:  # the pair was computed with the later frame first
                 back, w = cache.pair(there, here, there_key, key)
-            flows[o] = (w, flow_mod.reliability(w, back))
+            flows[o] = (w, flow_mod.reliability(w, back), flow_mod.seen(w, back))
         yield _Prepared(t, here, flows)
         reach = max(job.config.temporal_frames)
         for k in [k for k in loaded if abs(k - t) > reach]:
@@ -349,8 +352,10 @@ def _temporal(job: VideoJob, prepared: _Prepared, near: Mapping[int, np.ndarray]
     `near`: the latest result of each frame in `prepared.flows` (by offset); `own`: this frame's
     result of the previous pass (None in the first). On each side the frames are folded closest
     first (`flow.long_term_weights`); with both sides, each side has half the weight. The start is
-    the neighbour this pass just made, warped where its flow is reliable: over the content frame
-    in the first pass, blended with `own` (--pass-blend) in later ones."""
+    the neighbour this pass just made, warped where it saw the pixel (`flow.seen`: the term's
+    reliability without the motion-boundary rule, whose pixels are better started from a warp a
+    little off than restyled from the content): over the content frame in the first pass,
+    blended with `own` (--pass-blend) in later ones."""
     content = prepared.content
     if not prepared.flows:
         return own, (content, np.zeros(job.hw, np.float32))
@@ -363,8 +368,8 @@ def _temporal(job: VideoJob, prepared: _Prepared, near: Mapping[int, np.ndarray]
         weights += [w / len(sides) for w in flow_mod.long_term_weights([prepared.flows[o][1] for o in side])]
     target, weight = flow_mod.combine(targets, weights)
     behind = -1 if forward else 1  # the neighbour this pass has just made
-    if behind in warped:
-        c, start = prepared.flows[behind][1][..., None], warped[behind]
+    if behind in warped:  # warped wherever that frame saw the pixel, motion boundaries included
+        c, start = prepared.flows[behind][2][..., None], warped[behind]
     else:
         c, start = np.zeros((*job.hw, 1), np.float32), content
     if own is None:

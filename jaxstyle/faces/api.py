@@ -331,7 +331,8 @@ def video(content: PathLike, style: ImageLike | Sequence[ImageLike], output: Pat
     frame is checkpointed). Needs `pip install 'jaxstyle[video]'`.
 
     Returns a `video.stylize.VideoResult`. `options` are `Config` fields, transfer's and the
-    video's (temporal_weight, temporal_frames, frame_iterations, tolerance), with video's defaults:
+    video's (temporal_weight, temporal_frames, frame_iterations, tolerance, passes, pass_blend), with
+    video's defaults:
     """
     from jaxstyle.clips import require
     require()
