@@ -94,12 +94,15 @@ def test_the_temporal_term_holds_a_still_clip_still(tmp_path, style, synthetic_p
 
 
 def test_a_video_file_in_and_out_keeps_rate_count_and_sound(tmp_path, style, synthetic_params):
+    """Two passes, the second backwards: the video is encoded in order once the last pass ends
+    (the CLI test below encodes a single pass as its frames finish)."""
     src = write_clip(tmp_path / "in.mp4", pan(3, (24, 32)), rate=10)
-    result = S.stylize(S.plan(src, [style], tmp_path / "out.mp4", CONFIG, weights=synthetic_params))
+    result = S.stylize(S.plan(src, [style], tmp_path / "out.mp4", CONFIG.replace(passes=2), weights=synthetic_params))
     from jaxstyle.clips import frames as V
     out = V.open_clip(tmp_path / "out.mp4")
     assert (out.count, out.rate, out.audio, out.size) == (3, 10, True, (24, 32))
     assert result.status == "done" and not (tmp_path / "out.mp4.frames").exists()  # encoded, then removed
+    assert not (tmp_path / "out.mp4.passes").exists() and len(result.iterations) == 6
     assert len(list((tmp_path / "out.mp4.flow").iterdir())) == 2  # kept for a re-run
 
 
