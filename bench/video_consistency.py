@@ -10,14 +10,15 @@ repeated), each stylized three ways with the same iterations per frame:
 For each it prints the warping error: the mean over frames t >= 1 of the reliability-masked
 mean squared difference, in 0..1 pixel units, between output frame t and output frame t-1
 warped to it. The flow for this measure is not the run's: the clip's exact motion (known for
-each: the strip entering the frame and the square's uncovered trail masked), and beside it OpenCV's Farneback with Ruder's reliability rules
-(`clips.flow.reliability`), the only other dense estimator in opencv-python-headless. Farneback
-is off by 0.12 px on average here (2 px in the pan's flat sky, where both directions agree on
-no motion and no rule masks it), so on a stylized texture its error measures Farneback more
-than the video. Also the mean style term
+each: the strip entering the frame and the square's uncovered trail masked), and beside it
+OpenCV's Farneback with Ruder's reliability rules (`clips.flow.reliability`), the only other
+dense estimator in opencv-python-headless. Farneback is off by 0.12 px on average here (2 px in
+the pan's flat sky, where both directions agree on no motion and no rule masks it), so on a
+stylized texture its error measures Farneback more than the video. Also the mean style term
 per frame (the Gram term of the output against its style, the same yardstick for all), the
 seconds per frame after the first, and for the still clip the drift: the first and last frames'
-mean colours apart (0..255) and the mean frame-to-frame difference (0..255).
+mean colours apart (0..255) and the mean frame-to-frame difference (0..255). `--passes 3`
+makes the temporal way multi-pass (the other two stay single: the baselines).
 
     python bench/video_consistency.py --weights ../shared/weights/vgg16_imagenet_notop.h5 \
         --clips pan,zoom,square --frames 12 --still-frames 24 --out /tmp/video-bench

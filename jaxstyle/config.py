@@ -434,9 +434,9 @@ STYLE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # `jaxstyle video`'s defaults: measured with bench/video_consistency.py (bench/README.md: Video).
-VIDEO_TEMPORAL_WEIGHT = 0.3
+VIDEO_TEMPORAL_WEIGHT = 0.1
 VIDEO_FRAME_ITERATIONS = 100
-VIDEO_TOLERANCE = 1e-3
+VIDEO_TOLERANCE = 1e-4
 
 PRESETS: dict[str, Config] = {
     # Combine a photo's content with a painting's style.

@@ -200,7 +200,7 @@ def test_the_api_makes_a_video_and_documents_its_settings(tmp_path, style, synth
     assert (result.status, result.finished, result.programs) == ("done", 2, 0)
     assert len(list((tmp_path / "out").glob("f*.png"))) == 2
     assert callable(jaxstyle.video)  # the subpackage (clips) never shadows the function
-    assert "temporal_weight (float, default 0.3)" in jaxstyle.video.__doc__
+    assert "temporal_weight (float, default 0.1)" in jaxstyle.video.__doc__
     with pytest.raises(ConfigError, match="temporal_weight"):
         jaxstyle.transfer(pan(1)[0], style, weights=synthetic_params, temporal_weight=0.5, size=32)
 

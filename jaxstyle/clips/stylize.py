@@ -490,12 +490,12 @@ class _Runner:
                         frame_job, resolve(config, self.platform), item):
                     made[t] = imageio.load_image(path)
                     out.skipped += 1
-                    self._finished(t, made[t], last, encoder)
+                    self._finished(made[t], last, encoder)
                     continue
                 raise InputError(f"{path}: already there, made with other settings or inputs; --overwrite makes "
                                  "the video again with these")
             begun = time.perf_counter()
-            got = run(frame_job, progress=self._progress(t, p, begun), message=self.notify,
+            got = run(frame_job, progress=self._progress(t, p), message=self.notify,
                       should_stop=self.should_stop, builders=self.builders)
             r = got[0]
             out.programs += got.programs
@@ -510,7 +510,7 @@ class _Runner:
             made[t] = _rounded(r.image)
             out.iterations.append(r.iterations)
             out.frame_seconds.append(time.perf_counter() - begun)
-            self._finished(t, made[t], last, encoder)
+            self._finished(made[t], last, encoder)
             if self.should_stop is not None and self.should_stop() and self.done < n * passes:
                 out.status = "interrupted"
                 out.message = (f"stopped after frame {t + 1} of {n}{where}; run the same command again to "
@@ -518,14 +518,14 @@ class _Runner:
                 return False
         return True
 
-    def _finished(self, t: int, image: np.ndarray, last: bool, encoder: "_Encoder | None") -> None:
+    def _finished(self, image: np.ndarray, last: bool, encoder: "_Encoder | None") -> None:
         self.done += 1
         if last:
             self.out.finished += 1
         if encoder is not None:
             encoder.add(image)
 
-    def _progress(self, t: int, p: int, begun: float) -> Callable[[Progress], None]:
+    def _progress(self, t: int, p: int) -> Callable[[Progress], None]:
         """A frame's progress as the video's: frames done of all (every pass's), this frame's
         iterations, seconds per frame and the video's ETA."""
         n, passes, out, done = self.job.clip.count, self.job.config.passes, self.out, self.done
