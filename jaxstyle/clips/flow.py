@@ -94,8 +94,14 @@ def reliability(w: np.ndarray, w_back: np.ndarray) -> np.ndarray:
 def seen(w: np.ndarray, w_back: np.ndarray) -> np.ndarray:
     """Like `reliability` but without the motion-boundary rule: 1 where frame b saw the pixel
     (its flow is consistent both ways and stays inside the frame)."""
-    inconsistent, _, outside = _checks(w, w_back)
-    return (~(inconsistent | outside)).astype(np.float32)
+    return reliable_and_seen(w, w_back)[1]
+
+
+def reliable_and_seen(w: np.ndarray, w_back: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(`reliability`, `seen`) from one pass of the checks."""
+    inconsistent, boundary, outside = _checks(w, w_back)
+    unseen = inconsistent | outside
+    return (~(unseen | boundary)).astype(np.float32), (~unseen).astype(np.float32)
 
 
 def long_term_weights(reliabilities: Sequence[np.ndarray]) -> list[np.ndarray]:

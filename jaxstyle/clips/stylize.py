@@ -2,8 +2,8 @@
 
 Each frame is a transfer job (`job.single` -> `run.run` -> batch -> problem -> driver) at one
 shape, so the frames share one set of compiled programs (`run`'s kept `Builder`). Frame t starts
-from the previous result warped by the optical flow t -> t-1 (content where the previous frame
-did not see the pixel) and carries the temporal term: the earlier results
+from the previous result warped by the optical flow t -> t-1 (content where the forward-backward
+check finds the pixel occluded or the flow leaves the frame) and carries the temporal term: the earlier results
 (`Config.temporal_frames`) warped to it where the flow is reliable, folded into one target and
 one per-pixel weight (`flow.combine`), as jit arguments. With `Config.passes`, later passes run
 the other way and hold each frame to the frames on both sides (Ruder's multi-pass); passes
@@ -225,7 +225,7 @@ def _prepare_frames(job: VideoJob, cache: flow_mod.FlowCache, keep: Path | None)
         for o in _neighbours(job, t, job.clip.count, both=False):
             earlier, earlier_key = recent[o]
             w, back = cache.pair(content, earlier, key, earlier_key)
-            flows[o] = (w, flow_mod.reliability(w, back), flow_mod.seen(w, back))
+            flows[o] = (w, *flow_mod.reliable_and_seen(w, back))
         yield _Prepared(t, content, flows)
         recent.append((content, key))
 
@@ -262,7 +262,7 @@ def _prepare_pass(job: VideoJob, cache: flow_mod.FlowCache, kept: Path, order: S
                 w, back = cache.pair(here, there, key, there_key)
             else:  # the pair was computed with the later frame first
                 back, w = cache.pair(there, here, there_key, key)
-            flows[o] = (w, flow_mod.reliability(w, back), flow_mod.seen(w, back))
+            flows[o] = (w, *flow_mod.reliable_and_seen(w, back))
         yield _Prepared(t, here, flows)
         reach = max(job.config.temporal_frames)
         for k in [k for k in loaded if abs(k - t) > reach]:
