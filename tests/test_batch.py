@@ -163,7 +163,8 @@ def test_every_setting_works_per_image_in_a_folder(tmp_path, image_dir, syntheti
     touched = {f.name for f in dataclasses.fields(Config) if getattr(lbfgs, f.name) != getattr(Config(), f.name)}
     touched |= {f.name for f in dataclasses.fields(Config) if getattr(adam, f.name) != getattr(Config(), f.name)}
     touched.add("tile")  # refused with the snapshots, checkpoints and traces this test reads: test_tiles.py
-    touched |= {"temporal_weight", "temporal_frames", "frame_iterations", "tolerance"}  # video's: test_video_run.py
+    touched |= {"temporal_weight", "temporal_frames", "frame_iterations", "tolerance", "passes",
+                "pass_blend"}  # video's: test_video_run.py
     assert touched == {f.name for f in dataclasses.fields(Config)}
     for name, config in (("lbfgs", lbfgs), ("adam", adam)):
         out, gifs, traces = tmp_path / name, tmp_path / f"{name}_gif", tmp_path / f"{name}_trace"

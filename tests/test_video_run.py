@@ -273,3 +273,23 @@ def test_multi_pass_alternates_directions_and_resumes_mid_pass_bit_identically(t
     # flows read: the first pass's 2 pairs, then each later pass's 4 (frames 1 and 3 one side, frame 2 both)
     assert (again.status, again.skipped, again.flows_computed, again.flows_read) == ("done", 4, 0, 10)
     assert all(np.array_equal(x, y) for x, y in zip(a, _frames(tmp_path / "cut")))
+
+
+def test_a_later_pass_starts_from_its_last_result_blended_by_pass_blend(tmp_path, style):
+    """--pass-blend 0: a frame of a later pass starts from its own last result; 1: half of it and
+    half the neighbour this pass just made (warped) where the flow is reliable. The term holds it
+    to both sides, each side half the weight."""
+    clip = _folder(tmp_path / "in", pan(3, (24, 32)))
+    h, w = 24, 32
+    own, before, after = (np.full((h, w, 3), v, np.float32) for v in (100.0, 200.0, 40.0))
+    ones, still = np.ones((h, w), np.float32), np.zeros((h, w, 2), np.float32)
+    prepared = S._Prepared(1, np.zeros((h, w, 3), np.float32), {-1: (still, ones, ones), 1: (still, ones, ones)})
+    for blend, start in ((0.0, 100.0), (1.0, 150.0), (0.5, (100.0 + 0.5 * 200.0) / 1.5)):
+        job = S.plan(clip, [style], tmp_path / "out", CONFIG.replace(passes=2, pass_blend=blend))
+        init, (target, weight) = S._temporal(job, prepared, {-1: before, 1: after}, own, forward=True)
+        np.testing.assert_allclose(init, start, rtol=1e-6)
+        np.testing.assert_allclose(target, 120.0, rtol=1e-6)  # both sides, alike
+        np.testing.assert_allclose(weight, 1.0)
+    # Going backwards, the neighbour just made is the later frame.
+    init, _ = S._temporal(job, prepared, {-1: before, 1: after}, own, forward=False)
+    np.testing.assert_allclose(init, (100.0 + 0.5 * 40.0) / 1.5, rtol=1e-6)
