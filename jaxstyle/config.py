@@ -195,8 +195,8 @@ class Config:
         "this pass just made (--pass-blend) and held by the temporal term to the frames on both sides; "
         "--frame-iterations a frame each pass.", modes=("video",)))
     pass_blend: float = field(default=1.0, metadata=_meta(
-        "In passes after the first, how much of the neighbour this pass just made (warped, where the "
-        "flow is reliable) a frame starts from, against its own last result: 0 none, 1 half each.",
+        "In passes after the first, how much of the neighbour this pass just made (warped, where it "
+        "saw the pixel) a frame starts from, against its own last result: 0 none, 1 half each.",
         modes=("video",)))
 
 
