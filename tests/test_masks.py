@@ -186,7 +186,8 @@ def test_a_guided_run_resumes_to_the_uninterrupted_image_and_refuses_a_changed_m
                                                                                    image_dir, synthetic_h5):
     from test_resume import _stop_after
     mask = _split_mask(tmp_path / "mask.png")
-    args = dict(content_mask=mask, weights=synthetic_h5, size=40, iterations=12, save_every=4)
+    args = dict(content_mask=mask, weights=synthetic_h5, size=40, iterations=12, save_every=4,
+                content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))  # depth: not the point
     styles = ["keep", guided_dir / "noise.png"]
     whole = jaxstyle.transfer(image_dir / "content.png", styles, output=tmp_path / "whole.png", **args)
     progress, should_stop = _stop_after(4)
