@@ -179,9 +179,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
             except Exception as e:
                 reason = " ".join(str(e).split())[:160] or type(e).__name__
                 raise OSError(errno.EIO, f"the written file does not read back ({reason})") from None
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        _sync_dir(directory)
+        _put_in_place(tmp, path)
     except BaseException:
         with contextlib.suppress(Exception):
             fh.close()  # may try to flush what the failure left in the buffer, into the doomed file
@@ -194,12 +192,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
 def finish_part(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """Put a file written elsewhere under `part_name(path)` (by a library that needs a path of
     its own) onto `path` as `atomic_write` does: synced to disk, renamed, the rename synced."""
-    tmp, path = Path(tmp), Path(path)
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    _put_in_place(Path(tmp), Path(path))
+
+
+def _put_in_place(tmp: Path, path: Path) -> None:
+    """Rename a synced temporary file onto `path`, readable by all, and sync the rename."""
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     _sync_dir(_dir_of(path))

@@ -203,11 +203,27 @@ class _Prepared:
     flows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # offset o -> (flow t -> t+o, reliable, seen)
 
 
-def _neighbours(job: VideoJob, t: int, n: int, both: bool) -> list[int]:
+def _neighbours(job: VideoJob, t: int, both: bool) -> list[int]:
     """Offsets of the frames frame t is held to: the earlier ones at --temporal-frames' distances,
     and in passes after the first the later ones too."""
     offsets = [-d for d in job.config.temporal_frames if t - d >= 0]
-    return offsets + ([d for d in job.config.temporal_frames if t + d < n] if both else [])
+    return offsets + ([d for d in job.config.temporal_frames if t + d < job.clip.count] if both else [])
+
+
+def _flows(cache: flow_mod.FlowCache, here: np.ndarray, key: str, offsets: Sequence[int],
+           frame_at: Callable[[int], tuple[np.ndarray, str]]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A frame's flows to the frames at `offsets` (`frame_at(o)`: that frame's content and key),
+    each with its masks (`flow.reliable_and_seen`). A pair is cached with the later frame first,
+    as the first pass computed it."""
+    flows = {}
+    for o in offsets:
+        there, there_key = frame_at(o)
+        if o < 0:
+            w, back = cache.pair(here, there, key, there_key)
+        else:
+            back, w = cache.pair(there, here, there_key, key)
+        flows[o] = (w, *flow_mod.reliable_and_seen(w, back))
+    return flows
 
 
 def _prepare_frames(job: VideoJob, cache: flow_mod.FlowCache, keep: Path | None) -> Iterator[_Prepared]:
@@ -221,12 +237,7 @@ def _prepare_frames(job: VideoJob, cache: flow_mod.FlowCache, keep: Path | None)
         key = flow_mod.frame_key(content)
         if keep is not None:
             _save_array(keep / f"{t:06d}.npy", content)
-        flows = {}
-        for o in _neighbours(job, t, job.clip.count, both=False):
-            earlier, earlier_key = recent[o]
-            w, back = cache.pair(content, earlier, key, earlier_key)
-            flows[o] = (w, *flow_mod.reliable_and_seen(w, back))
-        yield _Prepared(t, content, flows)
+        yield _Prepared(t, content, _flows(cache, content, key, _neighbours(job, t, both=False), recent.__getitem__))
         recent.append((content, key))
 
 
@@ -252,19 +263,11 @@ def _prepare_pass(job: VideoJob, cache: flow_mod.FlowCache, kept: Path, order: S
             loaded[t] = (a, flow_mod.frame_key(a))
         return loaded[t]
 
-    n = job.clip.count
+    reach = max(job.config.temporal_frames)
     for t in order:
         here, key = content(t)
-        flows = {}
-        for o in _neighbours(job, t, n, both=True):
-            there, there_key = content(t + o)
-            if o < 0:
-                w, back = cache.pair(here, there, key, there_key)
-            else:  # the pair was computed with the later frame first
-                back, w = cache.pair(there, here, there_key, key)
-            flows[o] = (w, *flow_mod.reliable_and_seen(w, back))
-        yield _Prepared(t, here, flows)
-        reach = max(job.config.temporal_frames)
+        yield _Prepared(t, here, _flows(cache, here, key, _neighbours(job, t, both=True),
+                                        lambda o, t=t: content(t + o)))
         for k in [k for k in loaded if abs(k - t) > reach]:
             del loaded[k]
 
@@ -469,12 +472,18 @@ class _Runner:
         last = p == passes
         where = f" (pass {p} of {passes})" if passes > 1 else ""
         made: dict[int, np.ndarray] = {}  # this pass's results the next frames are warped from
+        before: dict[int, np.ndarray] = {}  # the previous pass's, read once each
+
+        def previous(k: int) -> np.ndarray:
+            if k not in before:
+                before[k] = imageio.load_image(job.pass_path(p - 1, k))
+            return before[k]
+
         reach = max(job.config.temporal_frames)
         for prepared in _ahead(frames, QUEUED_FRAMES):
             t = prepared.index
-            near = {o: made[t + o] if (o < 0) == forward else imageio.load_image(job.pass_path(p - 1, t + o))
-                    for o in prepared.flows}
-            own = imageio.load_image(job.pass_path(p - 1, t)) if p > 1 else None
+            near = {o: made[t + o] if (o < 0) == forward else previous(t + o) for o in prepared.flows}
+            own = previous(t) if p > 1 else None
             config = job.config if p == 1 and t == 0 else job.later
             init, temporal = _temporal(job, prepared, near, own, forward)
             path = job.pass_path(p, t)
@@ -485,6 +494,8 @@ class _Runner:
             item = frame_job.items[0]
             for k in [k for k in made if abs(k - t) >= reach]:
                 del made[k]
+            for k in [k for k in before if (k <= t if forward else k >= t)]:  # passed: not needed again
+                del before[k]
             if path.exists() and not (item.checkpoint and item.checkpoint.exists()) and job.existing != "overwrite":
                 if job.existing == "skip" or imageio.read_note(path) == result_note(
                         frame_job, resolve(config, self.platform), item):

@@ -140,7 +140,7 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
             p.resumed.check_weights(weights_sha)
             notify(Note(f"{p.item.name}: resumed at iteration {p.resumed.iteration} of {total} "
                         f"from {p.resumed.path.name}"))
-    builder = _builder(config, params, job.regions, builders)
+    builder = _builder(config, settings, params, job.regions, builders)
     compiled, programs = builder.compile_seconds, sum(p.count for p in builder.programs.values())
     runner = Runner(job, config, builder, results, progress or (lambda _p: None), notify,
                     should_stop, weights_sha, weights_path, total=len(job.items), devices=devices,
@@ -164,13 +164,12 @@ def run(job: Job, *, progress: Callable[[Progress], None] | None = None,
     return out
 
 
-def _builder(config: Config, params: Any, regions: int, kept: dict | None) -> Builder:
-    """A Builder for `config`, or the one an earlier run with `kept` made for the same settings
-    (those that only decide where a run stops aside) and the same weights."""
+def _builder(config: Config, settings: Config, params: Any, regions: int, kept: dict | None) -> Builder:
+    """A Builder for `config`, or the one an earlier run with `kept` made for the same `settings`
+    (`config` without those that only decide where a run stops) and the same weights."""
     if kept is None:
         return Builder(config, vgg.prepare_variables(params), regions)
-    defaults = Config()
-    key = (config.replace(scales=1, **{k: getattr(defaults, k) for k in RUN_ONLY}), regions, id(params))
+    key = (settings.replace(scales=1), regions, id(params))
     if key not in kept:
         for old in [k for k in kept if k != "fitted"]:  # one set of settings at a time: the device
             del kept[old]                               # copies of the weights go with it
