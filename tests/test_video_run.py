@@ -203,6 +203,9 @@ def test_the_api_makes_a_video_and_documents_its_settings(tmp_path, style, synth
     assert "temporal_weight (float, default 0.1)" in jaxstyle.video.__doc__
     with pytest.raises(ConfigError, match="temporal_weight"):
         jaxstyle.transfer(pan(1)[0], style, weights=synthetic_params, temporal_weight=0.5, size=32)
+    for name, value in (("passes", 3), ("pass_blend", 0.5), ("frame_iterations", 10)):
+        with pytest.raises(ConfigError, match=f"{name} is a setting of jaxstyle.video, not of transfer"):
+            jaxstyle.transfer(pan(1)[0], style, weights=synthetic_params, size=32, **{name: value})
 
 
 def test_luminance_only_frames_start_and_are_held_grey(tmp_path, style, synthetic_params):

@@ -119,7 +119,13 @@ def _config(mode: str, config: Config | None, preset: str | None, options: Mappi
         if preset not in STYLE_PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; use one of {', '.join(sorted(STYLE_PRESETS))}")
         base = base.replace(**STYLE_PRESETS[preset])
-    return base.replace(**{k: _plain(v) for k, v in options.items()})
+    out = base.replace(**{k: _plain(v) for k, v in options.items()})
+    if mode != "video":  # a video's settings (other than their defaults) would mean nothing here
+        misplaced = sorted(f.name for f in dataclasses.fields(Config) if f.metadata["modes"] == ("video",)
+                           and f.name in options and getattr(out, f.name) != f.default)
+        if misplaced:
+            raise ConfigError(f"{misplaced[0]} is a setting of jaxstyle.video, not of {mode}")
+    return out
 
 
 def _quality(quality: Any, bits: Any) -> tuple[int, int]:
